@@ -1,0 +1,32 @@
+"""Pure normalizers: a verified record in, row changes out (see ``model``)."""
+
+from __future__ import annotations
+
+from canvas_stream.records import (
+    FORMAT_CALIPER,
+    FORMAT_CANVAS,
+    SOURCE_LIVE_EVENT,
+    SOURCE_LTI_NOTICE,
+    Record,
+)
+
+from .model import NormalizationError, Normalized
+
+
+def normalize(record: Record) -> Normalized:
+    """Dispatch on source and format; raises NormalizationError for the quarantine."""
+    if record.source == SOURCE_LIVE_EVENT:
+        if record.format == FORMAT_CANVAS:
+            from .canvas import normalize_canvas
+
+            return normalize_canvas(record)
+        if record.format == FORMAT_CALIPER:
+            from .caliper import normalize_caliper
+
+            return normalize_caliper(record)
+        raise NormalizationError(f"unrecognised live event format {record.format[:40]!r}")
+    if record.source == SOURCE_LTI_NOTICE:
+        from .notices import normalize_notice
+
+        return normalize_notice(record)
+    raise NormalizationError(f"unknown record source {record.source[:40]!r}")

@@ -1,0 +1,109 @@
+"""The one internal model both event formats normalize into.
+
+Normalizers are pure: a verified record goes in, plain row changes come out. Nothing here
+imports aiohttp, faust or SQLAlchemy, so the corpus tests run without servers and the stream
+engine stays replaceable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+class NormalizationError(ValueError):
+    """An authentic event we cannot turn into rows; the worker quarantines it with this reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One row of ``canvas.events``: a distinct event, whatever else it feeds."""
+
+    event_id: str
+    event_name: str
+    format: str  # "canvas" | "caliper" | "lti_notice"
+    event_time: datetime | None
+    received_at: datetime
+    user_id: int | None
+    context_type: str | None
+    context_id: int | None
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """The columns one event carries for one row of an entity or fact table.
+
+    ``version`` orders changes: the latest event time wins per column, ties broken by event id,
+    so any order or number of deliveries ends in the same row.
+    """
+
+    table: str
+    key: Mapping[str, Any]
+    fields: Mapping[str, Any]
+    version: str
+
+
+@dataclass(slots=True)
+class Normalized:
+    """Everything one record turns into, plus what the mapping did not recognise."""
+
+    events: list[EventRow] = field(default_factory=list)
+    changes: list[RowChange] = field(default_factory=list)
+    unknown_events: list[str] = field(default_factory=list)
+    unknown_fields: list[str] = field(default_factory=list)
+
+    def extend(self, other: Normalized) -> None:
+        self.events.extend(other.events)
+        self.changes.extend(other.changes)
+        self.unknown_events.extend(other.unknown_events)
+        self.unknown_fields.extend(other.unknown_fields)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO-8601 (Canvas sends milliseconds and a ``Z``) to an aware UTC datetime; None if absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str):
+        raise NormalizationError(f"time is not a string: {type(value).__name__}")
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise NormalizationError(f"unparseable time {value[:40]!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def make_version(event_time: datetime | None, event_id: str) -> str:
+    """A string that sorts like (event time, event id) under byte order (COLLATE "C")."""
+    moment = (event_time or EPOCH).astimezone(UTC)
+    return f"{moment.strftime('%Y-%m-%dT%H:%M:%S.%f')}Z|{event_id}"
+
+
+def to_id(value: Any) -> int | None:
+    """A Canvas id (string or number, global form, or a Caliper urn) as an int; None if absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise NormalizationError("id is a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.rsplit(":", 1)[-1].strip()
+        if text.isdigit():
+            number = int(text)
+            if number < 2**63:
+                return number
+        raise NormalizationError(f"not a Canvas id: {value[:60]!r}")
+    raise NormalizationError(f"not a Canvas id: {type(value).__name__}")
