@@ -1,0 +1,92 @@
+"""``canvas-stream dev``: the whole system on one machine, with nothing else installed.
+
+Starts embedded PostgreSQL and a Kafka-compatible broker unless URLs are given, migrates, runs
+the ingress and one worker as child processes (the same commands compose runs), and stops all of
+it on Ctrl-C or SIGTERM, leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from canvas_stream import migrate
+from canvas_stream.settings import Settings, plain_database_url
+
+
+def _child(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "canvas_stream.cli", command], env=env)
+
+
+def _stop(children: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def run_dev(settings: Settings, data_dir: Path, workers: int = 1) -> int:
+    """Run until interrupted; returns the exit code."""
+    from canvas_stream.services import EmbeddedKafka, EmbeddedPostgres
+    from ingest.publish import ensure_topic
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stack = contextlib.ExitStack()
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if settings.database_url is None:
+            pg = stack.enter_context(EmbeddedPostgres(data_dir / "postgres"))
+            database_url = pg.url
+        else:
+            database_url = settings.require_database_url()
+        bootstrap = settings.kafka_bootstrap_servers
+        if not bootstrap:
+            kafka = stack.enter_context(EmbeddedKafka(log_dir=data_dir / "kafka-logs"))
+            bootstrap = kafka.bootstrap_servers
+        print("canvas-stream dev: applying migrations", flush=True)
+        migrate.upgrade(database_url)
+        asyncio.run(ensure_topic(bootstrap, settings.kafka_topic, settings.kafka_partitions))
+        env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+        children.append(_child("ingress", env))
+        children.extend(_child("worker", env) for _ in range(workers))
+        url = f"http://127.0.0.1:{settings.port}"
+        print(
+            "\ncanvas-stream is running.\n"
+            f"  Canvas Live Events endpoint : {url}/live-events  (put it behind HTTPS)\n"
+            f"  LTI notices endpoint        : {url}/lti/notices\n"
+            f"  Warehouse (psql)            : {plain_database_url(database_url)}\n"
+            f"  Kafka bootstrap             : {bootstrap}\n"
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        while not stopping:
+            if any(child.poll() is not None for child in children):
+                print("canvas-stream dev: a component exited; stopping", file=sys.stderr, flush=True)
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("canvas-stream dev: stopping", flush=True)
+        _stop(children)
+        stack.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

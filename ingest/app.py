@@ -1,0 +1,149 @@
+"""The aiohttp ingress: verify, publish, answer. Routes stay thin; the logic is in pure modules."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from canvas_stream.records import Verification, now_iso
+from canvas_stream.settings import Settings
+from ingest.jwks import JwksCache, KeyUnavailable
+from ingest.live_events import BadBody, build_record, classify_body
+from ingest.publish import KafkaPublisher, PublishFailed
+from ingest.verify import TokenRejected, check_claims, decode_claims, parse_compact, verify_signature
+
+log = structlog.get_logger(__name__)
+
+RESPONSES = Counter("canvas_stream_ingress_responses_total", "Ingress answers", ["route", "status"])
+LATENCY = Histogram("canvas_stream_ingress_seconds", "Time to answer", ["route"])
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+PUBLISHER_KEY = web.AppKey("publisher", KafkaPublisher)
+LIVE_JWKS_KEY = web.AppKey("live_events_jwks", JwksCache)
+
+
+def error(status: int, message: str) -> web.Response:
+    """A short JSON error: never a stack trace, a token or a secret."""
+    return web.json_response({"error": message}, status=status)
+
+
+async def verify_live_event(token: str, jwks: JwksCache, settings: Settings) -> tuple[dict[str, Any], Verification]:
+    parts = parse_compact(token)
+    key = await jwks.get_key(parts.kid)
+    verify_signature(parts, key)
+    claims = decode_claims(parts)
+    check_claims(claims, issuer=settings.live_events_issuer, leeway=settings.live_events_leeway_seconds)
+    verification = Verification(signed=True, kid=parts.kid, issuer=claims.get("iss"), verified_at=now_iso())
+    return claims, verification
+
+
+async def post_live_event(request: web.Request) -> web.Response:
+    """One Canvas live event per POST; 200 only once Kafka acknowledged it."""
+    settings = request.app[SETTINGS_KEY]
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await _handle_live_event(request, settings)
+        status = response.status
+        return response
+    finally:
+        RESPONSES.labels("live-events", str(status)).inc()
+        LATENCY.labels("live-events").observe(time.perf_counter() - started)
+
+
+async def _handle_live_event(request: web.Request, settings: Settings) -> web.Response:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, "body too large")
+    try:
+        body = classify_body(raw)
+    except BadBody as exc:
+        return error(400, exc.reason)
+    if body.token is not None:
+        try:
+            payload, verification = await verify_live_event(body.token, request.app[LIVE_JWKS_KEY], settings)
+        except TokenRejected as exc:
+            log.info("live event rejected", reason=exc.reason)
+            return error(401, f"invalid token: {exc.reason}")
+        except KeyUnavailable:
+            log.warning("live events JWKS unavailable")
+            return error(503, "signing keys unavailable; retry later")
+    else:
+        if not settings.live_events_allow_unsigned:
+            return error(401, "unsigned events are not accepted (sign the payload in Canvas Data Services)")
+        assert body.payload is not None
+        payload, verification = body.payload, Verification(signed=False)
+    key, record = build_record(payload, verification, raw)
+    try:
+        await request.app[PUBLISHER_KEY].publish(key, record.to_bytes())
+    except PublishFailed as exc:
+        log.warning("publish failed", error=str(exc))
+        return error(503, "event store unavailable; retry later")
+    return web.json_response({"status": "accepted", "format": record.format})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the broker answers and the live-event keys are loaded (or unsigned is allowed)."""
+    settings = request.app[SETTINGS_KEY]
+    broker = await request.app[PUBLISHER_KEY].ready()
+    jwks = request.app[LIVE_JWKS_KEY]
+    keys = jwks.ready
+    if not keys and not settings.live_events_allow_unsigned:
+        try:
+            await jwks.refresh()
+            keys = jwks.ready
+        except Exception:
+            keys = False
+    ok = broker and (keys or settings.live_events_allow_unsigned)
+    body = {"broker": "ok" if broker else "unavailable", "live_events_keys": "ok" if keys else "unavailable"}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    publisher: KafkaPublisher | None = None,
+    live_events_jwks: JwksCache | None = None,
+) -> web.Application:
+    """Build the ingress; collaborators can be injected (tests use real ones on loopback)."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS_KEY] = settings
+    app[PUBLISHER_KEY] = publisher or KafkaPublisher(
+        settings.require_kafka(), settings.kafka_topic, ack_timeout=settings.kafka_ack_timeout_seconds
+    )
+    app[LIVE_JWKS_KEY] = live_events_jwks or JwksCache(
+        settings.live_events_jwks_url, refetch_cooldown=settings.jwks_refetch_cooldown_seconds
+    )
+    app.router.add_post("/live-events", post_live_event)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+    async def lifecycle(app: web.Application):
+        await app[PUBLISHER_KEY].start()
+        yield
+        await app[PUBLISHER_KEY].stop()
+        await app[LIVE_JWKS_KEY].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def run_ingress(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    app = create_app(settings)
+    print(f"canvas-stream ingress listening on http://{settings.host}:{settings.port}/live-events", flush=True)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)

@@ -1,0 +1,117 @@
+"""The faust-streaming worker: a thin adapter from a Kafka topic to ``WarehouseSink``.
+
+Offsets move only after the database transaction that holds a batch committed: ``take_events``
+acks a batch when the loop body returns, and the body returns only after ``WarehouseSink.write``
+committed (it retries database outages itself). If the body is interrupted (shutdown, cancel,
+crash) the batch's messages are marked so that faust cannot commit them; they are redelivered.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import faust
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from canvas_stream.settings import Settings
+from processors.batch import prepare
+from processors.sink import WarehouseSink
+
+log = structlog.get_logger(__name__)
+
+EVENTS_WRITTEN = Counter("canvas_stream_worker_events_total", "Events committed to canvas.events")
+QUARANTINED = Counter("canvas_stream_worker_quarantined_total", "Messages quarantined")
+UNKNOWN_EVENTS = Counter("canvas_stream_unknown_events_total", "Events of names the mapping does not know",
+                         ["event_name"])
+UNKNOWN_FIELDS = Counter("canvas_stream_unknown_fields_total", "Event fields the mapping does not know",
+                         ["field"])
+MAX_LABELS = 500
+
+
+def _forbid_commit(events: Any) -> None:
+    """Mark messages acked so faust's own ack of an unfinished batch cannot commit them."""
+    for event in events:
+        event.message.acked = True
+
+
+def kafka_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the faust app, its one agent and its status pages."""
+    app = faust.App(
+        settings.worker_group_id,
+        broker=kafka_urls(settings.require_kafka()),
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=settings.kafka_partitions,
+        topic_replication_factor=settings.kafka_replication_factor,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        web_enabled=settings.worker_status_port is not None,
+        web_port=settings.worker_status_port or 6066,
+        web_bind="0.0.0.0",
+        stream_buffer_maxsize=max(4096, settings.worker_batch_size * 2),
+    )
+    engine = create_async_engine(
+        settings.require_database_url(), pool_size=2, max_overflow=2, pool_pre_ping=True
+    )
+    sink = WarehouseSink(engine)
+    app.warehouse_sink = sink  # type: ignore[attr-defined]
+    topic = app.topic(settings.kafka_topic, partitions=settings.kafka_partitions)
+    seen_unknown: set[str] = set()
+
+    @app.agent(topic)
+    async def load_warehouse(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
+            try:
+                batch = prepare([e.message.value for e in events])
+                await sink.write(batch)
+            except BaseException:
+                _forbid_commit(events)
+                raise
+            EVENTS_WRITTEN.inc(len(batch.items) - len(batch.quarantined()))
+            QUARANTINED.inc(len(batch.quarantined()))
+            for name, count in batch.unknown_events.items():
+                if name not in seen_unknown and len(seen_unknown) < MAX_LABELS:
+                    seen_unknown.add(name)
+                    log.info("unknown event name; stored in canvas.events only", event_name=name)
+                UNKNOWN_EVENTS.labels(name[:100]).inc(count)
+            for name, count in batch.unknown_fields.items():
+                if name not in seen_unknown and len(seen_unknown) < MAX_LABELS:
+                    seen_unknown.add(name)
+                    log.info("unknown event field; kept in the payload", field=name)
+                UNKNOWN_FIELDS.labels(name[:100]).inc(count)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        last = sink.last_commit_monotonic
+        body = {
+            "database": "ok" if sink.ready else "unavailable",
+            "seconds_since_last_commit": None if last is None else round(time.monotonic() - last, 1),
+        }
+        return web.json(body, status=200 if sink.ready else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker until SIGINT/SIGTERM (faust's Worker owns the event loop and signals)."""
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,72 @@
+"""Turn a batch of Kafka messages into warehouse writes (pure: no I/O).
+
+Every message ends up either normalized or quarantined with its reason; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from canvas_stream.records import RecordError, record_from_bytes
+from processors.normalize import normalize
+from processors.normalize.model import NormalizationError, Normalized
+from processors.warehouse.writer import QuarantineRow, UnknownColumn, check_change
+
+
+@dataclass(slots=True)
+class Item:
+    """One Kafka message and what it became."""
+
+    raw: bytes
+    normalized: Normalized | None = None
+    quarantine: QuarantineRow | None = None
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    items: list[Item]
+    unknown_events: Counter[str] = field(default_factory=Counter)
+    unknown_fields: Counter[str] = field(default_factory=Counter)
+
+    def normalized(self) -> Normalized:
+        merged = Normalized()
+        for item in self.items:
+            if item.normalized is not None:
+                merged.extend(item.normalized)
+        return merged
+
+    def quarantined(self) -> list[QuarantineRow]:
+        return [i.quarantine for i in self.items if i.quarantine is not None]
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def prepare_one(raw: bytes) -> Item:
+    """Decode and normalize one message; any failure becomes a quarantine row with the reason."""
+    try:
+        record = record_from_bytes(raw)
+    except RecordError as exc:
+        return Item(raw, quarantine=QuarantineRow(f"record: {exc}", _text(raw), "kafka"))
+    try:
+        result = normalize(record)
+        for change in result.changes:
+            check_change(change)
+    except (NormalizationError, UnknownColumn) as exc:
+        return Item(raw, quarantine=QuarantineRow(f"normalize: {exc}", _text(raw), record.source))
+    except Exception as exc:  # a normalizer bug must not stall the partition
+        reason = f"normalize crashed: {exc.__class__.__name__}: {str(exc)[:300]}"
+        return Item(raw, quarantine=QuarantineRow(reason, _text(raw), record.source))
+    return Item(raw, normalized=result)
+
+
+def prepare(messages: Sequence[bytes] | Iterable[bytes]) -> PreparedBatch:
+    batch = PreparedBatch([prepare_one(m) for m in messages])
+    for item in batch.items:
+        if item.normalized is not None:
+            batch.unknown_events.update(item.normalized.unknown_events)
+            batch.unknown_fields.update(item.normalized.unknown_fields)
+    return batch

@@ -1,0 +1,114 @@
+"""Write prepared batches to PostgreSQL in one transaction each, retrying until they land.
+
+The Kafka offsets of a batch move only after this returns, so a crash anywhere before that
+redelivers the batch (the upserts are idempotent). A database outage blocks the batch and
+retries with backoff; a message that violates a constraint is found by retrying the batch one
+message at a time, and quarantined, so the partition never stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import structlog
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from processors.batch import Item, PreparedBatch
+from processors.normalize.model import Normalized
+from processors.warehouse.writer import QuarantineRow, insert_events, insert_quarantine, upsert_changes
+
+log = structlog.get_logger(__name__)
+
+# SQLSTATE classes that mean "this data is bad" (data exception, integrity violation). Anything
+# else (connection loss, shutdown, a missing migration) is retried: never quarantine good events
+# because of an operator problem.
+POISON_SQLSTATE_CLASSES = ("22", "23")
+
+
+def _chain(exc: BaseException):
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = getattr(current, "orig", None) or current.__cause__
+
+
+def is_poison(exc: BaseException) -> bool:
+    """The database (or the driver, encoding a parameter) refused this data itself."""
+    for link in _chain(exc):
+        state = getattr(link, "sqlstate", None)
+        if isinstance(state, str):
+            return state[:2] in POISON_SQLSTATE_CLASSES
+        if isinstance(link, (DataError, IntegrityError)):
+            return True
+        if isinstance(link, (ValueError, TypeError, OverflowError)) and not isinstance(link, OSError):
+            return True
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    return not is_poison(exc)
+
+
+class WarehouseSink:
+    """Owns the engine; tracks readiness for the worker's status endpoint."""
+
+    def __init__(self, engine: AsyncEngine, *, max_backoff: float = 10.0) -> None:
+        self.engine = engine
+        self.max_backoff = max_backoff
+        self.ready = True
+        self.last_commit_monotonic: float | None = None
+        self.events_written = 0
+        self.rows_written = 0
+        self.quarantined = 0
+
+    async def _write(self, normalized: Normalized, quarantined: Sequence[QuarantineRow]) -> None:
+        async with self.engine.begin() as conn:
+            self.events_written += await insert_events(conn, normalized.events)
+            self.rows_written += await upsert_changes(conn, normalized.changes)
+            self.quarantined += await insert_quarantine(conn, quarantined)
+
+    async def _write_isolating_poison(self, items: Sequence[Item]) -> None:
+        """One transaction per message; a message the database refuses is quarantined."""
+        for item in items:
+            if item.normalized is None:
+                continue
+            try:
+                await self._write(item.normalized, [])
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                reason = f"database refused: {exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}"
+                log.warning("message quarantined", reason=reason)
+                item.quarantine = QuarantineRow(reason, item.raw.decode("utf-8", "backslashreplace"), "kafka")
+                item.normalized = None
+        quarantined = [i.quarantine for i in items if i.quarantine is not None]
+        await self._write(Normalized(), quarantined)
+
+    async def write(self, batch: PreparedBatch) -> None:
+        """Return only once the batch is committed; retry transient failures forever."""
+        backoff = 0.2
+        while True:
+            try:
+                try:
+                    await self._write(batch.normalized(), batch.quarantined())
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    log.warning("batch refused, isolating poison", error=exc.__class__.__name__)
+                    await self._write_isolating_poison(batch.items)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.ready = False
+                log.warning("database unavailable, retrying", error=exc.__class__.__name__, backoff=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            self.ready = True
+            self.last_commit_monotonic = time.monotonic()
+            return

@@ -1,0 +1,200 @@
+"""The one place that writes to the warehouse: batched, collapsed, order-safe upserts.
+
+Rule analysts can rely on: each column holds the value of the latest event (by event time, ties
+broken by event id) that carried that column. Changes to the same row within a batch are merged
+in Python first (PostgreSQL cannot touch a row twice in one statement); the same rule is then
+applied in SQL against the stored ``field_versions``, so any order or number of deliveries ends
+in identical tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, case, func, not_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from processors.normalize.model import EventRow, RowChange
+
+from . import tables
+
+# asyncpg allows 32767 bind parameters per statement; stay well below.
+MAX_PARAMS_PER_STATEMENT = 30_000
+
+_TABLES: dict[str, Table] = {t.name: t for t in tables.warehouse_tables()}
+
+
+class UnknownColumn(ValueError):
+    """A normalizer produced a field the table does not have (a mapping bug, quarantined)."""
+
+
+@dataclass(slots=True)
+class MergedChange:
+    """All changes to one row in a batch, merged by the per-column latest-version rule."""
+
+    table: str
+    key: dict[str, Any]
+    fields: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, change: RowChange) -> None:
+        for column, value in change.fields.items():
+            current = self.versions.get(column)
+            if current is None or change.version > current:
+                self.fields[column] = value
+                self.versions[column] = change.version
+
+
+@dataclass(slots=True)
+class QuarantineRow:
+    reason: str
+    raw: str
+    source: str | None = None
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(self.raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_change(change: RowChange) -> None:
+    """Reject changes that name a table or column the warehouse does not have."""
+    table = _TABLES.get(change.table)
+    if table is None:
+        raise UnknownColumn(f"unknown table {change.table!r}")
+    for name in (*change.key, *change.fields):
+        if name not in table.c or name in tables.VERSION_COLUMNS:
+            raise UnknownColumn(f"unknown column {change.table}.{name}")
+
+
+def collapse(changes: Iterable[RowChange]) -> list[MergedChange]:
+    """Merge changes per (table, key); the result does not depend on the input order."""
+    merged: dict[tuple[str, tuple[Any, ...]], MergedChange] = {}
+    for change in changes:
+        key = (change.table, tuple(sorted(change.key.items())))
+        row = merged.get(key)
+        if row is None:
+            row = merged[key] = MergedChange(change.table, dict(change.key))
+        row.apply(change)
+    return list(merged.values())
+
+
+def collapse_events(rows: Iterable[EventRow]) -> list[EventRow]:
+    """One row per event id, keeping the earliest receipt (duplicates in one batch are common)."""
+    best: dict[str, EventRow] = {}
+    for row in rows:
+        seen = best.get(row.event_id)
+        if seen is None or row.received_at < seen.received_at:
+            best[row.event_id] = row
+    return list(best.values())
+
+
+def _version_time(version: str) -> datetime:
+    return datetime.fromisoformat(version.split("|", 1)[0].replace("Z", "+00:00"))
+
+
+def _chunks(rows: Sequence[dict[str, Any]], width: int) -> Iterable[Sequence[dict[str, Any]]]:
+    size = max(1, MAX_PARAMS_PER_STATEMENT // max(width, 1))
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _upsert_statement(table: Table, rows: Sequence[dict[str, Any]]):
+    stmt = insert(table).values(list(rows))
+    excluded = stmt.excluded
+    key_names = [c.name for c in table.primary_key.columns]
+    data_columns = [c for c in table.c if c.name not in key_names and c.name not in tables.VERSION_COLUMNS]
+    set_: dict[str, Any] = {
+        c.name: case(
+            (
+                func.canvas.newer(
+                    excluded.field_versions[c.name].astext, table.c.field_versions[c.name].astext
+                ),
+                excluded[c.name],
+            ),
+            else_=table.c[c.name],
+        )
+        for c in data_columns
+    }
+    set_["field_versions"] = func.canvas.merge_versions(table.c.field_versions, excluded.field_versions)
+    set_["last_event_at"] = func.greatest(table.c.last_event_at, excluded.last_event_at)
+    return stmt.on_conflict_do_update(
+        index_elements=key_names,
+        set_=set_,
+        where=not_(table.c.field_versions.contains(excluded.field_versions)),
+    )
+
+
+async def upsert_changes(conn: AsyncConnection, changes: Iterable[RowChange]) -> int:
+    """Collapse and upsert; returns the number of distinct rows written."""
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for row in collapse(changes):
+        table = _TABLES[row.table]
+        values: dict[str, Any] = {c.name: None for c in table.c}
+        values.update(row.key)
+        values.update(row.fields)
+        values["field_versions"] = row.versions
+        values["last_event_at"] = _version_time(max(row.versions.values())) if row.versions else None
+        by_table.setdefault(row.table, []).append(values)
+    count = 0
+    for name in sorted(by_table):  # a fixed order keeps concurrent workers from deadlocking
+        table = _TABLES[name]
+        rows = sorted(by_table[name], key=lambda r: tuple(str(r[c.name]) for c in table.primary_key.columns))
+        for chunk in _chunks(rows, len(table.c)):
+            await conn.execute(_upsert_statement(table, chunk))
+        count += len(rows)
+    return count
+
+
+async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
+    """Insert distinct events; a repeat delivery only lowers ``received_at`` to the earliest."""
+    values = [
+        {
+            "event_id": r.event_id,
+            "event_name": r.event_name,
+            "format": r.format,
+            "event_time": r.event_time,
+            "received_at": r.received_at,
+            "user_id": r.user_id,
+            "context_type": r.context_type,
+            "context_id": r.context_id,
+            "payload": r.payload,
+        }
+        for r in sorted(collapse_events(rows), key=lambda r: r.event_id)
+    ]
+    table = tables.events
+    for chunk in _chunks(values, len(table.c)):
+        stmt = insert(table).values(list(chunk))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["event_id"],
+            set_={"received_at": stmt.excluded.received_at},
+            where=stmt.excluded.received_at < table.c.received_at,
+        )
+        await conn.execute(stmt)
+    return len(values)
+
+
+def _without_nul(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; keep it visible instead of failing the quarantine."""
+    return text.replace("\x00", "\\u0000")
+
+
+async def insert_quarantine(conn: AsyncConnection, rows: Iterable[QuarantineRow]) -> int:
+    """Keep what could not be normalized, once per distinct raw message."""
+    values = {
+        r.id: {"id": r.id, "reason": r.reason[:2000], "source": r.source, "raw": _without_nul(r.raw)}
+        for r in rows
+    }
+    if not values:
+        return 0
+    stmt = insert(tables.quarantine).values(list(values.values()))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={"reason": stmt.excluded.reason, "resolved": False},
+    )
+    await conn.execute(stmt)
+    return len(values)
