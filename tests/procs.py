@@ -1,0 +1,83 @@
+"""Run canvas-stream roles as real child processes in tests, and always reap them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def role_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LTI_", "LIVE_EVENTS_", "KAFKA_", "WORKER_"))}
+    env.update({"LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+    env.update(overrides)
+    return env
+
+
+class Role:
+    """One ``canvas-stream <role>`` process with its output in a log file."""
+
+    def __init__(self, role: str, env: dict[str, str]) -> None:
+        self.role = role
+        self.env = env
+        self.log = Path(tempfile.mkstemp(prefix=f"canvas-stream-{role}-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Role:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "canvas_stream.cli", self.role],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+
+@contextlib.contextmanager
+def running(*roles: Role) -> Iterator[tuple[Role, ...]]:
+    try:
+        for role in roles:
+            role.start()
+        yield roles
+    finally:
+        for role in roles:
+            role.stop()
+
+
+async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 30.0, interval: float = 0.25,
+                     message: str = "condition") -> Any:
+    """Poll an async check until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}; last={last!r}")
