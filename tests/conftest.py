@@ -1,0 +1,60 @@
+"""Session fixtures for real Kafka and PostgreSQL.
+
+``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` in the environment point the tests at existing servers;
+otherwise an embedded tansu broker / embedded PostgreSQL is started for the session. Every session
+gets its own freshly created database (``cs_test_<random>``), dropped at the end.
+Kept import-light: only ``canvas_stream.services`` from the project.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from canvas_stream import services
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a Kafka-compatible broker for the whole session."""
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if env:
+        yield env
+        return
+    with services.EmbeddedKafka() as kafka:
+        yield kafka.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """``postgresql+asyncpg://`` URL of the session's PostgreSQL server (its default database)."""
+    env = os.environ.get("DATABASE_URL", "").strip()
+    if env:
+        yield services.to_asyncpg_url(env)
+        return
+    with services.EmbeddedPostgres() as pg:
+        yield pg.url
+
+
+@pytest_asyncio.fixture(scope="session")
+async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
+    """``postgresql+asyncpg://`` URL of a database created for this test session only."""
+    await services.wait_for_postgres(postgres_server_url, timeout=60)
+    name = f"cs_test_{uuid.uuid4().hex[:12]}"
+    url = await services.create_database(postgres_server_url, name)
+    try:
+        yield url
+    finally:
+        await services.drop_database(postgres_server_url, name)
+
+
+@pytest.fixture
+def unique_topic(request: pytest.FixtureRequest) -> str:
+    """A fresh topic-name prefix (legal Kafka characters), e.g. ``t-test_x-1a2b3c4d-``."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", request.node.name)[:60]
+    return f"t-{stem}-{uuid.uuid4().hex[:8]}-"
