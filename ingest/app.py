@@ -11,10 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from canvas_stream.records import Verification, now_iso
 from canvas_stream.settings import Settings
-from ingest.jwks import JwksCache, KeyUnavailable
+from ingest.jwks import JwksCache, KeyUnavailable, verify_with
 from ingest.live_events import BadBody, build_record, classify_body
 from ingest.publish import KafkaPublisher, PublishFailed
-from ingest.verify import TokenRejected, check_claims, decode_claims, parse_compact, verify_signature
+from ingest.verify import TokenRejected
 
 log = structlog.get_logger(__name__)
 
@@ -32,12 +32,11 @@ def error(status: int, message: str) -> web.Response:
 
 
 async def verify_live_event(token: str, jwks: JwksCache, settings: Settings) -> tuple[dict[str, Any], Verification]:
-    parts = parse_compact(token)
-    key = await jwks.get_key(parts.kid)
-    verify_signature(parts, key)
-    claims = decode_claims(parts)
-    check_claims(claims, issuer=settings.live_events_issuer, leeway=settings.live_events_leeway_seconds)
-    verification = Verification(signed=True, kid=parts.kid, issuer=claims.get("iss"), verified_at=now_iso())
+    verified = await verify_with(
+        token, jwks, issuer=settings.live_events_issuer, leeway=settings.live_events_leeway_seconds
+    )
+    claims = verified.claims
+    verification = Verification(signed=True, kid=verified.kid, issuer=claims.get("iss"), verified_at=now_iso())
     return claims, verification
 
 
