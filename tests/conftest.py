@@ -58,3 +58,30 @@ def unique_topic(request: pytest.FixtureRequest) -> str:
     """A fresh topic-name prefix (legal Kafka characters), e.g. ``t-test_x-1a2b3c4d-``."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", request.node.name)[:60]
     return f"t-{stem}-{uuid.uuid4().hex[:8]}-"
+
+
+@pytest_asyncio.fixture(scope="session")
+async def migrated_database_url(database_url: str) -> str:
+    """The session database with ``alembic upgrade head`` applied (in a thread: alembic runs its own loop)."""
+    import asyncio
+
+    from canvas_stream import migrate
+
+    await asyncio.to_thread(migrate.upgrade, database_url)
+    return database_url
+
+
+@pytest_asyncio.fixture
+async def engine(migrated_database_url: str):
+    """An async engine on the migrated warehouse, emptied before each test."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from processors.warehouse import tables
+
+    eng = create_async_engine(migrated_database_url, pool_size=2)
+    async with eng.begin() as conn:
+        names = ", ".join(f"{tables.SCHEMA}.{t.name}" for t in tables.metadata.sorted_tables)
+        await conn.execute(text(f"TRUNCATE {names}"))
+    yield eng
+    await eng.dispose()

@@ -6,7 +6,6 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, text
-from warehouse_fixtures import _migrated, engine  # noqa: F401
 
 from processors.batch import Item, PreparedBatch
 from processors.normalize.model import EventRow, Normalized, RowChange, make_version
