@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 
+from processors.normalize import mapping
+
 SCHEMA = "canvas"
 metadata = MetaData(schema=SCHEMA)
 
@@ -85,117 +87,45 @@ quarantine = Table(
     info={"fed_by": ["any event that fails"]},
 )
 
-courses = entity_table(
-    "courses",
-    [id_column("Canvas global course id.")],
-    Column("name", Text),
-    Column("course_code", Text),
-    Column("account_id", BigInteger),
-    Column("root_account_id", BigInteger),
-    Column("enrollment_term_id", BigInteger),
-    Column("sis_source_id", Text),
-    Column("uuid", Text),
-    Column("workflow_state", Text),
-    Column("created_at", TZ),
-    Column("updated_at", TZ),
-    Column("start_at", TZ),
-    Column("conclude_at", TZ),
-    comment="Current state of each course.",
-    fed_by=["course_created", "course_updated", "course_completed"],
-)
+_SQL_TYPES = {
+    mapping.ID: BigInteger,
+    mapping.INT: BigInteger,
+    mapping.FLOAT: Float,
+    mapping.BOOL: Boolean,
+    mapping.TIME: lambda: TZ,
+    mapping.TEXT: Text,
+    mapping.JSON: JSONB,
+}
 
-users = entity_table(
-    "users",
-    [id_column("Canvas global user id.")],
-    Column("name", Text),
-    Column("short_name", Text),
-    Column("sortable_name", Text),
-    Column("uuid", Text),
-    Column("workflow_state", Text),
-    Column("user_login", Text),
-    Column("user_sis_id", Text),
-    Column("created_at", TZ),
-    Column("updated_at", TZ),
-    comment="Current state of each user.",
-    fed_by=["user_created", "user_updated"],
-)
 
-enrollments = entity_table(
-    "enrollments",
-    [id_column("Canvas global enrollment id.")],
-    Column("course_id", BigInteger),
-    Column("course_section_id", BigInteger),
-    Column("user_id", BigInteger),
-    Column("user_name", Text),
-    Column("type", Text, comment="StudentEnrollment, TeacherEnrollment, ..."),
-    Column("workflow_state", Text),
-    Column("associated_user_id", BigInteger),
-    Column("limit_privileges_to_course_section", Boolean),
-    Column("created_at", TZ),
-    Column("updated_at", TZ),
-    comment="Current state of each enrollment.",
-    fed_by=["enrollment_created", "enrollment_updated"],
-)
+def _column(col: mapping.Col, *, key: bool = False) -> Column:
+    kwargs: dict = {"comment": col.comment} if col.comment else {}
+    if key:
+        kwargs.update(primary_key=True, autoincrement=False)
+    return Column(col.name, _SQL_TYPES[col.kind](), **kwargs)
 
-assignments = entity_table(
-    "assignments",
-    [id_column("Canvas global assignment id.")],
-    Column("course_id", BigInteger),
-    Column("context_type", Text),
-    Column("assignment_group_id", BigInteger),
-    Column("title", Text),
-    Column("description", Text),
-    Column("points_possible", Float),
-    Column("due_at", TZ),
-    Column("unlock_at", TZ),
-    Column("lock_at", TZ),
-    Column("submission_types", Text),
-    Column("workflow_state", Text),
-    Column("created_at", TZ),
-    Column("updated_at", TZ),
-    comment="Current state of each assignment.",
-    fed_by=["assignment_created", "assignment_updated"],
-)
 
-submissions = entity_table(
-    "submissions",
-    [id_column("Canvas global submission id.")],
-    Column("assignment_id", BigInteger),
-    Column("user_id", BigInteger),
-    Column("grader_id", BigInteger),
-    Column("workflow_state", Text),
-    Column("score", Float),
-    Column("grade", Text),
-    Column("submission_type", Text),
-    Column("attempt", BigInteger),
-    Column("late", Boolean),
-    Column("missing", Boolean),
-    Column("submitted_at", TZ),
-    Column("graded_at", TZ),
-    Column("updated_at", TZ),
-    comment="Current state of each submission, from submission events and grade_change.",
-    fed_by=["submission_created", "submission_updated", "grade_change"],
-)
+def _build(spec: mapping.TableSpec, fed_by: list[str]) -> Table:
+    return entity_table(
+        spec.name,
+        [_column(c, key=True) for c in spec.keys],
+        *(_column(c) for c in spec.columns),
+        comment=spec.comment,
+        fed_by=fed_by,
+    )
 
-grade_changes = entity_table(
-    "grade_changes",
-    [Column("event_id", Text, primary_key=True, comment="The grade_change event.")],
-    Column("submission_id", BigInteger),
-    Column("assignment_id", BigInteger),
-    Column("user_id", BigInteger, comment="The student."),
-    Column("grader_id", BigInteger),
-    Column("score", Float),
-    Column("old_score", Float),
-    Column("grade", Text),
-    Column("old_grade", Text),
-    Column("points_possible", Float),
-    Column("old_points_possible", Float),
-    Column("grading_complete", Boolean),
-    Column("muted", Boolean),
-    Column("event_time", TZ),
-    comment="One row per grade_change event (history).",
-    fed_by=["grade_change"],
-)
+
+# Entity and fact tables, declared (as plain data) in processors.normalize.mapping so that the
+# normalizers and the schema cannot drift apart; fed_by is derived from the event mapping.
+_FED_BY = mapping.fed_by()
+TABLES: dict[str, Table] = {name: _build(spec, _FED_BY[name]) for name, spec in mapping.TABLE_SPECS.items()}
+
+courses = TABLES["courses"]
+users = TABLES["users"]
+enrollments = TABLES["enrollments"]
+assignments = TABLES["assignments"]
+submissions = TABLES["submissions"]
+grade_changes = TABLES["grade_changes"]
 
 
 def warehouse_tables() -> list[Table]:
