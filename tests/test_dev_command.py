@@ -14,12 +14,12 @@ import time
 import psutil
 import pytest
 from aiohttp import ClientSession
+from jwt_helpers import JwksServer, jwk_for, rsa_key
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from test_end_to_end import example, signed
 
 from canvas_stream.services import free_port
-from jwt_helpers import JwksServer, jwk_for, rsa_key
 
 pytestmark = pytest.mark.slow
 
