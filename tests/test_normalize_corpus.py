@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 from corpus import Example, documented_event_names, load_examples
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from canvas_stream.records import FORMAT_CALIPER, FORMAT_CANVAS, SOURCE_LIVE_EVENT, Record, Verification
 from processors.normalize import normalize
 from processors.normalize.caliper import RULES
 from processors.normalize.canvas import canvas_event_id
-from processors.normalize.mapping import EVENTS, TABLE_SPECS, resolve_event_name
+from processors.normalize.mapping import EVENTS, TABLE_SPECS, flatten_body, resolve_event_name
 from processors.normalize.model import NormalizationError, parse_time, to_id
 from processors.warehouse import tables
 
@@ -133,8 +135,6 @@ def test_canvas_fields_carry_the_examples_own_values(example: Example):
     assert event.event_id == canvas_event_id(example.payload)
     assert dict(event.payload) == {"metadata": meta, "body": body}
     spec = EVENTS[resolve_event_name(meta["event_name"], body)]
-    from processors.normalize.mapping import flatten_body
-
     flat = flatten_body(body, spec.flatten)
     for target, change in zip(spec.targets, out.changes, strict=True):
         assert change.table == target.table
@@ -317,3 +317,78 @@ def test_every_table_is_fed():
     for table in tables.warehouse_tables():
         assert table.info["fed_by"], table.name
         assert table.comment
+
+
+# --- properties ------------------------------------------------------------------------------
+
+
+CANVAS_EVENTS = [e for e in EVENT_EXAMPLES if e.format == "canvas"]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(example=st.sampled_from(CANVAS_EVENTS), data=st.data())
+def test_subset_of_body_sets_exactly_what_it_carries(example: Example, data):
+    """Drop any body keys: each change sets exactly the columns of the keys that remain."""
+    body = example.payload["body"]
+    keep = data.draw(st.sets(st.sampled_from(sorted(body)))) if body else set()
+    payload = copy.deepcopy(example.payload)
+    payload["body"] = {k: v for k, v in body.items() if k in keep}
+    spec = EVENTS[resolve_event_name(payload["metadata"]["event_name"], payload["body"])]
+    out = normalize(rec(payload))
+    flat = flatten_body(payload["body"], spec.flatten)
+    by_table = {c.table: c for c in out.changes}
+    for target in spec.targets:
+        sources = set(target.key.values())
+        if any(not s.startswith("@") and s not in flat for s in sources):
+            assert target.table not in by_table  # no key, no change
+            continue
+        columns = TABLE_SPECS[target.table].column_names
+        expected = {
+            target.rename.get(k, k) for k in flat
+            if k not in sources and k not in target.ignore and target.rename.get(k, k) in columns
+            and f"{payload['metadata']['event_name']}.{k}:invalid" not in out.unknown_fields  # reported
+        }
+        expected |= {c for c, src in target.extra.items()
+                     if not src.startswith("@meta.") or src[6:] in payload["metadata"]}
+        assert set(by_table[target.table].fields) == expected
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(example=st.sampled_from(CANVAS_EVENTS), data=st.data())
+def test_hostile_values_never_crash(example: Example, data):
+    """Any JSON value in any body field: at worst the field is reported, never an exception."""
+    payload = copy.deepcopy(example.payload)
+    for key in payload["body"]:
+        if data.draw(st.booleans()):
+            payload["body"][key] = data.draw(JSON_VALUES)
+    out = normalize(rec(payload))
+    assert len(out.events) == 1
+    for change in out.changes:
+        spec = TABLE_SPECS[change.table]
+        for column, value in change.fields.items():
+            assert kind_ok(spec.kinds[column], value), (column, value)
+            if spec.kinds[column] in ("id", "int") and value is not None:
+                assert -(2**63) <= value < 2**63
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(example=st.sampled_from([e for e in EVENT_EXAMPLES if e.format == "caliper"]), data=st.data())
+def test_hostile_caliper_objects_never_crash(example: Example, data):
+    payload = copy.deepcopy(example.payload)
+    item = payload["data"][0]
+    for key in list(item.get("object", {})):
+        if key != "id" and data.draw(st.booleans()):
+            item["object"][key] = data.draw(JSON_VALUES)
+    for key in ("group", "actor", "session", "membership"):
+        if key in item and data.draw(st.booleans()):
+            item[key] = data.draw(JSON_VALUES)
+    try:
+        out = normalize(rec(payload, FORMAT_CALIPER))
+    except NormalizationError:
+        return
+    assert len(out.events) == 1

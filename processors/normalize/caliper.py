@@ -224,9 +224,12 @@ def group_context(item: Mapping[str, Any]) -> tuple[str | None, int | None]:
     return ctx_type, _canvas_id(group.get("id"))
 
 
-def caliper_meta(item: Mapping[str, Any]) -> dict[str, Any]:
+def caliper_meta(item: Mapping[str, Any], rule: Rule | None = None) -> dict[str, Any]:
     """A Canvas-format-like metadata dict from the item's actor, group and extensions."""
     meta: dict[str, Any] = {}
+    if rule is not None and rule.ext_to_meta:
+        obj_ext = _ext(item.get("object"))
+        meta.update({k: obj_ext[k] for k in rule.ext_to_meta if k in obj_ext})
     ext = _ext(item)
     for key in ("client_ip", "user_agent", "hostname", "request_id", "job_id", "job_tag", "http_method"):
         if key in ext:
@@ -293,10 +296,15 @@ def normalize_caliper(record: Record) -> Normalized:
         event_id = item.get("id")
         if not isinstance(event_id, str) or not event_id:
             event_id = "sha256:" + hashlib.sha256(canonical_json(item).encode()).hexdigest()
-        event_time = parse_time(item.get("eventTime"))
         rule = match_rule(item)
+        try:
+            event_time = parse_time(item.get("eventTime"))
+        except NormalizationError:
+            if rule is not None:
+                raise
+            event_time = None  # not a Canvas event we map: store it anyway
         name = rule.event if rule else f"caliper:{item.get('type')}/{item.get('action')}"
-        meta = caliper_meta(item)
+        meta = caliper_meta(item, rule)
         out.events.append(
             EventRow(
                 event_id=event_id,

@@ -612,7 +612,10 @@ def coerce(kind: str, value: Any) -> Any:
         return None
     try:
         if kind == ID:
-            return to_id(value)
+            ident = to_id(value)
+            if ident is not None and not -(2**63) <= ident < 2**63:
+                raise _Invalid("id out of bigint range")
+            return ident
         if kind == TIME:
             return parse_time(value)
     except NormalizationError as exc:
@@ -636,7 +639,7 @@ def coerce(kind: str, value: Any) -> Any:
             raise _Invalid("not a number")
         if kind == FLOAT:
             return float(number)
-        if float(number).is_integer():
+        if float(number).is_integer() and -(2**63) <= number < 2**63:
             return int(number)
         raise _Invalid("not an integer")
     if kind == TEXT:
