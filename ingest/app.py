@@ -130,6 +130,9 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    from ingest.lti_routes import add_lti_routes  # late: lti_routes imports this module
+
+    add_lti_routes(app, settings)  # POST /lti/notices[/{deployment_id}], GET /.well-known/jwks.json
 
     async def lifecycle(app: web.Application):
         await app[PUBLISHER_KEY].start()
