@@ -73,6 +73,47 @@ def migrate_command(revision: str) -> None:
     click.echo(f"database migrated to {revision}")
 
 
+@main.command()
+@click.option("--keep", is_flag=True, help="Only fill what is missing; do not empty the derived tables first.")
+@click.option("--page-size", type=int, default=2000, show_default=True)
+def replay(keep: bool, page_size: int) -> None:
+    """Rebuild entity and fact tables from canvas.events (idempotent; safe while workers run)."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from tqdm import tqdm
+
+    from processors.replay import count_events
+    from processors.replay import replay as run_replay
+
+    settings = _settings()
+
+    async def go() -> None:
+        engine = create_async_engine(settings.require_database_url())
+        try:
+            total = await count_events(engine)
+            with tqdm(total=total, unit="event", desc="replay") as bar:
+                stats = await run_replay(engine, rebuild=not keep, page_size=page_size, progress=bar.update)
+        finally:
+            await engine.dispose()
+        click.echo(f"replayed {stats.events} events into {stats.rows} rows; {stats.quarantined} quarantined")
+
+    asyncio.run(go())
+
+
+@main.command(name="data-dictionary")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write here instead of stdout.")
+def data_dictionary(out: Path | None) -> None:
+    """Print (or write) docs/warehouse.md: every table, column, type and the events that feed it."""
+    from canvas_stream.datadict import render
+
+    text = render()
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text)
+
+
 @main.command(name="settings")
 def show_settings() -> None:
     """Print the settings in force (secrets masked)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from canvas_stream.records import FORMAT_CALIPER, FORMAT_CANVAS, SOURCE_LIVE_EVENT, Record, Verification
 
-CORPUS = Path("/work/shared/corpus/canvas-lms-events")
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "canvas-lms-events"
 RECEIVED_AT = "2024-01-01T00:00:00+00:00"
 
 

@@ -1,0 +1,70 @@
+"""Views for the questions analysts ask first.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-01
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+VIEWS = {
+    "current_grades": (
+        "Current score and grade per student and assignment (deleted submissions left out).",
+        """
+        SELECT s.id AS submission_id, a.course_id, s.assignment_id, a.title AS assignment_title,
+               s.user_id, u.name AS user_name, s.score, s.grade, a.points_possible,
+               s.workflow_state, s.submitted_at, s.graded_at, s.last_event_at
+        FROM canvas.submissions s
+        LEFT JOIN canvas.assignments a ON a.id = s.assignment_id
+        LEFT JOIN canvas.users u ON u.id = s.user_id
+        WHERE s.workflow_state IS DISTINCT FROM 'deleted'
+        """,
+    ),
+    "active_enrollments": (
+        "Active enrollments per course, with the user name and role.",
+        """
+        SELECT e.course_id, c.name AS course_name, e.user_id, u.name AS user_name, e.type,
+               e.course_section_id, e.last_event_at
+        FROM canvas.enrollments e
+        LEFT JOIN canvas.courses c ON c.id = e.course_id
+        LEFT JOIN canvas.users u ON u.id = e.user_id
+        WHERE e.workflow_state = 'active'
+        """,
+    ),
+    "active_enrollment_counts": (
+        "Number of active enrollments per course and role.",
+        """
+        SELECT course_id, type, count(*) AS enrollments
+        FROM canvas.enrollments WHERE workflow_state = 'active'
+        GROUP BY course_id, type
+        """,
+    ),
+    "daily_active_users": (
+        "Distinct users per UTC day who logged in or accessed an asset.",
+        """
+        SELECT (event_time AT TIME ZONE 'UTC')::date AS day, count(DISTINCT user_id) AS active_users
+        FROM canvas.events
+        WHERE event_name IN ('logged_in', 'asset_accessed') AND user_id IS NOT NULL AND event_time IS NOT NULL
+        GROUP BY 1
+        """,
+    ),
+}
+
+
+def upgrade() -> None:
+    for name, (comment, query) in VIEWS.items():
+        op.execute(f"CREATE OR REPLACE VIEW canvas.{name} AS {query}")
+        quoted = comment.replace("'", "''")
+        op.execute(f"COMMENT ON VIEW canvas.{name} IS '{quoted}'")
+
+
+def downgrade() -> None:
+    for name in reversed(list(VIEWS)):
+        op.execute(f"DROP VIEW IF EXISTS canvas.{name}")
