@@ -1,19 +1,43 @@
-"""Publishing verified records to Kafka: a 2xx is returned only after the broker acknowledged."""
+"""Publishing verified records to Kafka: a 2xx is returned only after the broker acknowledged it,
+or, with a spool configured (``SPOOL_DIR``), after the record was fsynced to the local spool.
+
+With a spool, a record goes to Kafka directly while the spool is empty; if the broker does not
+acknowledge within ``ack_timeout`` it is spooled instead (a late ack then makes a duplicate, which
+the idempotent warehouse absorbs). While the spool holds records, new records are appended behind
+them (so the order into Kafka is the order of acceptance, and nobody waits for a dead broker), and
+a background drainer publishes them in order, removing a segment once all of it is acknowledged.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from prometheus_client import Gauge
+
+from ingest.spool import Spool, SpoolFull
 
 log = structlog.get_logger(__name__)
+
+SPOOLED = Gauge("canvas_stream_ingress_spool_records", "Records in the local spool, not yet in Kafka")
+
+DRAIN_CHUNK = 500
 
 
 class PublishFailed(Exception):
     """The broker did not acknowledge in time; the caller answers 503 (Canvas retries)."""
+
+    public = "event store unavailable; retry later"
+
+
+class SpoolFullError(PublishFailed):
+    """The broker is unavailable and the local spool is full."""
+
+    public = "event store unavailable and local spool full; retry later"
 
 
 async def ensure_topic(bootstrap: str, name: str, partitions: int, replication: int = 1) -> None:
@@ -32,14 +56,20 @@ async def ensure_topic(bootstrap: str, name: str, partitions: int, replication: 
 
 
 class KafkaPublisher:
-    """One idempotent-safe producer (acks=all), started lazily so the ingress survives a broker outage."""
+    """One producer (acks=all), started lazily so the ingress survives a broker outage; optionally
+    backed by a durable :class:`~ingest.spool.Spool`."""
 
-    def __init__(self, bootstrap: str, topic: str, *, ack_timeout: float = 5.0) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, ack_timeout: float = 5.0, spool: Spool | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.ack_timeout = ack_timeout
+        self.spool = spool
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._queue: list[tuple[bytes, bytes, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     async def _ensure_started(self) -> AIOKafkaProducer:
         if self._producer is not None:
@@ -63,18 +93,138 @@ class KafkaPublisher:
         return self._producer
 
     async def start(self) -> None:
+        if self.spool is not None:
+            SPOOLED.set(self.spool.pending)
+            self._drainer = asyncio.create_task(self._drain_forever(), name="spool-drainer")
         try:
             await self._ensure_started()
         except PublishFailed as exc:
             log.warning("kafka not reachable yet; will retry on first publish", error=str(exc))
 
     async def publish(self, key: bytes, value: bytes) -> None:
-        """Return once the broker acknowledged the write, else raise PublishFailed."""
+        """Return once the broker acknowledged the record, or the spool fsynced it; else PublishFailed."""
+        if self.spool is not None and self.spool.pending:
+            await self._spool_append(key, value)
+            return
+        try:
+            await self._send(key, value)
+        except PublishFailed as exc:
+            if self.spool is None:
+                raise
+            log.warning("broker did not acknowledge; spooling", error=str(exc))
+            await self._spool_append(key, value)
+
+    async def _send(self, key: bytes, value: bytes) -> None:
         producer = await self._ensure_started()
         try:
             await asyncio.wait_for(producer.send_and_wait(self.topic, value, key=key), timeout=self.ack_timeout)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise PublishFailed(f"broker did not acknowledge: {exc.__class__.__name__}") from exc
+
+    # -- spool: appends (group commit: one fsync for all the records waiting) ------------------
+
+    async def _spool_append(self, key: bytes, value: bytes) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((key, value, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+        await future
+
+    async def _write_queued(self) -> None:
+        assert self.spool is not None
+        while self._queue:
+            batch, self._queue = self._queue, []
+            results: list[BaseException | None]
+            try:
+                results = await asyncio.to_thread(self.spool.append_many, [(k, v) for k, v, _ in batch])
+            except Exception as exc:  # disk error: nothing of this batch is promised
+                log.error("spool write failed", error=f"{exc.__class__.__name__}: {exc}")
+                results = [PublishFailed(f"spool write failed: {exc.__class__.__name__}")] * len(batch)
+            for (_, _, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if result is None:
+                    future.set_result(None)
+                elif isinstance(result, SpoolFull):
+                    log.warning("spool full; refusing", max_bytes=self.spool.max_bytes)
+                    future.set_exception(SpoolFullError(str(result)))
+                else:
+                    future.set_exception(result if isinstance(result, PublishFailed) else PublishFailed(str(result)))
+            SPOOLED.set(self.spool.pending)
+            self._wake.set()
+
+    # -- spool: draining ---------------------------------------------------------------------
+
+    async def _drain_forever(self) -> None:
+        assert self.spool is not None
+        backoff = 0.5
+        while True:
+            try:
+                drained = await self._drain_once()
+            except PublishFailed as exc:
+                log.info("spool: broker still unavailable", error=str(exc), pending=self.spool.pending,
+                         retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except Exception as exc:  # never let the drainer die
+                log.error("spool: drain error", error=f"{exc.__class__.__name__}: {exc}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.5
+            if not drained:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+
+    async def _drain_once(self) -> bool:
+        """Publish every spooled record, oldest first; False when there was nothing to do."""
+        assert self.spool is not None
+        if not self.spool.pending:
+            return False
+        segments = self.spool.sealed()
+        if not segments:
+            self.spool.seal()
+            segments = self.spool.sealed()
+        for segment in segments:
+            records = await asyncio.to_thread(self.spool.read, segment)
+            while segment.acked < len(records):
+                chunk = records[segment.acked : segment.acked + DRAIN_CHUNK]
+                acked = await self._send_in_order(chunk)
+                self.spool.acknowledge(segment, segment.acked + acked)
+                SPOOLED.set(self.spool.pending)
+                if acked < len(chunk):
+                    raise PublishFailed("broker stopped acknowledging spooled records")
+            await asyncio.to_thread(self.spool.remove, segment)
+            log.info("spool: segment delivered to kafka", segment=segment.path.name, records=len(records))
+        SPOOLED.set(self.spool.pending)
+        return True
+
+    async def _send_in_order(self, chunk: list[tuple[bytes, bytes]]) -> int:
+        """Send a chunk; return how many records from its start the broker acknowledged."""
+        producer = await self._ensure_started()
+        futures: list[asyncio.Future[object]] = []
+        try:
+            async with asyncio.timeout(self.ack_timeout * 2):
+                for key, value in chunk:
+                    futures.append(await producer.send(self.topic, value, key=key))
+                await asyncio.wait(futures)
+        except (KafkaError, OSError, TimeoutError):
+            pass
+        acked = 0
+        for future in futures:
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                break
+            acked += 1
+        for future in futures[acked:]:
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved, so asyncio does not warn about it
+        return acked
+
+    def spool_stats(self) -> dict[str, int] | None:
+        """Depth of the spool for /readyz (None without a spool)."""
+        return None if self.spool is None else self.spool.stats()
 
     async def ready(self) -> bool:
         """The broker answers a metadata request for our topic."""
@@ -86,6 +236,16 @@ class KafkaPublisher:
         return bool(partitions)
 
     async def stop(self) -> None:
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+            self._drainer = None
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer
+        if self.spool is not None:
+            self.spool.close()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
