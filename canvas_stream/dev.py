@@ -66,6 +66,7 @@ def run_dev(settings: Settings, data_dir: Path, workers: int = 1) -> int:
         migrate.upgrade(database_url)
         asyncio.run(ensure_topic(bootstrap, settings.kafka_topic, settings.kafka_partitions))
         env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+        env.setdefault("SPOOL_DIR", str(data_dir / "spool"))  # broker outages: spool, answer 2xx, drain later
         children.append(_child("ingress", env))
         children.extend(_child("worker", env) for _ in range(workers))
         url = f"http://127.0.0.1:{settings.port}"

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
 
     spool_dir: str | None = Field(default=None, description="Local spool for broker outages.")
     spool_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    http_read_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="Ingress: close a connection whose request (headers or body) is slower.")
 
     log_level: str = "INFO"
     log_format: str = Field(default="console", description="console or json.")

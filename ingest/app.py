@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from canvas_stream.settings import Settings
 from ingest.jwks import JwksCache, KeyUnavailable, verify_with
 from ingest.live_events import BadBody, build_record, classify_body
 from ingest.publish import KafkaPublisher, PublishFailed
+from ingest.spool import Spool
 from ingest.verify import TokenRejected
 
 log = structlog.get_logger(__name__)
@@ -56,9 +58,12 @@ async def post_live_event(request: web.Request) -> web.Response:
 
 async def _handle_live_event(request: web.Request, settings: Settings) -> web.Response:
     try:
-        raw = await request.read()
+        async with asyncio.timeout(settings.http_read_timeout_seconds):  # a slow body is not a reason to wait
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return error(413, "body too large")
+    except TimeoutError:
+        return error(408, "request body too slow")
     try:
         body = classify_body(raw)
     except BadBody as exc:
@@ -82,7 +87,7 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
         await request.app[PUBLISHER_KEY].publish(key, record.to_bytes())
     except PublishFailed as exc:
         log.warning("publish failed", error=str(exc))
-        return error(503, "event store unavailable; retry later")
+        return error(503, exc.public)
     return web.json_response({"status": "accepted", "format": record.format})
 
 
@@ -102,8 +107,13 @@ async def readyz(request: web.Request) -> web.Response:
             keys = jwks.ready
         except Exception:
             keys = False
+    body: dict[str, Any] = {"broker": "ok" if broker else "unavailable",
+                            "live_events_keys": "ok" if keys else "unavailable"}
+    spool = request.app[PUBLISHER_KEY].spool_stats()
+    if spool is not None:  # with a spool, events are still accepted (durably) while the broker is down
+        body["spool"] = spool
+        broker = broker or spool["bytes"] < spool["max_bytes"]
     ok = broker and (keys or settings.live_events_allow_unsigned)
-    body = {"broker": "ok" if broker else "unavailable", "live_events_keys": "ok" if keys else "unavailable"}
     return web.json_response(body, status=200 if ok else 503)
 
 
@@ -121,7 +131,8 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS_KEY] = settings
     app[PUBLISHER_KEY] = publisher or KafkaPublisher(
-        settings.require_kafka(), settings.kafka_topic, ack_timeout=settings.kafka_ack_timeout_seconds
+        settings.require_kafka(), settings.kafka_topic, ack_timeout=settings.kafka_ack_timeout_seconds,
+        spool=Spool(settings.spool_dir, settings.spool_max_bytes) if settings.spool_dir else None,
     )
     app[LIVE_JWKS_KEY] = live_events_jwks or JwksCache(
         settings.live_events_jwks_url, refetch_cooldown=settings.jwks_refetch_cooldown_seconds
@@ -148,4 +159,7 @@ def run_ingress(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM."""
     app = create_app(settings)
     print(f"canvas-stream ingress listening on http://{settings.host}:{settings.port}/live-events", flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    # keepalive_timeout is armed when a connection opens and not reset by partial data, so it also
+    # closes a client that never finishes its request headers (slowloris); the body has its own deadline.
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
+                keepalive_timeout=settings.http_read_timeout_seconds)
