@@ -126,5 +126,9 @@ from canvas_stream.cli_lti import keys, notice_handlers  # noqa: E402  (LTI regi
 main.add_command(notice_handlers)
 main.add_command(keys)
 
+from canvas_stream.cli_ops import quarantine  # noqa: E402
+
+main.add_command(quarantine)
+
 if __name__ == "__main__":
     main()
