@@ -158,7 +158,8 @@ def create_app(
 def run_ingress(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM."""
     app = create_app(settings)
-    print(f"canvas-stream ingress listening on http://{settings.host}:{settings.port}/live-events", flush=True)
+    print(f"canvas-stream ingress listening on http://{settings.host}:{settings.port} "
+          "(POST /live-events, POST /lti/notices)", flush=True)
     # keepalive_timeout is armed when a connection opens and not reset by partial data, so it also
     # closes a client that never finishes its request headers (slowloris); the body has its own deadline.
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
