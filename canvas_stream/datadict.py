@@ -24,7 +24,8 @@ Views: `current_grades`, `active_enrollments`, `active_enrollment_counts`, `dail
 
 
 def _type(column) -> str:
-    return str(column.type.compile(dialect=postgresql.dialect())).lower().replace("timestamp with time zone", "timestamptz")
+    compiled = str(column.type.compile(dialect=postgresql.dialect())).lower()
+    return compiled.replace("timestamp with time zone", "timestamptz")
 
 
 def table_section(table: Table) -> str:
