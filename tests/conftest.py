@@ -12,6 +12,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -85,3 +86,22 @@ async def engine(migrated_database_url: str):
         await conn.execute(text(f"TRUNCATE {names}"))
     yield eng
     await eng.dispose()
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A private directory for an embedded server's data, outside pytest's ``tmp_path``.
+
+    When running as root the embedded PostgreSQL runs as another user, which needs to traverse the
+    directory's ancestors; pytest resets ``/tmp/pytest-of-<user>`` to 0700 at every session start,
+    so a concurrent pytest session would lock the server out of a ``tmp_path``.
+    """
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="canvas-stream-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

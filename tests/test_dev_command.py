@@ -90,10 +90,10 @@ async def count_events(database_url: str) -> int:
         await engine.dispose()
 
 
-async def test_dev_runs_everything_and_keeps_the_warehouse(tmp_path):
+async def test_dev_runs_everything_and_keeps_the_warehouse(server_dir):
     port = free_port()
     async with JwksServer([jwk_for(rsa_key("current"), "current")]) as jwks:
-        proc, database_url = await start_dev(tmp_path / "data", port, jwks.url)
+        proc, database_url = await start_dev(server_dir / "data", port, jwks.url)
         try:
             await wait_ready(port)
             async with ClientSession() as http:
@@ -109,7 +109,7 @@ async def test_dev_runs_everything_and_keeps_the_warehouse(tmp_path):
             if proc.returncode is None:
                 await stop_dev(proc)
 
-        proc, database_url = await start_dev(tmp_path / "data", port, jwks.url)
+        proc, database_url = await start_dev(server_dir / "data", port, jwks.url)
         try:
             assert await count_events(database_url) == 2  # the embedded database kept the warehouse
         finally:

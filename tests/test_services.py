@@ -119,8 +119,8 @@ async def _query(url: str, sql: str, *args: object):
         await conn.close()
 
 
-async def test_embedded_postgres_persists_across_restart(tmp_path: Path) -> None:
-    data_dir = tmp_path / "pgdata"
+async def test_embedded_postgres_persists_across_restart(server_dir: Path) -> None:
+    data_dir = server_dir / "pgdata"
     pg = services.EmbeddedPostgres(data_dir)
     try:
         url = await asyncio.to_thread(pg.start)
