@@ -12,7 +12,8 @@ WORKDIR /app
 # Build context is filtered by .dockerignore (no .git, .venv, tests, local data or .env files).
 COPY . /app
 RUN pip install . \
-    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin canvas
+    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin canvas \
+    && mkdir -p /var/lib/canvas-stream/spool && chown -R canvas:canvas /var/lib/canvas-stream
 
 USER canvas:canvas
 EXPOSE 8080

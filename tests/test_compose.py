@@ -78,7 +78,7 @@ def test_worker_has_two_replicas(config: dict[str, Any]) -> None:
 
 
 def test_named_volumes(config: dict[str, Any]) -> None:
-    assert {"kafka-data", "postgres-data"} <= set(config.get("volumes") or {})
+    assert {"kafka-data", "postgres-data", "ingress-spool"} <= set(config.get("volumes") or {})
     services = config["services"]
 
     def sources(name: str) -> set[str]:
@@ -99,6 +99,7 @@ def test_healthchecks(config: dict[str, Any]) -> None:
     assert "kafka-broker-api-versions.sh" in " ".join(services["kafka"]["healthcheck"]["test"])
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     assert "/healthz" in " ".join(services["ingress"]["healthcheck"]["test"])
+    assert "6066/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
 
 
 def test_dependencies_and_commands(config: dict[str, Any]) -> None:
