@@ -20,6 +20,8 @@ value of the latest event that carried it). Deleted objects keep their row with
 `workflow_state = 'deleted'`.
 
 Views: `current_grades`, `active_enrollments`, `active_enrollment_counts`, `daily_active_users`.
+Functions: `canvas.local_id(id)` and `canvas.shard_id(id)` split a global id (the Canvas UI and
+URLs show local ids), e.g. `WHERE canvas.local_id(course_id) = 565`.
 """
 
 

@@ -67,6 +67,9 @@ async def test_views_answer_the_common_questions(engine):
         await conn.execute(text("select * from canvas.active_enrollment_counts"))
         comment = (await conn.execute(text("select obj_description('canvas.current_grades'::regclass)"))).scalar()
         assert "score" in comment
+        split = (await conn.execute(text(
+            "select canvas.shard_id(21070000000000565), canvas.local_id(21070000000000565)"))).one()
+        assert tuple(split) == (2107, 565)
 
 
 def test_data_dictionary_is_up_to_date():

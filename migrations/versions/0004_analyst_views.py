@@ -1,4 +1,4 @@
-"""Views for the questions analysts ask first.
+"""Views for the questions analysts ask first, and helpers for Canvas global ids.
 
 Revision ID: 0004
 Revises: 0003
@@ -58,7 +58,21 @@ VIEWS = {
 }
 
 
+# Canvas global ids are shard * 10^13 + local id; a shard migration changes the global id, and the
+# Canvas UI shows local ids, so analysts need both halves.
+ID_FUNCTIONS = (
+    "CREATE OR REPLACE FUNCTION canvas.local_id(global_id bigint) RETURNS bigint "
+    "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT global_id % 10000000000000 $$",
+    "COMMENT ON FUNCTION canvas.local_id(bigint) IS 'The local (per-shard) part of a Canvas global id.'",
+    "CREATE OR REPLACE FUNCTION canvas.shard_id(global_id bigint) RETURNS bigint "
+    "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT global_id / 10000000000000 $$",
+    "COMMENT ON FUNCTION canvas.shard_id(bigint) IS 'The shard part of a Canvas global id.'",
+)
+
+
 def upgrade() -> None:
+    for statement in ID_FUNCTIONS:
+        op.execute(statement)
     for name, (comment, query) in VIEWS.items():
         op.execute(f"CREATE OR REPLACE VIEW canvas.{name} AS {query}")
         quoted = comment.replace("'", "''")
@@ -68,3 +82,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in reversed(list(VIEWS)):
         op.execute(f"DROP VIEW IF EXISTS canvas.{name}")
+    op.execute("DROP FUNCTION IF EXISTS canvas.local_id(bigint)")
+    op.execute("DROP FUNCTION IF EXISTS canvas.shard_id(bigint)")
