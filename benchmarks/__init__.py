@@ -1,0 +1,1 @@
+"""Benchmarks for canvas-stream (not tests): ``python -m benchmarks.run --quick``."""
