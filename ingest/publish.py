@@ -204,23 +204,30 @@ class KafkaPublisher:
     async def _send_in_order(self, chunk: list[tuple[bytes, bytes]]) -> int:
         """Send a chunk; return how many records from its start the broker acknowledged."""
         producer = await self._ensure_started()
+        try:  # probe with the first record alone, so a dead broker does not get the whole chunk queued
+            await self._send(*chunk[0])
+        except PublishFailed:
+            return 0
         futures: list[asyncio.Future[object]] = []
         try:
             async with asyncio.timeout(self.ack_timeout * 2):
-                for key, value in chunk:
+                for key, value in chunk[1:]:
                     futures.append(await producer.send(self.topic, value, key=key))
-                await asyncio.wait(futures)
+                if futures:
+                    await asyncio.wait(futures)
         except (KafkaError, OSError, TimeoutError):
             pass
         acked = 0
         for future in futures:
             if not future.done() or future.cancelled() or future.exception() is not None:
+                error = "not acknowledged in time" if not future.done() or future.cancelled() else future.exception()
+                log.info("spool: record not acknowledged; will resend from it", error=repr(error)[:200])
                 break
             acked += 1
         for future in futures[acked:]:
             if future.done() and not future.cancelled():
                 future.exception()  # retrieved, so asyncio does not warn about it
-        return acked
+        return 1 + acked
 
     def spool_stats(self) -> dict[str, int] | None:
         """Depth of the spool for /readyz (None without a spool)."""
