@@ -8,6 +8,7 @@ crash) the batch's messages are marked so that faust cannot commit them; they ar
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -29,6 +30,22 @@ UNKNOWN_EVENTS = Counter("canvas_stream_unknown_events_total", "Events of names 
 UNKNOWN_FIELDS = Counter("canvas_stream_unknown_fields_total", "Event fields the mapping does not know",
                          ["field"])
 MAX_LABELS = 500
+# Faust trap (consumers that silently stop after a rebalance): lag with no commit this long = not ready.
+STALL_SECONDS = 120.0
+
+
+async def consumer_lag(app: faust.App) -> int | None:
+    """Messages on our assigned partitions past the committed offsets (asks the broker); None if unknown."""
+    try:
+        consumer = app.consumer
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return 0
+        ends = await asyncio.wait_for(consumer.highwaters(*assigned), timeout=5)
+        committed = consumer._committed_offset
+        return sum(max(0, (ends.get(tp) or 0) - (committed.get(tp) or 0)) for tp in assigned)
+    except Exception:
+        return None
 
 
 def _forbid_commit(events: Any) -> None:
@@ -94,14 +111,21 @@ def create_app(settings: Settings) -> faust.App:
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
 
+    started = time.monotonic()
+
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         last = sink.last_commit_monotonic
+        lag = await consumer_lag(app)
+        idle = time.monotonic() - (last if last is not None else started)
+        stalled = bool(lag) and idle > STALL_SECONDS
         body = {
             "database": "ok" if sink.ready else "unavailable",
             "seconds_since_last_commit": None if last is None else round(time.monotonic() - last, 1),
+            "lag": lag,
+            "stalled": stalled,
         }
-        return web.json(body, status=200 if sink.ready else 503)
+        return web.json(body, status=200 if sink.ready and not stalled else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
