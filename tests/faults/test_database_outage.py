@@ -72,8 +72,9 @@ async def test_database_outage(jwks, own_postgres, kafka_bootstrap, topic, proce
     await wait_for_events(url, sender.accepted, timeout=120, logs=logs(*workers))
     assert sender.accepted == {e.event_id for e in events}
 
-    async def ready() -> bool:
-        return all([(await http_status(f"{w.status_url}/readyz"))[0] == 200 for w in workers])
+    async def ready() -> bool:  # ready, caught up (lag 0 against the broker's end offsets), not stalled
+        answers = [await http_status(f"{w.status_url}/readyz") for w in workers]
+        return all(status == 200 and body["lag"] == 0 and not body["stalled"] for status, body in answers)
 
-    await wait_until(ready, timeout=30, message="workers ready again")
+    await wait_until(ready, timeout=30, message="workers ready and caught up again")
     assert [w.proc.pid for w in workers] == pids and all(w.proc.poll() is None for w in workers), logs(*workers)
