@@ -47,12 +47,15 @@ class Mode:
     soak_minutes: float
     kafka_values: int
     copy_rows: int
+    experiment_events: int = 8000
+    experiment_reps: int = 1
+    soak_rate: float = 500
 
 
 QUICK = Mode("quick", pool=24_000, http_seconds=4, latency_seconds=8, rate=1000, scaling=(1, 2), soak_minutes=0,
              kafka_values=10_000, copy_rows=10_000)
 FULL = Mode("full", pool=80_000, http_seconds=12, latency_seconds=30, rate=1000, scaling=(1, 2, 3),
-            soak_minutes=10, kafka_values=40_000, copy_rows=40_000)
+            soak_minutes=10, kafka_values=40_000, copy_rows=40_000, experiment_events=15_000, experiment_reps=3)
 
 
 @dataclass
@@ -219,7 +222,7 @@ class Bench:
         proc, url = self.minimal("noop")
         try:
             res = self.closed(url)
-            r.put("limit.noop", _load(res))
+            r.put("limit.noop", _load(res, proc))
             if self.use_wrk:
                 aio = asyncio.run(load._aiohttp_closed(url, self.pool.tokens, 3, 64, None))
                 r.put("client_overhead", {"wrk_us_per_req": res.client_us_per_request,
@@ -233,7 +236,7 @@ class Bench:
         log("limit: aiohttp + fast RS256 verify")
         proc, url = self.minimal("verify")
         try:
-            r.put("limit.verify", _load(self.closed(url)))
+            r.put("limit.verify", _load(self.closed(url), proc))
         finally:
             proc.stop()
 
@@ -241,7 +244,7 @@ class Bench:
         topic = self.topic("min-ingress")
         proc, url = self.minimal("verify-produce", "--bootstrap", self.kafka, "--topic", topic)
         try:
-            r.put("limit.verify_produce", _load(self.closed(url)))
+            r.put("limit.verify_produce", _load(self.closed(url), proc))
             self.peak("min-ingress", proc)
         finally:
             proc.stop()
@@ -285,8 +288,10 @@ class Bench:
             time.sleep(0.5)
             distinct = min(self.topic_size(topic), len(self.pool))
             out = self.drain("bench_min_events", before + distinct, [consumer], since=started)
+            cpu = (ingress.cpu_seconds() + consumer.cpu_seconds()) / max(distinct, 1) * 1e6
             self.res.put("limit.min_pipeline", {"ingress_rate": res.rate, "committed_rate": out["rate"],
-                                                "rows": out["rows"] - before, "p99_ms": res.p99_ms})
+                                                "rows": out["rows"] - before, "p99_ms": res.p99_ms,
+                                                "cpu_us_per_event": cpu})
         finally:
             ingress.stop()
             consumer.stop()
@@ -357,15 +362,25 @@ class Bench:
         topic = self.topic("e2e")
         worker = self.worker(topic, f"g-{topic}")
         ingress, url = self.ingress(topic)
-        time.sleep(2)
+        self.warm(url)
+        before = self.topic_size(topic)
         started = time.perf_counter()
         res = self.closed(url)
         time.sleep(0.5)
-        out = self.drain("canvas.events", min(self.topic_size(topic), len(self.pool)), [worker, ingress],
+        out = self.drain("canvas.events", min(self.topic_size(topic) - before, len(self.pool)), [worker, ingress],
                          since=started)
         self.res.put("ours.e2e", {"ingress_rate": res.rate, "committed_rate": out["rate"], "rows": out["rows"],
                                   "p99_ms": res.p99_ms})
         return ingress, worker, url
+
+    def warm(self, url: str) -> None:
+        """POST 200 events and wait until they are rows (the worker has joined its group), then empty."""
+        n = 200
+        out = asyncio.run(load.open_loop(url, self.pool.tokens, self.pool.event_ids, 200, n / 200, self.pg.url,
+                                         start=len(self.pool) - n, settle=90))
+        if out.e2e_seen < n:
+            log(f"warm-up: only {out.e2e_seen}/{n} events became rows")
+        self.truncate()
 
     def latency(self, url: str, seconds: float, label: str = "ours.latency") -> None:
         log(f"ours: open loop at {self.mode.rate:.0f} events/s for {seconds:.0f}s, POST -> row visible")
@@ -377,32 +392,37 @@ class Bench:
                              "poll_resolution_ms": out.poll_ms})
 
     def soak(self, url: str, ingress: Proc, worker: Proc, minutes: float) -> None:
-        log(f"ours: soak, {minutes:g} min at {self.mode.rate:.0f} events/s (pool repeats after {len(self.pool)})")
-        self.truncate()
+        """Open loop at ``soak_rate`` for ``minutes``; RSS of both roles after every chunk. The tables are
+        emptied each time the pool of signed events wraps, so every event stays new to the database."""
+        rate = self.mode.soak_rate
+        log(f"ours: soak, {minutes:g} min at {rate:.0f} events/s")
+        chunk_events = max(1000, len(self.pool) // 4)
+        chunk = min(60.0, chunk_events / rate)
         series: list[dict[str, float]] = []
-        chunk = 60.0 if minutes >= 2 else 30.0
         end = time.monotonic() + minutes * 60
-        start = 0
-        p99s = []
+        t0 = time.monotonic()
+        sent = 0
         while time.monotonic() < end - 1:
+            start = sent % len(self.pool)
+            if start + chunk * rate > len(self.pool) or sent == 0:
+                self.truncate()
+                start = 0
             seconds = min(chunk, end - time.monotonic())
-            out = asyncio.run(load.open_loop(url, self.pool.tokens, self.pool.event_ids, self.mode.rate, seconds,
-                                             self.pg.url if start == 0 else None, start=start))
-            start += out.sent
-            if start == out.sent:
-                p99s.append(out.e2e_p99_ms)
-            p99s.append(out.p99_ms)
-            series.append({"t_min": round((time.monotonic() - end) / 60 + minutes, 2),
-                           "ingress_mb": ingress.sample() / 2**20, "worker_mb": worker.sample() / 2**20,
-                           "http_p99_ms": out.p99_ms})
-        self.res.put("ours.soak", {"minutes": minutes, "events": start, "series": series})
+            out = asyncio.run(load.open_loop(url, self.pool.tokens, self.pool.event_ids, rate, seconds,
+                                             self.pg.url, start=start, settle=5))
+            sent += out.sent
+            series.append({"t_min": round((time.monotonic() - t0) / 60, 2), "ingress_mb": ingress.sample() / 2**20,
+                           "worker_mb": worker.sample() / 2**20, "http_p99_ms": round(out.p99_ms, 1),
+                           "e2e_p99_ms": round(out.e2e_p99_ms, 1), "unseen": out.sent - out.e2e_seen})
+            log(f"  soak {series[-1]}")
+        self.res.put("ours.soak", {"minutes": minutes, "rate": rate, "events": sent, "series": series})
 
     def peer(self) -> None:
         log("peer: per-event receiver (PyJWT decode, one INSERT per request, no broker)")
         proc, url = self.minimal("peer", "--dsn", self.pg.url)
         try:
             res = self.closed(url)
-            self.res.put("peer", _load(res))
+            self.res.put("peer", _load(res, proc))
         finally:
             proc.stop()
 
@@ -431,28 +451,41 @@ class Bench:
         finally:
             worker.stop()
 
-    def experiments(self) -> None:
-        """Each suggestion, measured against the same baseline in the same run."""
+    def experiments(self, reps: int) -> None:
+        """Each suggestion against the same baseline, interleaved (baseline, A, B, ..., baseline, A, ...)
+        ``reps`` times so the other engineers' load hits all variants alike; medians are reported."""
+        import statistics
+
         have_uvloop = (Path(EXTRA_PATH) / "uvloop").exists()
-        ingress_variants: list[tuple[str, list[str]]] = [("fast_record_to_bytes", ["--fast-record"]),
-                                                         ("linger_5ms", ["--linger", "5"]),
-                                                         ("no_raw_in_record", ["--no-raw"])]
+        ingress_variants: list[tuple[str, list[str]]] = [
+            ("baseline", []), ("fast_record_to_bytes", ["--fast-record"]), ("linger_5ms", ["--linger", "5"]),
+            ("no_raw_in_record", ["--no-raw"])]
         if have_uvloop:
-            ingress_variants += [("uvloop", ["--uvloop"]), ("orjson", ["--orjson"]),
+            ingress_variants += [("uvloop", ["--uvloop"]), ("orjson_records", ["--orjson"]),
                                  ("uvloop+fast_record", ["--uvloop", "--fast-record"])]
-        topic = None
-        for label, wrap in [("baseline", []), *ingress_variants]:
-            log(f"experiment: ingress {label}")
-            topic = self.topic("exp")
-            proc, url = self.ingress(topic, wrap=wrap or None)
-            try:
-                res = self.closed(url)
-                self.res.put(f"exp.ingress.{label}", _load(res))
-            finally:
-                proc.stop()
-            if label == "baseline":
-                filled = (topic, min(self.topic_size(topic), len(self.pool)))
-        topic, distinct = filled
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for rep in range(reps):
+            for label, wrap in ingress_variants:
+                log(f"experiment {rep + 1}/{reps}: ingress {label}")
+                proc, url = self.ingress(self.topic("exp"), wrap=wrap or None)
+                try:
+                    res = self.closed(url, self.mode.http_seconds)
+                    runs.setdefault(label, []).append({"rate": res.rate, "p99_ms": res.p99_ms,
+                                                       "cpu_us": proc.cpu_seconds() / max(res.ok, 1) * 1e6})
+                finally:
+                    proc.stop()
+        for label, values in runs.items():
+            self.res.put(f"exp.ingress.{label}", {
+                "rate": statistics.median(v["rate"] for v in values),
+                "p99_ms": statistics.median(v["p99_ms"] for v in values),
+                "cpu_us_per_event": statistics.median(v["cpu_us"] for v in values),
+                "runs": [round(v["rate"]) for v in values]})
+
+        log(f"experiment: filling a topic with {self.mode.experiment_events} records for the worker variants")
+        topic = self.topic("exp-worker")
+        records = self.records(self.mode.experiment_events)
+        asyncio.run(limits.kafka_produce_consume(self.kafka, topic, records, consume=False))
+        distinct = len(records)
         worker_variants: list[tuple[str, list[str], dict[str, str], str | None]] = [
             ("baseline", [], {}, None), ("batch_2000", [], {"WORKER_BATCH_SIZE": "2000"}, None),
             ("batch_500", [], {"WORKER_BATCH_SIZE": "500"}, None),
@@ -464,28 +497,61 @@ class Bench:
             worker_variants.append(("uvloop", ["--uvloop"], {}, None))
             worker_variants.append(("executemany+uvloop", ["--executemany-writer", "--uvloop"], {}, None))
         baseline_digest = ""
-        for label, wrap, extra, compression in worker_variants:
-            log(f"experiment: worker {label}")
-            self.truncate()
-            if compression:
-                self.sql(f"ALTER TABLE canvas.events ALTER COLUMN payload SET COMPRESSION {compression}")
-            worker = self.worker(topic, f"g-{uuid.uuid4().hex[:6]}", wrap=wrap or None, **extra)
-            try:
-                out = self.drain("canvas.events", distinct, [worker])
-                time.sleep(1)
-                digest = self.checksum()
-                baseline_digest = baseline_digest if label != "baseline" else digest
-                self.res.put(f"exp.worker.{label}", {"rate": out["rate"], "rows": out["rows"],
-                                                     "same_tables_as_baseline": digest == baseline_digest})
-            finally:
-                worker.stop()
+        wruns: dict[str, list[dict[str, Any]]] = {}
+        for rep in range(reps):
+            for label, wrap, extra, compression in worker_variants:
+                log(f"experiment {rep + 1}/{reps}: worker {label}")
+                self.truncate()
                 if compression:
-                    self.sql("ALTER TABLE canvas.events ALTER COLUMN payload SET COMPRESSION pglz")
+                    self.sql(f"ALTER TABLE canvas.events ALTER COLUMN payload SET COMPRESSION {compression}")
+                worker = self.worker(topic, f"g-{uuid.uuid4().hex[:6]}", wrap=wrap or None, **extra)
+                try:
+                    out = self.drain("canvas.events", distinct, [worker])
+                    cpu = worker.cpu_seconds()
+                finally:
+                    worker.stop()
+                    if compression:
+                        self.sql("ALTER TABLE canvas.events ALTER COLUMN payload SET COMPRESSION pglz")
+                digest = self.checksum() if rep == 0 else baseline_digest
+                baseline_digest = digest if label == "baseline" else baseline_digest
+                wruns.setdefault(label, []).append({"rate": out["rate"], "cpu_us": cpu / max(out["rows"], 1) * 1e6,
+                                                    "same": digest == baseline_digest})
+        for label, values in wruns.items():
+            self.res.put(f"exp.worker.{label}", {
+                "rate": statistics.median(v["rate"] for v in values),
+                "cpu_us_per_event": statistics.median(v["cpu_us"] for v in values),
+                "same_tables_as_baseline": all(v["same"] for v in values),
+                "runs": [round(v["rate"]) for v in values]})
+
+        if have_uvloop:
+            log("experiment: end to end at the fixed rate with the suggested changes applied together")
+            topic = self.topic("exp-e2e")
+            worker = self.worker(topic, f"g-{topic}", wrap=["--executemany-writer", "--uvloop"])
+            ingress, url = self.ingress(topic, wrap=["--uvloop", "--fast-record"])
+            try:
+                self.warm(url)
+                self.latency(url, self.mode.latency_seconds, label="exp.e2e_latency.all_suggestions")
+                time.sleep(3)
+                self.truncate()
+                before = self.topic_size(topic)
+                started = time.perf_counter()
+                res = self.closed(url)
+                time.sleep(0.5)
+                out = self.drain("canvas.events", min(self.topic_size(topic) - before, len(self.pool)),
+                                 [worker, ingress], since=started)
+                self.res.put("exp.e2e.all_suggestions", {"ingress_rate": res.rate, "committed_rate": out["rate"],
+                                                         "p99_ms": res.p99_ms})
+            finally:
+                ingress.stop()
+                worker.stop()
 
 
-def _load(res: load.LoadResult) -> dict[str, Any]:
-    return {"rate": res.rate, "p50_ms": res.p50_ms, "p99_ms": res.p99_ms, "errors": res.errors,
-            "requests": res.requests, "tool": res.tool}
+def _load(res: load.LoadResult, *procs: Proc) -> dict[str, Any]:
+    out = {"rate": res.rate, "p50_ms": res.p50_ms, "p99_ms": res.p99_ms, "errors": res.errors,
+           "requests": res.requests, "tool": res.tool}
+    if procs:
+        out["cpu_us_per_event"] = sum(p.cpu_seconds() for p in procs) / max(res.ok, 1) * 1e6
+    return out
 
 
 # ---- the table ---------------------------------------------------------------------------------
@@ -569,6 +635,28 @@ def table(res: Results, peaks: dict[str, int]) -> str:
     header = ("what", "ours", "limit", "ratio / target", "")
     for r in [header, tuple("-" * w for w in widths), *rows]:
         lines.append(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    exp_lines = []
+    for role in ("ingress", "worker"):
+        base = g(f"exp.{role}.baseline/rate")
+        for key, value in f.items():
+            if key.startswith(f"exp.{role}.") and isinstance(value, dict) and base:
+                label = key.split(".", 2)[2]
+                extra = f", p99 {value['p99_ms']:.0f} ms" if "p99_ms" in value else ""
+                same = "" if value.get("same_tables_as_baseline", True) else "  TABLES DIFFER"
+                exp_lines.append(f"  {role:7} {label:24} {value['rate']:8,.0f}/s  x{value['rate'] / base:4.2f}  "
+                                 f"{value.get('cpu_us_per_event', 0):5.0f} us/event{extra}  runs {value.get('runs')}"
+                                 f"{same}")
+    if g("exp.e2e.all_suggestions"):
+        a = g("exp.e2e.all_suggestions")
+        lat = g("exp.e2e_latency.all_suggestions") or {}
+        exp_lines.append(f"  all suggestions end to end: committed {a['committed_rate']:,.0f}/s (x"
+                         f"{a['committed_rate'] / (e2e or 1):.2f} of ours, {a['committed_rate'] / (mp or 1):.2f} of "
+                         f"the minimal pipeline); at {res.figures.get('rate', 1000):.0f}/s e2e p50/p99 "
+                         f"{lat.get('e2e_p50_ms', 0):,.0f}/{lat.get('e2e_p99_ms', 0):,.0f} ms")
+    if exp_lines:
+        lines.append("")
+        lines.append("suggestions, measured (median of interleaved runs; x = ratio to the unchanged baseline):")
+        lines.extend(exp_lines)
     lim = [("raw RS256 verify /s/core", g("limit.rs256_verify_per_s")),
            ("aiohttp no-op req/s", g("limit.noop/rate")), ("aiohttp+verify req/s", g("limit.verify/rate")),
            ("min verify+produce req/s", vp), ("aiokafka produce msg/s", g("limit.kafka_produce_msg_s")),
@@ -633,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile:
                 bench.profile(mode.http_seconds * 2)
             if args.experiments:
-                bench.experiments()
+                bench.experiments(mode.experiment_reps)
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
         return 130
