@@ -30,8 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def own_postgres(tmp_path):
-    pg = EmbeddedPostgres(tmp_path / "pgdata", port=free_port())
+async def own_postgres(server_dir):
+    pg = EmbeddedPostgres(server_dir / "pgdata", port=free_port())
     await asyncio.to_thread(pg.start)
     try:
         await asyncio.to_thread(migrate.upgrade, pg.url)
