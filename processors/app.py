@@ -85,6 +85,14 @@ def create_app(settings: Settings) -> faust.App:
     topic = app.topic(settings.kafka_topic, partitions=settings.kafka_partitions)
     seen_unknown: set[str] = set()
 
+    def report_unknown(counter: Counter, names: dict[str, int], message: str) -> None:
+        """Count what the mapping does not know yet; log each name once (bounded) so it can catch up."""
+        for name, count in names.items():
+            if name not in seen_unknown and len(seen_unknown) < MAX_LABELS:
+                seen_unknown.add(name)
+                log.info(message, name=name[:200])
+            counter.labels(name[:100]).inc(count)
+
     @app.agent(topic)
     async def load_warehouse(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
@@ -96,16 +104,8 @@ def create_app(settings: Settings) -> faust.App:
                 raise
             EVENTS_WRITTEN.inc(len(batch.items) - len(batch.quarantined()))
             QUARANTINED.inc(len(batch.quarantined()))
-            for name, count in batch.unknown_events.items():
-                if name not in seen_unknown and len(seen_unknown) < MAX_LABELS:
-                    seen_unknown.add(name)
-                    log.info("unknown event name; stored in canvas.events only", event_name=name)
-                UNKNOWN_EVENTS.labels(name[:100]).inc(count)
-            for name, count in batch.unknown_fields.items():
-                if name not in seen_unknown and len(seen_unknown) < MAX_LABELS:
-                    seen_unknown.add(name)
-                    log.info("unknown event field; kept in the payload", field=name)
-                UNKNOWN_FIELDS.labels(name[:100]).inc(count)
+            report_unknown(UNKNOWN_EVENTS, batch.unknown_events, "unknown event name; stored in canvas.events only")
+            report_unknown(UNKNOWN_FIELDS, batch.unknown_fields, "unknown event field; kept in the payload")
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
