@@ -115,8 +115,11 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 def install_signal_handlers() -> None:
-    signal.signal(signal.SIGTERM, _sigterm)
-    signal.signal(signal.SIGHUP, _sigterm)
+    """Ctrl-C, SIGTERM and SIGHUP all raise KeyboardInterrupt in the main thread. SIGINT needs its own
+    handler too: asyncio.run() replaces the default one with a task cancel that the awaited library
+    code may swallow, and the run would carry on."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _sigterm)
 
 
 class RssSampler:

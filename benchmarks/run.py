@@ -160,6 +160,19 @@ class Bench:
 
         return asyncio.run(run())
 
+    def pg_cpu(self) -> float:
+        """CPU seconds used so far by the server backends connected to the benchmark database."""
+        import psutil
+
+        pids = self.sql("SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_activity WHERE datname = $1 "
+                        "AND pid <> pg_backend_pid()", self.pg.name)
+        total = 0.0
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                total += t.user + t.system
+        return total
+
     def count(self, table: str) -> int:
         return int(self.sql(f"SELECT count(*) FROM {table}"))
 
@@ -291,7 +304,9 @@ class Bench:
             cpu = (ingress.cpu_seconds() + consumer.cpu_seconds()) / max(distinct, 1) * 1e6
             self.res.put("limit.min_pipeline", {"ingress_rate": res.rate, "committed_rate": out["rate"],
                                                 "rows": out["rows"] - before, "p99_ms": res.p99_ms,
-                                                "cpu_us_per_event": cpu})
+                                                "cpu_us_per_event": cpu, "consumer_cpu_us_per_event":
+                                                consumer.cpu_seconds() / max(distinct, 1) * 1e6,
+                                                "pg_cpu_us_per_event": self.pg_cpu() / max(distinct, 1) * 1e6})
         finally:
             ingress.stop()
             consumer.stop()
@@ -322,8 +337,10 @@ class Bench:
                 ready = time.perf_counter() - started
                 out = self.drain("canvas.events", distinct, workers)
                 cpu = sum(w.cpu_seconds() for w in workers)
+                pg_cpu = self.pg_cpu()
                 self.res.put(f"ours.workers_{n}", {"rate": out["rate"], "rows": out["rows"], "startup_s": ready,
-                                                   "cpu_us_per_event": cpu / max(out["rows"], 1) * 1e6})
+                                                   "cpu_us_per_event": cpu / max(out["rows"], 1) * 1e6,
+                                                   "pg_cpu_us_per_event": pg_cpu / max(out["rows"], 1) * 1e6})
                 for w in workers:
                     w.sample()
                     self.peak("worker", w)
@@ -508,6 +525,7 @@ class Bench:
                 try:
                     out = self.drain("canvas.events", distinct, [worker])
                     cpu = worker.cpu_seconds()
+                    pg_cpu = self.pg_cpu()
                 finally:
                     worker.stop()
                     if compression:
@@ -515,11 +533,13 @@ class Bench:
                 digest = self.checksum() if rep == 0 else baseline_digest
                 baseline_digest = digest if label == "baseline" else baseline_digest
                 wruns.setdefault(label, []).append({"rate": out["rate"], "cpu_us": cpu / max(out["rows"], 1) * 1e6,
+                                                    "pg_us": pg_cpu / max(out["rows"], 1) * 1e6,
                                                     "same": digest == baseline_digest})
         for label, values in wruns.items():
             self.res.put(f"exp.worker.{label}", {
                 "rate": statistics.median(v["rate"] for v in values),
                 "cpu_us_per_event": statistics.median(v["cpu_us"] for v in values),
+                "pg_cpu_us_per_event": statistics.median(v["pg_us"] for v in values),
                 "same_tables_as_baseline": all(v["same"] for v in values),
                 "runs": [round(v["rate"]) for v in values]})
 
@@ -600,7 +620,10 @@ def table(res: Results, peaks: dict[str, int]) -> str:
         ratio(w1, g("limit.kafka_consume_msg_s")), None)
     add("  worker vs PostgreSQL COPY of the rows", w1, "COPY", g("limit.pg_copy_rows_s"),
         ratio(w1, g("limit.pg_copy_rows_s")), None)
-    add("  worker CPU us/event", g("ours.workers_1/cpu_us_per_event"), "", None, "", None)
+    add("  worker CPU us/event", g("ours.workers_1/cpu_us_per_event"), "min consumer",
+        g("limit.min_pipeline/consumer_cpu_us_per_event"), "", None)
+    add("  PostgreSQL backend CPU us/event", g("ours.workers_1/pg_cpu_us_per_event"), "min pipeline",
+        g("limit.min_pipeline/pg_cpu_us_per_event"), "", None)
     e2e = g("ours.e2e/committed_rate")
     mp = g("limit.min_pipeline/committed_rate")
     add("end-to-end committed events/s (64 conn)", e2e, "min pipeline", mp, f">=1.0x: {ratio(e2e, mp)}",
@@ -642,6 +665,8 @@ def table(res: Results, peaks: dict[str, int]) -> str:
             if key.startswith(f"exp.{role}.") and isinstance(value, dict) and base:
                 label = key.split(".", 2)[2]
                 extra = f", p99 {value['p99_ms']:.0f} ms" if "p99_ms" in value else ""
+                if "pg_cpu_us_per_event" in value:
+                    extra += f", PostgreSQL {value['pg_cpu_us_per_event']:.0f} us/event"
                 same = "" if value.get("same_tables_as_baseline", True) else "  TABLES DIFFER"
                 exp_lines.append(f"  {role:7} {label:24} {value['rate']:8,.0f}/s  x{value['rate'] / base:4.2f}  "
                                  f"{value.get('cpu_us_per_event', 0):5.0f} us/event{extra}  runs {value.get('runs')}"
