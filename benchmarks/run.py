@@ -55,7 +55,7 @@ class Mode:
 QUICK = Mode("quick", pool=24_000, http_seconds=4, latency_seconds=8, rate=1000, scaling=(1, 2), soak_minutes=0,
              kafka_values=10_000, copy_rows=10_000)
 FULL = Mode("full", pool=80_000, http_seconds=12, latency_seconds=30, rate=1000, scaling=(1, 2, 3),
-            soak_minutes=10, kafka_values=40_000, copy_rows=40_000, experiment_events=15_000, experiment_reps=3)
+            soak_minutes=10, kafka_values=40_000, copy_rows=40_000, experiment_events=10_000, experiment_reps=3)
 
 
 @dataclass
@@ -338,6 +338,10 @@ class Bench:
                 out = self.drain("canvas.events", distinct, workers)
                 cpu = sum(w.cpu_seconds() for w in workers)
                 pg_cpu = self.pg_cpu()
+                if n == 1:
+                    size = self.sql("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace ns "
+                                    "ON ns.oid = c.relnamespace WHERE ns.nspname = 'canvas' AND c.relkind = 'r'")
+                    self.res.put("ours.storage_bytes_per_event", int(size) / max(out["rows"], 1))
                 self.res.put(f"ours.workers_{n}", {"rate": out["rate"], "rows": out["rows"], "startup_s": ready,
                                                    "cpu_us_per_event": cpu / max(out["rows"], 1) * 1e6,
                                                    "pg_cpu_us_per_event": pg_cpu / max(out["rows"], 1) * 1e6})
@@ -457,16 +461,20 @@ class Bench:
         finally:
             proc.stop()
         filled = min(self.topic_size(topic), len(self.pool))
-        log("profile: py-spy on one worker draining the topic")
-        self.truncate()
-        worker = self.worker(topic, f"g-{topic}")
-        try:
-            spy = profile.start(worker.pid, 600)
-            out = self.drain("canvas.events", filled, [worker])
-            self.res.put("profile.worker", {"rate_under_profiler": out["rate"],
-                                            "top": profile.summarize(profile.finish(spy))})
-        finally:
-            worker.stop()
+        variants = [("profile.worker", None)]
+        if (Path(EXTRA_PATH) / "uvloop").exists():
+            variants.append(("profile.worker_with_executemany_writer", ["--executemany-writer"]))
+        for label, wrap in variants:
+            log(f"profile: py-spy on one worker draining the topic ({label})")
+            self.truncate()
+            worker = self.worker(topic, f"g-{uuid.uuid4().hex[:6]}", wrap=wrap)
+            try:
+                spy = profile.start(worker.pid, 600)
+                out = self.drain("canvas.events", filled, [worker])
+                self.res.put(label, {"rate_under_profiler": out["rate"],
+                                     "top": profile.summarize(profile.finish(spy))})
+            finally:
+                worker.stop()
 
     def experiments(self, reps: int) -> None:
         """Each suggestion against the same baseline, interleaved (baseline, A, B, ..., baseline, A, ...)
@@ -486,7 +494,7 @@ class Bench:
                 log(f"experiment {rep + 1}/{reps}: ingress {label}")
                 proc, url = self.ingress(self.topic("exp"), wrap=wrap or None)
                 try:
-                    res = self.closed(url, self.mode.http_seconds)
+                    res = self.closed(url, min(self.mode.http_seconds, 8))
                     runs.setdefault(label, []).append({"rate": res.rate, "p99_ms": res.p99_ms,
                                                        "cpu_us": proc.cpu_seconds() / max(res.ok, 1) * 1e6})
                 finally:
@@ -515,7 +523,7 @@ class Bench:
             worker_variants.append(("executemany+uvloop", ["--executemany-writer", "--uvloop"], {}, None))
         baseline_digest = ""
         wruns: dict[str, list[dict[str, Any]]] = {}
-        for rep in range(reps):
+        for rep in range(max(1, reps - 1)):
             for label, wrap, extra, compression in worker_variants:
                 log(f"experiment {rep + 1}/{reps}: worker {label}")
                 self.truncate()
@@ -744,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
                 ingress.stop()
                 worker.stop()
             if args.profile:
-                bench.profile(mode.http_seconds * 2)
+                bench.profile(10)
             if args.experiments:
                 bench.experiments(mode.experiment_reps)
     except KeyboardInterrupt:
