@@ -515,12 +515,14 @@ class Bench:
             ("baseline", [], {}, None), ("batch_2000", [], {"WORKER_BATCH_SIZE": "2000"}, None),
             ("batch_500", [], {"WORKER_BATCH_SIZE": "500"}, None),
             ("executemany_writer", ["--executemany-writer"], {}, None),
+            ("unnest_writer", ["--unnest-writer"], {}, None),
         ]
         if self.pg.lz4:
             worker_variants.append(("lz4_payload", [], {}, "lz4"))
         if have_uvloop:
             worker_variants.append(("uvloop", ["--uvloop"], {}, None))
             worker_variants.append(("executemany+uvloop", ["--executemany-writer", "--uvloop"], {}, None))
+            worker_variants.append(("unnest+uvloop", ["--unnest-writer", "--uvloop"], {}, None))
         baseline_digest = ""
         wruns: dict[str, list[dict[str, Any]]] = {}
         for rep in range(max(1, reps - 1)):

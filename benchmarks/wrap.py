@@ -83,6 +83,10 @@ def main() -> None:
         from benchmarks import patches
 
         patches.executemany_writer()
+    if "--unnest-writer" in opts:
+        from benchmarks import patches
+
+        patches.unnest_writer()
     sys.argv = ["canvas-stream", *rest]
     from canvas_stream.cli import main as cli_main
 
