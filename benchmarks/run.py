@@ -463,7 +463,7 @@ class Bench:
         filled = min(self.topic_size(topic), len(self.pool))
         variants = [("profile.worker", None)]
         if (Path(EXTRA_PATH) / "uvloop").exists():
-            variants.append(("profile.worker_with_executemany_writer", ["--executemany-writer"]))
+            variants.append(("profile.worker_with_unnest_writer", ["--unnest-writer"]))
         for label, wrap in variants:
             log(f"profile: py-spy on one worker draining the topic ({label})")
             self.truncate()
@@ -556,7 +556,7 @@ class Bench:
         if have_uvloop:
             log("experiment: end to end at the fixed rate with the suggested changes applied together")
             topic = self.topic("exp-e2e")
-            worker = self.worker(topic, f"g-{topic}", wrap=["--executemany-writer", "--uvloop"])
+            worker = self.worker(topic, f"g-{topic}", wrap=["--unnest-writer", "--uvloop"])
             ingress, url = self.ingress(topic, wrap=["--uvloop", "--fast-record"])
             try:
                 self.warm(url)
