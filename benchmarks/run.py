@@ -461,9 +461,7 @@ class Bench:
         finally:
             proc.stop()
         filled = min(self.topic_size(topic), len(self.pool))
-        variants = [("profile.worker", None)]
-        if (Path(EXTRA_PATH) / "uvloop").exists():
-            variants.append(("profile.worker_with_unnest_writer", ["--unnest-writer"]))
+        variants = [("profile.worker", None), ("profile.worker_with_unnest_writer", ["--unnest-writer"])]
         for label, wrap in variants:
             log(f"profile: py-spy on one worker draining the topic ({label})")
             self.truncate()
