@@ -31,7 +31,8 @@ def raw_verify_rate(tokens: list[bytes], key: Any, seconds: float = 2.0) -> floa
     return n / (time.perf_counter() - started)
 
 
-async def kafka_produce_consume(bootstrap: str, topic: str, values: list[bytes]) -> tuple[float, float]:
+async def kafka_produce_consume(bootstrap: str, topic: str, values: list[bytes],
+                                consume: bool = True) -> tuple[float, float]:
     """msg/s producing ``values`` (acks=all, pipelined) and consuming them back from the start."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -45,6 +46,8 @@ async def kafka_produce_consume(bootstrap: str, topic: str, values: list[bytes])
         produced = len(values) / (time.perf_counter() - started)
     finally:
         await producer.stop()
+    if not consume:
+        return produced, 0.0
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None,
                                 max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
