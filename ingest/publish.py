@@ -87,7 +87,7 @@ class KafkaPublisher:
                 try:
                     await asyncio.wait_for(producer.start(), timeout=self.ack_timeout)
                 except (KafkaError, OSError, TimeoutError) as exc:
-                    await producer.stop()
+                    await self._stop_producer(producer)
                     raise PublishFailed(f"broker unavailable: {exc.__class__.__name__}") from exc
                 self._producer = producer
         return self._producer
@@ -254,5 +254,12 @@ class KafkaPublisher:
         if self.spool is not None:
             self.spool.close()
         if self._producer is not None:
-            await self._producer.stop()
+            await self._stop_producer(self._producer)
             self._producer = None
+
+    async def _stop_producer(self, producer: AIOKafkaProducer) -> None:
+        """Stop a producer without ever hanging shutdown on a broker that stopped answering."""
+        try:
+            await asyncio.wait_for(producer.stop(), timeout=self.ack_timeout + 5)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("kafka producer did not stop cleanly", error=exc.__class__.__name__)
