@@ -399,8 +399,8 @@ class Bench:
         n = 200
         out = asyncio.run(load.open_loop(url, self.pool.tokens, self.pool.event_ids, 200, n / 200, self.pg.url,
                                          start=len(self.pool) - n, settle=90))
-        if out.e2e_seen < n:
-            log(f"warm-up: only {out.e2e_seen}/{n} events became rows")
+        if out.e2e_seen < out.tracked:
+            log(f"warm-up: only {out.e2e_seen}/{out.tracked} tracked events became rows")
         self.truncate()
 
     def latency(self, url: str, seconds: float, label: str = "ours.latency") -> None:
@@ -410,6 +410,7 @@ class Bench:
                                          self.pg.url))
         self.res.put(label, {"sent": out.sent, "ok": out.ok, "http_p50_ms": out.p50_ms, "http_p99_ms": out.p99_ms,
                              "e2e_p50_ms": out.e2e_p50_ms, "e2e_p99_ms": out.e2e_p99_ms, "seen": out.e2e_seen,
+                             "tracked": out.tracked, "client_cpu_s": out.client_cpu_s,
                              "poll_resolution_ms": out.poll_ms})
 
     def soak(self, url: str, ingress: Proc, worker: Proc, minutes: float) -> None:
@@ -434,7 +435,7 @@ class Bench:
             sent += out.sent
             series.append({"t_min": round((time.monotonic() - t0) / 60, 2), "ingress_mb": ingress.sample() / 2**20,
                            "worker_mb": worker.sample() / 2**20, "http_p99_ms": round(out.p99_ms, 1),
-                           "e2e_p99_ms": round(out.e2e_p99_ms, 1), "unseen": out.sent - out.e2e_seen})
+                           "e2e_p99_ms": round(out.e2e_p99_ms, 1), "unseen": out.tracked - out.e2e_seen})
             log(f"  soak {series[-1]}")
         self.res.put("ours.soak", {"minutes": minutes, "rate": rate, "events": sent, "series": series})
 
