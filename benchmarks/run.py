@@ -426,7 +426,7 @@ class Bench:
         sent = 0
         while time.monotonic() < end - 1:
             start = sent % len(self.pool)
-            if start + chunk * rate > len(self.pool) or sent == 0:
+            if start == 0 or start + chunk * rate > len(self.pool):  # the pool wraps: empty the tables
                 self.truncate()
                 start = 0
             seconds = min(chunk, end - time.monotonic())
