@@ -70,6 +70,7 @@ class KafkaPublisher:
         self._writer: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
 
     async def _ensure_started(self) -> AIOKafkaProducer:
         if self._producer is not None:
@@ -93,6 +94,7 @@ class KafkaPublisher:
         return self._producer
 
     async def start(self) -> None:
+        self._stopping = False
         if self.spool is not None:
             SPOOLED.set(self.spool.pending)
             self._drainer = asyncio.create_task(self._drain_forever(), name="spool-drainer")
@@ -158,7 +160,9 @@ class KafkaPublisher:
     async def _drain_forever(self) -> None:
         assert self.spool is not None
         backoff = 0.5
-        while True:
+        # A flag as well as cancel(): Python 3.11's wait_for can turn a cancellation that races its
+        # own timeout into TimeoutError, which the retry below would swallow, looping forever.
+        while not self._stopping:
             try:
                 drained = await self._drain_once()
             except PublishFailed as exc:
@@ -243,10 +247,10 @@ class KafkaPublisher:
         return bool(partitions)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._drainer is not None:
             self._drainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drainer
+            await asyncio.wait({self._drainer}, timeout=self.ack_timeout + 10)
             self._drainer = None
         if self._writer is not None:
             with contextlib.suppress(Exception):

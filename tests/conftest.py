@@ -109,15 +109,15 @@ def server_dir() -> Iterator[Path]:
 
 @pytest_asyncio.fixture(autouse=True)
 async def _dump_tasks_when_stuck(request: pytest.FixtureRequest):
-    """Print every asyncio task's stack if a test runs for more than 4 minutes (diagnoses hangs in CI)."""
+    """Print every asyncio task's stack if a test runs for more than 2 minutes (diagnoses hangs in CI)."""
     import asyncio
     import sys
 
     def dump() -> None:
-        print(f"\n=== {request.node.nodeid} still running after 240 s; asyncio tasks:", file=sys.stderr)
+        print(f"\n=== {request.node.nodeid} still running after 120 s; asyncio tasks:", file=sys.__stderr__)
         for task in asyncio.all_tasks():
-            task.print_stack(limit=12, file=sys.stderr)
+            task.print_stack(limit=12, file=sys.__stderr__)
 
-    handle = asyncio.get_running_loop().call_later(240, dump)
+    handle = asyncio.get_running_loop().call_later(120, dump)
     yield
     handle.cancel()
