@@ -162,7 +162,7 @@ class KafkaPublisher:
         backoff = 0.5
         # A flag as well as cancel(): Python 3.11's wait_for can turn a cancellation that races its
         # own timeout into TimeoutError, which the retry below would swallow, looping forever.
-        while not self._stopping:
+        while not self._stopping and not self._cancel_requested():
             try:
                 drained = await self._drain_once()
             except PublishFailed as exc:
@@ -181,6 +181,11 @@ class KafkaPublisher:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+
+    @staticmethod
+    def _cancel_requested() -> bool:
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
 
     async def _drain_once(self) -> bool:
         """Publish every spooled record, oldest first; False when there was nothing to do."""

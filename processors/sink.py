@@ -104,6 +104,10 @@ class WarehouseSink:
             except Exception as exc:
                 if not is_transient(exc):
                     raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # A cancel that a driver's wait_for turned into a timeout: stop, don't retry.
+                    raise asyncio.CancelledError from exc
                 self.ready = False
                 log.warning("database unavailable, retrying", error=exc.__class__.__name__, backoff=backoff)
                 await asyncio.sleep(backoff)
