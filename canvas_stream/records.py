@@ -8,7 +8,7 @@ from ``canvas.events``. Pure: no I/O.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,7 +49,19 @@ class Record:
     v: int = RECORD_VERSION
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode()
+        """Compact JSON; built by hand because ``asdict`` deep-copies the payload (5x slower here)."""
+        v = self.verification
+        obj = {
+            "source": self.source,
+            "format": self.format,
+            "received_at": self.received_at,
+            "payload": self.payload,
+            "verification": {"signed": v.signed, "kid": v.kid, "issuer": v.issuer, "verified_at": v.verified_at},
+            "raw": self.raw,
+            "extra": self.extra,
+            "v": self.v,
+        }
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
     @property
     def received_datetime(self) -> datetime:

@@ -113,3 +113,18 @@ def test_poison_classification():
     assert is_poison(ValueError("x"))
     assert not is_poison(ConnectionRefusedError())
     assert not is_poison(TimeoutError())
+
+
+async def test_a_json_column_no_event_carried_is_sql_null(engine):
+    from processors.normalize.model import RowChange, make_version
+
+    jsonb_tables = [t for t in tables.warehouse_tables()
+                    if any(c.type.__class__.__name__ == "JSONB" and c.name != "field_versions" for c in t.c)]
+    assert jsonb_tables
+    table = jsonb_tables[0]
+    column = next(c.name for c in table.c if c.type.__class__.__name__ == "JSONB" and c.name != "field_versions")
+    key = {c.name: (1 if c.type.__class__.__name__ == "BigInteger" else "k") for c in table.primary_key.columns}
+    async with engine.begin() as conn:
+        await upsert_changes(conn, [RowChange(table.name, key, {}, make_version(T0, "e"))])
+        found = await conn.execute(text(f"select count(*) from canvas.{table.name} where {column} is null"))
+        assert found.scalar_one() == 1

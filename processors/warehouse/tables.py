@@ -94,7 +94,7 @@ _SQL_TYPES = {
     mapping.BOOL: Boolean,
     mapping.TIME: lambda: TZ,
     mapping.TEXT: Text,
-    mapping.JSON: JSONB,
+    mapping.JSON: lambda: JSONB(none_as_null=True),  # an absent value is SQL NULL, not JSON null
 }
 
 

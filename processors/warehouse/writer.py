@@ -9,8 +9,9 @@ in identical tables.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,9 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from processors.normalize.model import EventRow, RowChange
 
 from . import tables
-
-# asyncpg allows 32767 bind parameters per statement; stay well below.
-MAX_PARAMS_PER_STATEMENT = 30_000
 
 _TABLES: dict[str, Table] = {t.name: t for t in tables.warehouse_tables()}
 
@@ -97,14 +95,14 @@ def _version_time(version: str) -> datetime:
     return datetime.fromisoformat(version.split("|", 1)[0].replace("Z", "+00:00"))
 
 
-def _chunks(rows: Sequence[dict[str, Any]], width: int) -> Iterable[Sequence[dict[str, Any]]]:
-    size = max(1, MAX_PARAMS_PER_STATEMENT // max(width, 1))
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+@functools.cache
+def _upsert_statement(table: Table):
+    """One statement per table, built and compiled once, run with executemany for every batch.
 
-
-def _upsert_statement(table: Table, rows: Sequence[dict[str, Any]]):
-    stmt = insert(table).values(list(rows))
+    Each data column takes the incoming value only when its version is newer than the stored one;
+    ``field_versions`` keeps the newest version per column; an all-older delivery changes nothing.
+    """
+    stmt = insert(table)
     excluded = stmt.excluded
     key_names = [c.name for c in table.primary_key.columns]
     data_columns = [c for c in table.c if c.name not in key_names and c.name not in tables.VERSION_COLUMNS]
@@ -129,6 +127,16 @@ def _upsert_statement(table: Table, rows: Sequence[dict[str, Any]]):
     )
 
 
+@functools.cache
+def _events_statement():
+    stmt = insert(tables.events)
+    return stmt.on_conflict_do_update(
+        index_elements=["event_id"],
+        set_={"received_at": stmt.excluded.received_at},
+        where=stmt.excluded.received_at < tables.events.c.received_at,
+    )
+
+
 async def upsert_changes(conn: AsyncConnection, changes: Iterable[RowChange]) -> int:
     """Collapse and upsert; returns the number of distinct rows written."""
     by_table: dict[str, list[dict[str, Any]]] = {}
@@ -144,8 +152,7 @@ async def upsert_changes(conn: AsyncConnection, changes: Iterable[RowChange]) ->
     for name in sorted(by_table):  # a fixed order keeps concurrent workers from deadlocking
         table = _TABLES[name]
         rows = sorted(by_table[name], key=lambda r: tuple(str(r[c.name]) for c in table.primary_key.columns))
-        for chunk in _chunks(rows, len(table.c)):
-            await conn.execute(_upsert_statement(table, chunk))
+        await conn.execute(_upsert_statement(table), rows)
         count += len(rows)
     return count
 
@@ -166,15 +173,8 @@ async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
         }
         for r in sorted(collapse_events(rows), key=lambda r: r.event_id)
     ]
-    table = tables.events
-    for chunk in _chunks(values, len(table.c)):
-        stmt = insert(table).values(list(chunk))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["event_id"],
-            set_={"received_at": stmt.excluded.received_at},
-            where=stmt.excluded.received_at < table.c.received_at,
-        )
-        await conn.execute(stmt)
+    if values:
+        await conn.execute(_events_statement(), values)
     return len(values)
 
 
