@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=1000, ge=1, description="Most events per database transaction.")
     worker_batch_seconds: float = Field(default=0.2, gt=0, description="Longest wait to fill a batch.")
     worker_group_id: str = Field(default="canvas-stream-worker", description="Kafka consumer group.")
+    worker_session_timeout_seconds: float = Field(
+        default=20.0, ge=6, description="Consumer-group session timeout: how fast a dead worker's partitions move."
+    )
     worker_status_port: int | None = Field(default=None, description="Worker /healthz /readyz port.")
 
     spool_dir: str | None = Field(default=None, description="Local spool for broker outages.")

@@ -155,8 +155,18 @@ def create_app(
     return app
 
 
+def _install_fast_loop() -> None:
+    """uvloop when installed (it is a dependency on Linux and macOS); the stdlib loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def run_ingress(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM."""
+    _install_fast_loop()
     app = create_app(settings)
     print(f"canvas-stream ingress listening on http://{settings.host}:{settings.port} "
           "(POST /live-events, POST /lti/notices)", flush=True)

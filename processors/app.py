@@ -72,6 +72,8 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.worker_session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_seconds / 3),
         web_enabled=settings.worker_status_port is not None,
         web_port=settings.worker_status_port or 6066,
         web_bind="0.0.0.0",
