@@ -435,7 +435,8 @@ class Bench:
             sent += out.sent
             series.append({"t_min": round((time.monotonic() - t0) / 60, 2), "ingress_mb": ingress.sample() / 2**20,
                            "worker_mb": worker.sample() / 2**20, "http_p99_ms": round(out.p99_ms, 1),
-                           "e2e_p99_ms": round(out.e2e_p99_ms, 1), "unseen": out.tracked - out.e2e_seen})
+                           "e2e_p99_ms": round(out.e2e_p99_ms, 1), "unseen": out.tracked - out.e2e_seen,
+                           "non_2xx": out.sent - out.ok})
             log(f"  soak {series[-1]}")
         self.res.put("ours.soak", {"minutes": minutes, "rate": rate, "events": sent, "series": series})
 
@@ -660,6 +661,10 @@ def table(res: Results, peaks: dict[str, int]) -> str:
         add(f"soak {soak['minutes']:g} min: RSS MB ingress / worker, start -> end",
             f"{s[0]['ingress_mb']:.0f}->{s[-1]['ingress_mb']:.0f} / {s[0]['worker_mb']:.0f}->{s[-1]['worker_mb']:.0f}",
             "second-half growth MB", f"{grow_i:.1f} / {grow_w:.1f}", "flat (<10/<20 MB)", flat)
+        non_2xx = sum(c.get("non_2xx", 0) for c in s)
+        unseen = sum(c.get("unseen", 0) for c in s)
+        add(f"soak {soak['minutes']:g} min: non-2xx answers / sampled events never stored", f"{non_2xx} / {unseen}",
+            "events sent", f"{soak['events']}", "0 / 0", non_2xx == 0 and unseen == 0)
     add("peak RSS MB ingress / worker", f"{peaks.get('ingress', 0) / 2**20:.0f} / {peaks.get('worker', 0) / 2**20:.0f}",
         "min ingress", f"{peaks.get('min-ingress', 0) / 2**20:.0f}", "", None)
     widths = [max(len(r[i]) for r in [*rows, ("what", "ours", "limit", "ratio / target", "")]) for i in range(5)]
