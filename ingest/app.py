@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from canvas_stream.loop import install_fast_loop
 from canvas_stream.records import Verification, now_iso
 from canvas_stream.settings import Settings
 from ingest.jwks import JwksCache, KeyUnavailable, verify_with
@@ -155,18 +156,9 @@ def create_app(
     return app
 
 
-def _install_fast_loop() -> None:
-    """uvloop when installed (it is a dependency on Linux and macOS); the stdlib loop otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 def run_ingress(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM."""
-    _install_fast_loop()
+    install_fast_loop()
     app = create_app(settings)
     print(f"canvas-stream ingress listening on http://{settings.host}:{settings.port} "
           "(POST /live-events, POST /lti/notices)", flush=True)

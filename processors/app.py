@@ -17,6 +17,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from canvas_stream.loop import install_fast_loop
 from canvas_stream.settings import Settings
 from processors.batch import prepare
 from processors.sink import WarehouseSink
@@ -138,6 +139,7 @@ def create_app(settings: Settings) -> faust.App:
 
 def run_worker(settings: Settings) -> None:
     """Run one worker until SIGINT/SIGTERM (faust's Worker owns the event loop and signals)."""
+    install_fast_loop()
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
