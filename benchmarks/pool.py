@@ -26,7 +26,8 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-CORPUS = Path(os.environ.get("CANVAS_CORPUS", "/work/shared/corpus/canvas-lms-events"))
+CORPUS = Path(os.environ.get("CANVAS_CORPUS",
+                           Path(__file__).resolve().parents[2] / "shared" / "corpus" / "canvas-lms-events"))
 CACHE = Path(os.environ.get("CANVAS_BENCH_CACHE", Path.home() / ".cache" / "canvas-stream-bench"))
 ISSUER = "https://live-events.canvas.instructure.com"
 KID = "bench-2048"
