@@ -12,6 +12,7 @@ the same coercions for the same fact.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,18 +40,19 @@ class Col:
     comment: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: the cached properties below need an instance __dict__
 class TableSpec:
     name: str
     keys: tuple[Col, ...]
     columns: tuple[Col, ...]
     comment: str
 
-    @property
+    # Computed once per table, not per event (the normalizers ask for them on every row change).
+    @functools.cached_property
     def column_names(self) -> frozenset[str]:
         return frozenset(c.name for c in self.columns)
 
-    @property
+    @functools.cached_property
     def kinds(self) -> dict[str, str]:
         return {c.name: c.kind for c in (*self.keys, *self.columns)}
 
