@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     worker_session_timeout_seconds: float = Field(
         default=20.0, ge=6, description="Consumer-group session timeout: how fast a dead worker's partitions move."
     )
+    worker_stall_seconds: float = Field(
+        default=120.0, gt=0, description="Not ready when there is lag and no commit for this long."
+    )
     worker_status_port: int | None = Field(default=None, description="Worker /healthz /readyz port.")
 
     spool_dir: str | None = Field(default=None, description="Local spool for broker outages.")

@@ -31,9 +31,6 @@ UNKNOWN_EVENTS = Counter("canvas_stream_unknown_events_total", "Events of names 
 UNKNOWN_FIELDS = Counter("canvas_stream_unknown_fields_total", "Event fields the mapping does not know",
                          ["field"])
 MAX_LABELS = 500
-# Faust trap (consumers that silently stop after a rebalance): lag with no commit this long = not ready.
-STALL_SECONDS = 120.0
-
 
 async def consumer_lag(app: faust.App) -> int | None:
     """Messages on our assigned partitions past the committed offsets (asks the broker); None if unknown."""
@@ -121,7 +118,8 @@ def create_app(settings: Settings) -> faust.App:
         last = sink.last_commit_monotonic
         lag = await consumer_lag(app)
         idle = time.monotonic() - (last if last is not None else started)
-        stalled = bool(lag) and idle > STALL_SECONDS
+        # Faust trap: a consumer that silently stops after a rebalance shows lag and no commits.
+        stalled = bool(lag) and idle > settings.worker_stall_seconds
         body = {
             "database": "ok" if sink.ready else "unavailable",
             "seconds_since_last_commit": None if last is None else round(time.monotonic() - last, 1),
