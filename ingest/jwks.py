@@ -21,11 +21,8 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
-from ingest.verify import DEFAULT_ALGORITHMS, MAX_KID_LEN, TokenRejected, VerifiedToken
-from ingest.verify import check_claims as _check_claims
-from ingest.verify import decode_claims as _decode_claims
+from ingest.verify import DEFAULT_ALGORITHMS, MAX_KID_LEN, TokenRejected, VerifiedToken, verify_parts
 from ingest.verify import parse_compact as _parse_compact
-from ingest.verify import verify_signature as _verify_signature
 
 __all__ = [
     "JwksCache",
@@ -385,7 +382,4 @@ async def verify_with(
     key = keys.lookup(parts.kid)
     if key is None:
         key = await keys.get_key(parts.kid)
-    _verify_signature(parts, key)
-    claims = _decode_claims(parts)
-    _check_claims(claims, issuer=issuer, audience=audience, leeway=leeway, now=now, require=require)
-    return VerifiedToken(header=parts.header, claims=claims, kid=parts.kid, alg=parts.alg)
+    return verify_parts(parts, key, issuer=issuer, audience=audience, leeway=leeway, now=now, require=require)

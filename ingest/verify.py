@@ -338,6 +338,20 @@ def verify_token(
     key = key_lookup(parts.kid)
     if key is None:
         raise TokenRejected("unknown kid")
+    return verify_parts(parts, key, issuer=issuer, audience=audience, leeway=leeway, now=now, require=require)
+
+
+def verify_parts(
+    parts: JwsParts,
+    key: RSAPublicKey,
+    *,
+    issuer: str | None,
+    audience: str | None = None,
+    leeway: float,
+    now: float | None = None,
+    require: Iterable[str] = (),
+) -> VerifiedToken:
+    """Signature first, then the claims: the steps after the key is found, for sync and async callers."""
     verify_signature(parts, key)
     claims = decode_claims(parts)
     check_claims(claims, issuer=issuer, audience=audience, leeway=leeway, now=now, require=require)

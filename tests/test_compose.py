@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"
@@ -22,29 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _yaml_to_data(text: str) -> dict[str, Any]:
-    """Parse YAML with PyYAML if importable here, else with the interpreter running docker-compose
-    (a Python program that always ships PyYAML)."""
-    try:
-        import yaml
-    except ImportError:
-        pass
-    else:
-        return yaml.safe_load(text)
-    assert DOCKER_COMPOSE is not None
-    with open(DOCKER_COMPOSE, "rb") as fh:
-        shebang = fh.readline().decode(errors="replace")
-    if not shebang.startswith("#!"):
-        pytest.skip("no YAML parser: PyYAML missing and docker-compose is not a Python script")
-    interpreter = shebang[2:].strip().split()
-    out = subprocess.run(
-        [*interpreter, "-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"],
-        input=text,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return json.loads(out.stdout)
+    return yaml.safe_load(text)
 
 
 def _compose_config(**extra_env: str) -> subprocess.CompletedProcess[str]:
