@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 CORPUS = Path(os.environ.get("CANVAS_CORPUS",
-                           Path(__file__).resolve().parents[2] / "shared" / "corpus" / "canvas-lms-events"))
+                           Path(__file__).resolve().parents[1] / "tests" / "data" / "canvas-lms-events"))
 CACHE = Path(os.environ.get("CANVAS_BENCH_CACHE", Path.home() / ".cache" / "canvas-stream-bench"))
 ISSUER = "https://live-events.canvas.instructure.com"
 KID = "bench-2048"

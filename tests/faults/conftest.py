@@ -7,11 +7,11 @@ import asyncio
 import contextlib
 
 import pytest
-from harness import KID, PARTITIONS
-from jwt_helpers import JwksServer, jwk_for, rsa_key
-from procs import Role
 
 from ingest.publish import ensure_topic
+from tests.faults.harness import KID, PARTITIONS
+from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
+from tests.support.procs import Role
 
 
 @pytest.fixture

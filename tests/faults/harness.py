@@ -18,15 +18,15 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-from jwt_helpers import rsa_key, sign
-from procs import Role, role_env, wait_until
 
 from canvas_stream.services import free_port, plain_postgres_url
 from processors.normalize.canvas import canvas_event_id
+from tests.support.corpus import CORPUS
+from tests.support.jwt_helpers import rsa_key, sign
+from tests.support.procs import Role, role_env, wait_until
 
 ISSUER = "https://live-events.canvas.instructure.com"
 KID = "fault-key"
-CORPUS = Path("/work/shared/corpus/canvas-lms-events")
 PARTITIONS = 4
 
 # Faust's defaults wait 60 s before a SIGKILLed member's partitions move; tests cannot.

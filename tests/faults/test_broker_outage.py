@@ -21,7 +21,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import (
+
+from canvas_stream.services import EmbeddedKafka, free_port
+from ingest.publish import ensure_topic
+from tests.faults.harness import (
     PARTITIONS,
     Sender,
     http_status,
@@ -36,10 +39,7 @@ from harness import (
     with_duplicates,
     worker_role,
 )
-from procs import Role, wait_until
-
-from canvas_stream.services import EmbeddedKafka, free_port
-from ingest.publish import ensure_topic
+from tests.support.procs import Role, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import (
+
+from canvas_stream import migrate
+from canvas_stream.services import EmbeddedPostgres, free_port
+from tests.faults.harness import (
     Sender,
     http_status,
     ingress_role,
@@ -21,10 +24,7 @@ from harness import (
     with_duplicates,
     worker_role,
 )
-from procs import wait_until
-
-from canvas_stream import migrate
-from canvas_stream.services import EmbeddedPostgres, free_port
+from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.slow
 

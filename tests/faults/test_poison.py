@@ -10,7 +10,9 @@ import sys
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from harness import (
+
+from canvas_stream.records import Record, Verification, partition_key
+from tests.faults.harness import (
     Sender,
     canvas_event,
     ingress_role,
@@ -23,9 +25,7 @@ from harness import (
     with_duplicates,
     worker_role,
 )
-from procs import role_env, wait_until
-
-from canvas_stream.records import Record, Verification, partition_key
+from tests.support.procs import role_env, wait_until
 
 pytestmark = pytest.mark.slow
 

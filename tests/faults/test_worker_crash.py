@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import (
+
+from tests.faults.harness import (
     Sender,
     ingress_role,
     kill,
@@ -18,7 +19,7 @@ from harness import (
     with_duplicates,
     worker_role,
 )
-from procs import Role, wait_until
+from tests.support.procs import Role, wait_until
 
 pytestmark = pytest.mark.slow
 

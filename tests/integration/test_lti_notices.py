@@ -1,0 +1,415 @@
+"""LTI PNS notices over real HTTP, a real broker, a worker subprocess and PostgreSQL.
+
+Claims follow protocols.md B.6/B.7 (Canvas's builders): HelloWorld and ContextCopy carry no sub,
+roles or message_type; the asset-processor notice carries assets with base64 SHA-256 checksums.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import time
+import uuid
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from canvas_stream.keys import generate_private_key, public_jwk
+from canvas_stream.settings import Settings
+from ingest.app import create_app
+from ingest.jwks import JwksCache
+from ingest.publish import KafkaPublisher, ensure_topic
+from processors.warehouse import lti_tables, tables
+from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key, sign
+from tests.support.procs import Role, role_env, running, wait_until
+
+ISSUER = "https://canvas.instructure.com"
+CLIENT_ID = "10000000000068"
+DEPLOYMENT = "106:8865aa05b4b79b64a91a86042e43af5ea8ae79eb"
+KID = "2025-02-01T01:16:43Z_3018685d-05b7-43cb-b865-027eec352714"
+CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
+COURSE = "http://purl.imsglobal.org/vocab/lis/v2/course#CourseOffering"
+
+
+def b64sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+BODIES = {
+    "LtiHelloWorldNotice": {
+        CLAIM + "context": {"id": "8865aa05b4b79b64a91a86042e43af5ea8ae79eb", "title": "Fake Academy",
+                            "type": ["Account"]},
+        "https://www.instructure.com/hello_world": {
+            "title": "Hello World!",
+            "message": "Congratulations! You have successfully subscribed to LtiHelloWorldNotice in Canvas."},
+    },
+    "LtiContextCopyNotice": {
+        CLAIM + "context": {"id": "4dde05e8ca1973bcca9bffc13e1548820eee93a3", "label": "BIO-2", "title": "Biology 2",
+                            "type": [COURSE]},
+        CLAIM + "origin_contexts": ["5098686ffc86cae4e0784b533a18af229ff5074e"],
+    },
+    "LtiAssetProcessorSubmissionNotice": {
+        "sub": "535fa085f22b4655f48cd5a36a9215f64c062838",
+        CLAIM + "context": {"id": "4dde05e8ca1973bcca9bffc13e1548820eee93a3", "label": "BIO-2", "title": "Biology 2",
+                            "type": [COURSE]},
+        CLAIM + "roles": ["http://purl.imsglobal.org/vocab/lis/v2/system/person#User"],
+        CLAIM + "custom": {"canvas_course_id": "1"},
+        CLAIM + "for_user": {"user_id": "972fd8aa-7f57-4d11-9400-916a0ed0d31d"},
+        CLAIM + "activity": {"id": "d79c2ded-b078-4e8e-b090-dd1d380fc596"},
+        CLAIM + "submission": {"id": "d6446aaf-3f71-4eea-b2fd-20bd8d151506:1"},
+        CLAIM + "assetreport": {"scope": ["https://purl.imsglobal.org/spec/lti/scope/report"],
+                                "report_url": "https://canvas.example/api/lti/asset_processors/83/reports"},
+        CLAIM + "assetservice": {
+            "scope": ["https://purl.imsglobal.org/spec/lti/scope/asset.readonly"],
+            "assets": [{"asset_id": "dd33081e-81ba-4651-b528-098315f8a346",
+                        "url": "https://canvas.example/api/lti/asset_processors/83/assets/dd33081e",
+                        "sha256_checksum": b64sha256(b"<p>essay v1</p>"),
+                        "timestamp": "2025-07-30T03:26:44-06:00", "size": 15, "content_type": "text/html",
+                        "title": "AnonymousGraded"}],
+        },
+        CLAIM + "eulaservice": {"url": "https://canvas.example/api/lti/asset_processor_eulas/132",
+                                "scope": ["https://purl.imsglobal.org/spec/lti/scope/eula/user"]},
+    },
+}
+
+
+def notice(ntype: str, *, notice_id: str | None = None, timestamp: str = "2025-03-19T11:24:25Z",
+           deployment: str = DEPLOYMENT, iat: int | None = None, **overrides) -> dict:
+    """Claims as Canvas's PnsNotice builds them (aud = azp = client id, exp = iat + 1 h)."""
+    now = int(time.time()) if iat is None else iat
+    claims = {
+        CLAIM + "version": "1.3.0",
+        CLAIM + "notice": {"id": notice_id or str(uuid.uuid4()), "timestamp": timestamp, "type": ntype},
+        "aud": CLIENT_ID, "azp": CLIENT_ID,
+        CLAIM + "deployment_id": deployment,
+        "iat": now, "exp": now + 3600, "iss": ISSUER, "nonce": str(uuid.uuid4()),
+        **copy.deepcopy(BODIES.get(ntype, {})),
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def jwt_of(claims: dict, key_name: str = "lti-current", kid: str = KID) -> str:
+    return sign(claims, rsa_key(key_name), kid, headers={"typ": "JWT"})
+
+
+def nid(claims: dict) -> str:
+    return claims[CLAIM + "notice"]["id"]
+
+
+def batch(*tokens: str) -> str:
+    return json.dumps({"notices": [{"jwt": t} for t in tokens]})
+
+
+# ---- fixtures -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+async def platform():
+    async with JwksServer([jwk_for(rsa_key("lti-current"), KID)]) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def lti_topic(kafka_bootstrap):
+    name = f"t-lti-{uuid.uuid4().hex[:8]}"
+    await ensure_topic(kafka_bootstrap, name, 3)
+    return name
+
+
+@pytest.fixture(scope="module")
+async def db(migrated_database_url):
+    engine = create_async_engine(migrated_database_url, pool_size=2)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def worker(db, kafka_bootstrap, lti_topic, database_url):
+    env = role_env(DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=lti_topic,
+                   KAFKA_PARTITIONS="3", WORKER_GROUP_ID=f"{lti_topic}-workers", WORKER_BATCH_SECONDS="0.1")
+    role = Role("worker", env)
+    with running(role):
+        yield role
+
+
+@pytest.fixture
+async def clients(platform, kafka_bootstrap, lti_topic):
+    """Factory of ingress clients (each has its own app, LTI key cache and recent-id memory)."""
+    made: list[TestClient] = []
+
+    async def make(jwks_url: str | None = None, bootstrap: str | None = None, **overrides) -> TestClient:
+        values = {"kafka_bootstrap_servers": bootstrap or kafka_bootstrap, "kafka_topic": lti_topic,
+                  "kafka_ack_timeout_seconds": 5, "lti_platform_jwks_url": jwks_url or platform.url,
+                  "lti_platform_issuer": ISSUER, "lti_client_id": CLIENT_ID, "jwks_refetch_cooldown_seconds": 0,
+                  "database_url": None, "lti_deployment_ids": None, "lti_private_key_file": None}
+        values.update(overrides)
+        settings = Settings(**values)
+        publisher = KafkaPublisher(settings.kafka_bootstrap_servers, lti_topic,
+                                   ack_timeout=settings.kafka_ack_timeout_seconds)
+        app = create_app(settings, publisher=publisher, live_events_jwks=JwksCache(platform.url))
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+async def post(client: TestClient, body: str, path: str = f"/lti/notices/{DEPLOYMENT}") -> tuple[int, dict]:
+    response = await client.post(path, data=body, headers={"Content-Type": "application/json"})
+    return response.status, await response.json()
+
+
+def statuses(doc: dict) -> list[str]:
+    return [r["status"] for r in doc["results"]]
+
+
+async def rows(engine, table, *where):
+    async with engine.connect() as conn:
+        return (await conn.execute(select(table).where(*where))).all()
+
+
+async def count(engine, table, *where) -> int:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(table).where(*where))).scalar_one()
+
+
+async def published_ids(bootstrap: str, topic: str) -> list[str]:
+    """Notice ids of every record on the topic so far."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    ids: list[str] = []
+    try:
+        while True:
+            batch_ = await consumer.getmany(timeout_ms=3000)
+            if not batch_:
+                break
+            for messages in batch_.values():
+                for m in messages:
+                    ids.append(json.loads(m.value)["payload"][CLAIM + "notice"]["id"])
+    finally:
+        await consumer.stop()
+    return ids
+
+
+# ---- tests ----------------------------------------------------------------------------------------
+
+async def test_batch_of_three_types_and_a_forged_notice(clients, worker, db):
+    client = await clients()
+    hello = notice("LtiHelloWorldNotice", timestamp="2025-03-19T11:11:17Z")
+    copy_ = notice("LtiContextCopyNotice")
+    ap = notice("LtiAssetProcessorSubmissionNotice", timestamp="2025-08-01T12:45:56Z")
+    forged = notice("LtiContextCopyNotice")
+    body = batch(jwt_of(hello), jwt_of(copy_), jwt_of(ap), jwt_of(forged, key_name="attacker"))
+
+    status, doc = await post(client, body)
+    assert status == 200, doc
+    assert statuses(doc) == ["accepted", "accepted", "accepted", "rejected"]
+    assert [r["index"] for r in doc["results"]] == [0, 1, 2, 3]
+    assert [r["notice_id"] for r in doc["results"][:3]] == [nid(hello), nid(copy_), nid(ap)]
+    assert doc["results"][3]["notice_id"] is None  # nothing from a forged token is trusted
+    assert "bad signature" in doc["results"][3]["error"]
+
+    t = lti_tables
+    ids = [nid(hello), nid(copy_), nid(ap)]
+    await wait_until(lambda: count(db, t.lti_notices, t.lti_notices.c.notice_id.in_(ids)), timeout=90,
+                     message=f"3 notices in canvas.lti_notices; worker log:\n{worker.output()}")
+    await wait_until(lambda: _n_at_least(db, t.lti_notices, 3, t.lti_notices.c.notice_id.in_(ids)), timeout=30,
+                     message="all 3 notices")
+    assert await count(db, t.lti_notices, t.lti_notices.c.notice_id == nid(forged)) == 0
+
+    stored = {r.notice_id: r for r in await rows(db, t.lti_notices, t.lti_notices.c.notice_id.in_(ids))}
+    assert stored[nid(hello)].notice_type == "LtiHelloWorldNotice"
+    assert stored[nid(hello)].context_type == "Account"
+    assert stored[nid(copy_)].issuer == ISSUER and stored[nid(copy_)].client_id == CLIENT_ID
+    assert stored[nid(copy_)].deployment_id == DEPLOYMENT
+    assert stored[nid(copy_)].context_id == "4dde05e8ca1973bcca9bffc13e1548820eee93a3"
+    assert stored[nid(ap)].user_sub == ap["sub"] and stored[nid(ap)].kid == KID
+    assert stored[nid(ap)].claims[CLAIM + "submission"]["id"] == "d6446aaf-3f71-4eea-b2fd-20bd8d151506:1"
+    assert stored[nid(ap)].jwt.count(".") == 2
+    assert stored[nid(hello)].notice_timestamp.isoformat() == "2025-03-19T11:11:17+00:00"
+
+    events = await rows(db, tables.events, tables.events.c.event_id.in_([f"lti-notice:{i}" for i in ids]))
+    assert sorted((e.event_name, e.format) for e in events) == sorted(
+        [("LtiHelloWorldNotice", "lti_notice"), ("LtiContextCopyNotice", "lti_notice"),
+         ("LtiAssetProcessorSubmissionNotice", "lti_notice")])
+
+    [dep] = await rows(db, t.lti_deployments, t.lti_deployments.c.deployment_id == DEPLOYMENT)
+    assert dep.client_id == CLIENT_ID
+    assert dep.hello_world_at.isoformat() == "2025-03-19T11:11:17+00:00"
+    assert dep.hello_world_notice_id == nid(hello)
+
+    [cc] = await rows(db, t.context_copies, t.context_copies.c.context_id == "4dde05e8ca1973bcca9bffc13e1548820eee93a3")
+    assert cc.origin_context_id == "5098686ffc86cae4e0784b533a18af229ff5074e"
+    assert (cc.context_title, cc.context_label, cc.notice_id) == ("Biology 2", "BIO-2", nid(copy_))
+
+    [sub] = await rows(db, t.asset_processor_submissions,
+                       t.asset_processor_submissions.c.submission_id == "d6446aaf-3f71-4eea-b2fd-20bd8d151506:1")
+    assert sub.activity_id == "d79c2ded-b078-4e8e-b090-dd1d380fc596"
+    assert sub.for_user_id == "972fd8aa-7f57-4d11-9400-916a0ed0d31d"
+    assert sub.assets[0]["sha256_checksum"] == b64sha256(b"<p>essay v1</p>")
+    assert sub.report_url.endswith("/asset_processors/83/reports")
+    assert sub.notice_id == nid(ap)
+
+
+async def _n_at_least(engine, table, n, *where) -> bool:
+    return await count(engine, table, *where) >= n
+
+
+async def test_duplicate_notice_id_is_acknowledged_and_stored_once(clients, worker, db, database_url,
+                                                                   kafka_bootstrap, lti_topic):
+    client = await clients(database_url=database_url)
+    first = notice("LtiContextCopyNotice")
+    status, doc = await post(client, batch(jwt_of(first)))
+    assert (status, statuses(doc)) == (200, ["accepted"]), doc
+
+    # Re-signed with a new nonce and iat, same notice id; and twice within one batch.
+    again = {**first, "nonce": str(uuid.uuid4()), "iat": first["iat"] + 1}
+    status, doc = await post(client, batch(jwt_of(again), jwt_of(again)))
+    assert (status, statuses(doc)) == (200, ["duplicate", "duplicate"]), doc
+    assert {r["notice_id"] for r in doc["results"]} == {nid(first)}
+
+    t = lti_tables.lti_notices
+    await wait_until(lambda: count(db, t, t.c.notice_id == nid(first)), timeout=90,
+                     message=f"notice stored; worker log:\n{worker.output()}")
+
+    # A fresh ingress (restart, or another replica) has no memory: PostgreSQL answers instead.
+    fresh = await clients(database_url=database_url)
+    status, doc = await post(fresh, batch(jwt_of(again)))
+    assert (status, statuses(doc)) == (200, ["duplicate"]), doc
+
+    assert await count(db, t, t.c.notice_id == nid(first)) == 1
+    assert await count(db, tables.events, tables.events.c.event_id == f"lti-notice:{nid(first)}") == 1
+    assert (await published_ids(kafka_bootstrap, lti_topic)).count(nid(first)) == 1
+
+
+async def test_invalid_claims_are_rejected_one_by_one(clients):
+    client = await clients()
+    now = int(time.time())
+    cases = {
+        "audience mismatch": notice("LtiHelloWorldNotice", aud="someone-else", azp="someone-else"),
+        "azp mismatch": notice("LtiHelloWorldNotice", aud=[CLIENT_ID, "other"], azp="other"),
+        "token expired": notice("LtiHelloWorldNotice", iat=now - 7200),  # exp = now - 1 h
+        "issuer mismatch": notice("LtiHelloWorldNotice", iss="https://evil.example"),
+        "LTI version": notice("LtiHelloWorldNotice", **{CLAIM + "version": "1.1"}),
+        "nonce": notice("LtiHelloWorldNotice", nonce=None),
+        "notice.type": notice("LtiHelloWorldNotice",
+                              **{CLAIM + "notice": {"id": "x", "timestamp": "2025-01-01T00:00:00Z"}}),
+        "deployment_id": notice("LtiHelloWorldNotice", **{CLAIM + "deployment_id": None}),
+    }
+    good = notice("LtiHelloWorldNotice")
+    body = batch(*(jwt_of(c) for c in cases.values()), jwt_of(good))
+    status, doc = await post(client, body, path="/lti/notices")
+    assert status == 200, doc  # every notice is either stored or permanently rejected
+    assert statuses(doc) == ["rejected"] * len(cases) + ["accepted"]
+    for (expected, claims), result in zip(cases.items(), doc["results"], strict=False):
+        assert expected in result["error"], (expected, result)
+        if CLAIM + "notice" in claims and "id" in claims[CLAIM + "notice"]:
+            assert result["notice_id"] == nid(claims)  # signature was good, so the id is worth reporting
+    # an audience given as a list that contains us, with azp = us, is fine
+    ok = notice("LtiHelloWorldNotice", aud=[CLIENT_ID, "other"], azp=CLIENT_ID)
+    status, doc = await post(client, batch(jwt_of(ok)), path="/lti/notices")
+    assert (status, statuses(doc)) == (200, ["accepted"]), doc
+
+
+async def test_rotated_platform_key_costs_one_refetch(clients):
+    async with JwksServer([jwk_for(rsa_key("lti-current"), KID)]) as jwks:
+        client = await clients(jwks_url=jwks.url)
+        status, doc = await post(client, batch(jwt_of(notice("LtiHelloWorldNotice"))))
+        assert (status, statuses(doc)) == (200, ["accepted"]) and jwks.requests == 1
+
+        jwks.keys = [jwk_for(rsa_key("lti-current"), KID), jwk_for(rsa_key("lti-next"), "2025-03-01")]
+        rotated = [jwt_of(notice("LtiHelloWorldNotice"), "lti-next", "2025-03-01") for _ in range(3)]
+        status, doc = await post(client, batch(*rotated))
+        assert (status, statuses(doc)) == (200, ["accepted"] * 3), doc
+        assert jwks.requests == 2  # one refetch for the new kid, then served from the cache
+
+        status, doc = await post(client, batch(jwt_of(notice("LtiHelloWorldNotice"), "attacker", "no-such-kid")))
+        assert statuses(doc) == ["rejected"] and "unknown kid" in doc["results"][0]["error"]
+
+        # The live-events key set is never consulted for LTI notices (separate cache, separate URL).
+        live = jwt_of(notice("LtiHelloWorldNotice"), "current", "2024-02-29")
+        status, doc = await post(client, batch(live))
+        assert statuses(doc) == ["rejected"]
+
+
+async def test_deployment_must_match_path_and_allow_list(clients):
+    client = await clients()
+    other = notice("LtiContextCopyNotice", deployment="107:aaaa")
+    status, doc = await post(client, batch(jwt_of(other)))  # posted to /lti/notices/<DEPLOYMENT>
+    assert statuses(doc) == ["rejected"] and "does not match the handler URL" in doc["results"][0]["error"]
+    status, doc = await post(client, batch(jwt_of(other)), path="/lti/notices/107:aaaa")
+    assert statuses(doc) == ["accepted"], doc
+
+    allow = await clients(lti_deployment_ids=f"{DEPLOYMENT}, 200:bbbb")
+    status, doc = await post(allow, batch(jwt_of(notice("LtiContextCopyNotice", deployment="107:aaaa")),
+                                          jwt_of(notice("LtiContextCopyNotice"))), path="/lti/notices")
+    assert status == 200 and statuses(doc) == ["rejected", "accepted"], doc
+    assert "LTI_DEPLOYMENT_IDS" in doc["results"][0]["error"]
+
+
+async def test_resubmission_with_new_notice_id_updates_the_same_row(clients, worker, db):
+    client = await clients()
+    submission = f"{uuid.uuid4()}:1"
+    first = notice("LtiAssetProcessorSubmissionNotice", timestamp="2025-08-02T10:00:00Z",
+                   **{CLAIM + "submission": {"id": submission}})
+    # "Resubmit All Files": same submission and time, new notice id, issued later, new checksum.
+    second = copy.deepcopy(first)
+    second[CLAIM + "notice"]["id"] = str(uuid.uuid4())
+    second["iat"] += 30
+    second["exp"] += 30
+    second[CLAIM + "assetservice"]["assets"][0]["sha256_checksum"] = b64sha256(b"<p>essay v2</p>")
+
+    # The later notice arrives first: the row must still end with it.
+    for claims in (second, first):
+        status, doc = await post(client, batch(jwt_of(claims)))
+        assert (status, statuses(doc)) == (200, ["accepted"]), doc
+
+    t = lti_tables
+    both = t.lti_notices.c.notice_id.in_([nid(first), nid(second)])
+    await wait_until(lambda: _n_at_least(db, t.lti_notices, 2, both), timeout=90,
+                     message=f"both notices stored; worker log:\n{worker.output()}")
+    where = t.asset_processor_submissions.c.submission_id == submission
+    [row] = await rows(db, t.asset_processor_submissions, where)
+    assert row.notice_id == nid(second)
+    assert row.assets[0]["sha256_checksum"] == b64sha256(b"<p>essay v2</p>")
+
+
+async def test_unusable_bodies_and_broker_outage(clients, tmp_path):
+    client = await clients()
+    for body, expected in [("not json", "not valid JSON"), ('{"notices": []}', "empty"),
+                           ('{"jwt": "a.b.c"}', "'notices' list"),
+                           (json.dumps({"notices": ["a.b.c"] * 101}), "too many notices")]:
+        response = await client.post("/lti/notices", data=body)
+        assert response.status == 400 and expected in (await response.json())["error"], body
+    status, doc = await post(client, json.dumps({"notices": [42, {"jwt": "x" * 70_000}, "not-a-jwt"]}))
+    assert status == 200 and statuses(doc) == ["rejected"] * 3, doc
+    assert "larger than" in doc["results"][1]["error"]
+
+    # Broker down: the valid notice is not durable, so the batch gets 503 and says which one.
+    down = await clients(bootstrap="127.0.0.1:9", kafka_ack_timeout_seconds=1)
+    good, forged = notice("LtiHelloWorldNotice"), notice("LtiHelloWorldNotice")
+    status, doc = await post(down, batch(jwt_of(good), jwt_of(forged, key_name="attacker")))
+    assert status == 503 and statuses(doc) == ["failed", "rejected"], doc
+    assert doc["results"][0]["notice_id"] == nid(good) and "not stored" in doc["results"][0]["error"]
+
+    # Not configured: refuse rather than accept notices whose audience cannot be checked.
+    unconfigured = await clients(lti_client_id=None)
+    response = await unconfigured.post("/lti/notices", data=batch(jwt_of(good)))
+    assert response.status == 503 and "LTI_CLIENT_ID" in (await response.json())["error"]
+
+    # The tool's public key set: empty until a key is configured, then its public half only.
+    response = await client.get("/.well-known/jwks.json")
+    assert (response.status, await response.json()) == (200, {"keys": []})
+    key = generate_private_key(tmp_path / "tool.pem")
+    keyed = await clients(lti_private_key_file=str(tmp_path / "tool.pem"), lti_tool_key_id="tool-1")
+    doc = await (await keyed.get("/.well-known/jwks.json")).json()
+    assert doc == {"keys": [public_jwk(key, "tool-1")]} and "d" not in doc["keys"][0]

@@ -1,0 +1,1 @@
+"""Helpers shared by the test stages (importable as ``tests.support``); no fixtures here."""

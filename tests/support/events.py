@@ -1,0 +1,37 @@
+"""Signed example events and an in-process ingress client, shared by the integration tests."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from canvas_stream.settings import Settings
+from ingest.app import create_app
+from ingest.jwks import JwksCache
+from ingest.publish import KafkaPublisher
+from tests.support.corpus import CORPUS
+from tests.support.jwt_helpers import rsa_key, sign
+
+ISSUER = "https://live-events.canvas.instructure.com"
+
+
+def example(fmt: str, name: str) -> dict:
+    return copy.deepcopy(json.loads((CORPUS / fmt / f"{name}.json").read_text())["examples"][0]["payload"])
+
+
+def signed(event: dict, kid: str = "current") -> str:
+    now = int(time.time())
+    return sign({"iss": ISSUER, "iat": now, "exp": now + 300, **event}, rsa_key(kid), kid)
+
+
+async def make_client(jwks_url: str, bootstrap: str, topic: str, **overrides) -> TestClient:
+    settings = Settings(kafka_bootstrap_servers=bootstrap, kafka_topic=topic, live_events_jwks_url=jwks_url,
+                        live_events_issuer=ISSUER, kafka_ack_timeout_seconds=3, **overrides)
+    publisher = KafkaPublisher(bootstrap, topic, ack_timeout=3)
+    cache = JwksCache(jwks_url, refetch_cooldown=30)
+    client = TestClient(TestServer(create_app(settings, publisher=publisher, live_events_jwks=cache)))
+    await client.start_server()
+    return client
