@@ -153,7 +153,6 @@ class Sourced:
     column: str
     source: Source
     coerce: Coerce
-    label: str  # the source as declared, for problem reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +174,7 @@ class CompiledEvent:
 
 
 def _sourced(spec: TableSpec, column: str, source: Source) -> Sourced:
-    return Sourced(column, source, COERCE[spec.kinds[column]], str(source))
+    return Sourced(column, source, COERCE[spec.kinds[column]])
 
 
 def compile_target(target: Target) -> tuple[Plan, frozenset[str]]:
@@ -283,7 +282,7 @@ def apply_mapping(
             except Invalid:
                 value = None
             if value is None:
-                problems.append(f"{label}.{slot.label}:missing_key")
+                problems.append(f"{label}.{slot.source}:missing_key")
                 key = None
                 break
             key[slot.column] = value
@@ -308,7 +307,7 @@ def apply_mapping(
             try:
                 fields[slot.column] = None if raw is None else slot.coerce(raw)
             except Invalid:
-                problems.append(f"{label}.{slot.label}:invalid")
+                problems.append(f"{label}.{slot.source}:invalid")
         if plan.constants:
             fields.update(plan.constants)
         if key:
