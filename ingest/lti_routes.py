@@ -86,7 +86,7 @@ class NoticeLedger:
             from sqlalchemy import select
             from sqlalchemy.ext.asyncio import create_async_engine
 
-            from processors.warehouse.lti_tables import lti_notices
+            from processors.warehouse.tables import lti_notices
 
             if self._engine is None:
                 self._engine = create_async_engine(self._url, pool_size=1, max_overflow=2)

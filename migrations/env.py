@@ -1,4 +1,5 @@
-"""Alembic environment: the warehouse tables in ``processors.warehouse.tables`` are the source."""
+"""Alembic environment: the warehouse tables (declared in ``processors.warehouse.schema``, built by
+``processors.warehouse.tables``) are the target that autogenerate compares migrations with."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream.settings import async_database_url
-from processors.warehouse.tables import SCHEMA, metadata
+from processors.warehouse.schema import SCHEMA
+from processors.warehouse.tables import metadata
 
 config = context.config
 target_metadata = metadata

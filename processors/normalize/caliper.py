@@ -19,8 +19,8 @@ from typing import Any
 
 from canvas_stream.records import Record
 
+from .apply import apply_mapping
 from .canvas import canonical_json
-from .mapping import apply_mapping
 from .model import EventRow, NormalizationError, Normalized, parse_time
 
 CANVAS_URN = "urn:instructure:canvas:"

@@ -9,7 +9,8 @@ from typing import Any
 
 from canvas_stream.records import Record
 
-from .mapping import apply_mapping, resolve_event_name
+from .apply import apply_mapping
+from .event_map import resolve_event_name
 from .model import EventRow, NormalizationError, Normalized, parse_time, to_id
 
 

@@ -1,3 +1,2 @@
-"""Warehouse schema and writer. Importing the package registers every table on the shared metadata."""
-
-from processors.warehouse import lti_tables  # noqa: F401  (LTI tables join tables.metadata)
+"""The warehouse: its schema as plain data (``schema``), the SQLAlchemy tables built from it
+(``tables``) and the writer. Importing the package imports none of them."""

@@ -1,133 +1,83 @@
-"""Warehouse tables, defined once: used by the writer, by Alembic and by the data dictionary.
+"""The SQLAlchemy tables of the warehouse, built from ``schema``: used by the writer, Alembic and the
+data dictionary.
 
-Every entity and fact table shares one contract with the writer: its key columns, the data
-columns normalizers may set, ``last_event_at`` (the newest event that touched the row) and
-``field_versions`` (column -> version of the event that set it), which makes upserts order-safe
-per column.
+This is the only place a column kind becomes an SQL type. ``info["fed_by"]`` (for the data
+dictionary) comes from the schema for the tables it names a feeder for, else from the event map.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Float,
-    Index,
-    MetaData,
-    Table,
-    Text,
-    text,
-)
+from collections.abc import Callable
+
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, MetaData, Table, Text, text
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.types import TypeEngine
 
-from processors.normalize import mapping
+from processors.normalize.event_map import fed_by as event_map_fed_by
+from processors.warehouse import schema
+from processors.warehouse.schema import SCHEMA, TABLE_SPECS, Col, Kind, TableSpec
 
-SCHEMA = "canvas"
+__all__ = ["SCHEMA", "TABLES", "VERSION_COLUMNS", "metadata", "warehouse_tables"]
+
 metadata = MetaData(schema=SCHEMA)
-
-TZ = TIMESTAMP(timezone=True)
-VERSION_COLUMNS = ("last_event_at", "field_versions")
+VERSION_COLUMNS = tuple(c.name for c in schema.VERSION_COLUMNS)
 
 
-def entity_table(name: str, keys: list[Column], *columns: Column, comment: str, fed_by: list[str]) -> Table:
-    """A current-state (or fact) table with the versioning columns the writer relies on."""
+# The one mapping of column kind -> SQL type.
+_SQL_TYPES: dict[Kind, Callable[[], TypeEngine]] = {
+    Kind.ID: BigInteger,
+    Kind.INT: BigInteger,
+    Kind.FLOAT: Float,
+    Kind.BOOL: Boolean,
+    Kind.TIME: lambda: TIMESTAMP(timezone=True),
+    Kind.TEXT: Text,
+    Kind.JSON: lambda: JSONB(none_as_null=True),  # an absent value is SQL NULL, not JSON null
+}
+
+
+def _column(col: Col, *, key: bool) -> Column:
+    options: dict = {"comment": col.comment} if col.comment else {}
+    if key:
+        options.update(primary_key=True, autoincrement=False)
+    elif not col.nullable:
+        options["nullable"] = False
+    if col.server_default is not None:
+        options["server_default"] = text(col.server_default)
+    return Column(col.name, _SQL_TYPES[col.kind](), **options)
+
+
+def _build(spec: TableSpec, fed_by: list[str]) -> Table:
+    keys = {c.name for c in spec.keys}
     return Table(
-        name,
+        spec.name,
         metadata,
-        *keys,
-        *columns,
-        Column("last_event_at", TZ, comment="Time of the newest event that changed this row."),
-        Column(
-            "field_versions",
-            JSONB,
-            nullable=False,
-            server_default=text("'{}'::jsonb"),
-            comment="Per column, the event time and id that set it (the order-safety guard).",
-        ),
-        comment=comment,
+        *(_column(c, key=c.name in keys) for c in spec.all_columns()),
+        *(Index(index.name, *index.columns) for index in spec.indexes),
+        comment=spec.comment,
         info={"fed_by": fed_by},
     )
 
 
-def id_column(comment: str = "Canvas global id.") -> Column:
-    return Column("id", BigInteger, primary_key=True, autoincrement=False, comment=comment)
-
-
-events = Table(
-    "events",
-    metadata,
-    Column("event_id", Text, primary_key=True,
-           comment="Caliper: the event id; Canvas format: sha256 of the canonical event."),
-    Column("event_name", Text, nullable=False, comment="Canvas event name, e.g. grade_change, both formats."),
-    Column("format", Text, nullable=False, comment="canvas, caliper or lti_notice."),
-    Column("event_time", TZ, comment="When the event happened (metadata.event_time / eventTime)."),
-    Column("received_at", TZ, nullable=False, comment="Earliest time the ingress received it."),
-    Column("user_id", BigInteger, comment="Acting user (metadata.user_id / Caliper actor)."),
-    Column("context_type", Text, comment="Course, Account, Group, ..."),
-    Column("context_id", BigInteger, comment="Canvas id of the context."),
-    Column("payload", JSONB, nullable=False, comment="The event as received."),
-    Index("events_name_time_idx", "event_name", "event_time"),
-    Index("events_context_idx", "context_id", "event_time"),
-    comment="One row per distinct event; a Caliper envelope yields one row per data[] item.",
-    info={"fed_by": ["every event"]},
-)
-
-quarantine = Table(
-    "quarantine",
-    metadata,
-    Column("id", Text, primary_key=True, comment="sha256 of the raw message (idempotent)."),
-    Column("received_at", TZ, nullable=False, server_default=text("now()")),
-    Column("reason", Text, nullable=False, comment="Why it could not be normalized or stored."),
-    Column("source", Text, comment="live_event, lti_notice or kafka."),
-    Column("raw", Text, nullable=False, comment="The raw record or message, as received."),
-    Column("retried_at", TZ, comment="When an operator last retried it."),
-    Column("resolved", Boolean, nullable=False, server_default=text("false")),
-    comment="Authentic deliveries that broke normalization or a constraint; nothing is dropped.",
-    info={"fed_by": ["any event that fails"]},
-)
-
-_SQL_TYPES = {
-    mapping.ID: BigInteger,
-    mapping.INT: BigInteger,
-    mapping.FLOAT: Float,
-    mapping.BOOL: Boolean,
-    mapping.TIME: lambda: TZ,
-    mapping.TEXT: Text,
-    mapping.JSON: lambda: JSONB(none_as_null=True),  # an absent value is SQL NULL, not JSON null
+_FED_BY = event_map_fed_by()
+TABLES: dict[str, Table] = {
+    name: _build(spec, list(spec.fed_by) if spec.fed_by is not None else _FED_BY.get(name, []))
+    for name, spec in TABLE_SPECS.items()
 }
 
-
-def _column(col: mapping.Col, *, key: bool = False) -> Column:
-    kwargs: dict = {"comment": col.comment} if col.comment else {}
-    if key:
-        kwargs.update(primary_key=True, autoincrement=False)
-    return Column(col.name, _SQL_TYPES[col.kind](), **kwargs)
-
-
-def _build(spec: mapping.TableSpec, fed_by: list[str]) -> Table:
-    return entity_table(
-        spec.name,
-        [_column(c, key=True) for c in spec.keys],
-        *(_column(c) for c in spec.columns),
-        comment=spec.comment,
-        fed_by=fed_by,
-    )
-
-
-# Entity and fact tables, declared (as plain data) in processors.normalize.mapping so that the
-# normalizers and the schema cannot drift apart; fed_by is derived from the event mapping.
-_FED_BY = mapping.fed_by()
-TABLES: dict[str, Table] = {name: _build(spec, _FED_BY[name]) for name, spec in mapping.TABLE_SPECS.items()}
-
+events = TABLES["events"]
+quarantine = TABLES["quarantine"]
 courses = TABLES["courses"]
 users = TABLES["users"]
 enrollments = TABLES["enrollments"]
 assignments = TABLES["assignments"]
 submissions = TABLES["submissions"]
 grade_changes = TABLES["grade_changes"]
+lti_notices = TABLES["lti_notices"]
+context_copies = TABLES["context_copies"]
+asset_processor_submissions = TABLES["asset_processor_submissions"]
+lti_deployments = TABLES["lti_deployments"]
 
 
 def warehouse_tables() -> list[Table]:
     """The tables the writer upserts row changes into (all but events and quarantine)."""
-    return [t for t in metadata.sorted_tables if "field_versions" in t.c]
+    return [t for t in metadata.sorted_tables if TABLE_SPECS[t.name].versioned]

@@ -24,7 +24,7 @@ from canvas_stream.settings import Settings
 from ingest.app import create_app
 from ingest.jwks import JwksCache
 from ingest.publish import KafkaPublisher, ensure_topic
-from processors.warehouse import lti_tables, tables
+from processors.warehouse import tables
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key, sign
 from tests.support.procs import Role, role_env, running, wait_until
 
@@ -218,7 +218,7 @@ async def test_batch_of_three_types_and_a_forged_notice(clients, worker, db):
     assert doc["results"][3]["notice_id"] is None  # nothing from a forged token is trusted
     assert "bad signature" in doc["results"][3]["error"]
 
-    t = lti_tables
+    t = tables
     ids = [nid(hello), nid(copy_), nid(ap)]
     await wait_until(lambda: count(db, t.lti_notices, t.lti_notices.c.notice_id.in_(ids)), timeout=90,
                      message=f"3 notices in canvas.lti_notices; worker log:\n{worker.output()}")
@@ -277,7 +277,7 @@ async def test_duplicate_notice_id_is_acknowledged_and_stored_once(clients, work
     assert (status, statuses(doc)) == (200, ["duplicate", "duplicate"]), doc
     assert {r["notice_id"] for r in doc["results"]} == {nid(first)}
 
-    t = lti_tables.lti_notices
+    t = tables.lti_notices
     await wait_until(lambda: count(db, t, t.c.notice_id == nid(first)), timeout=90,
                      message=f"notice stored; worker log:\n{worker.output()}")
 
@@ -373,7 +373,7 @@ async def test_resubmission_with_new_notice_id_updates_the_same_row(clients, wor
         status, doc = await post(client, batch(jwt_of(claims)))
         assert (status, statuses(doc)) == (200, ["accepted"]), doc
 
-    t = lti_tables
+    t = tables
     both = t.lti_notices.c.notice_id.in_([nid(first), nid(second)])
     await wait_until(lambda: _n_at_least(db, t.lti_notices, 2, both), timeout=90,
                      message=f"both notices stored; worker log:\n{worker.output()}")

@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from canvas_stream.records import FORMAT_CALIPER, FORMAT_CANVAS, SOURCE_LIVE_EVENT, Record, Verification
 from processors.normalize import normalize
+from processors.normalize.apply import flatten_body
 from processors.normalize.caliper import RULES
 from processors.normalize.canvas import canvas_event_id
-from processors.normalize.mapping import EVENTS, TABLE_SPECS, flatten_body, resolve_event_name
+from processors.normalize.event_map import EVENTS, BodyField, EventId, MetaField, resolve_event_name
 from processors.normalize.model import NormalizationError, parse_time, to_id
 from processors.warehouse import tables
+from processors.warehouse.schema import TABLE_SPECS, Kind
 from tests.support.corpus import Example, documented_event_names, load_examples
 
 EXAMPLES = load_examples()
@@ -35,17 +37,17 @@ def rec(payload: dict, fmt: str = FORMAT_CANVAS) -> Record:
                   payload=payload, verification=Verification(signed=False))
 
 
-def kind_ok(kind: str, value: object) -> bool:
+def kind_ok(kind: Kind, value: object) -> bool:
     if value is None:
         return True
     return {
-        "id": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, float),
-        "bool": lambda v: isinstance(v, bool),
-        "time": lambda v: isinstance(v, datetime) and v.tzinfo is not None,
-        "text": lambda v: isinstance(v, str),
-        "json": lambda v: isinstance(v, list | dict | str | int | float | bool),
+        Kind.ID: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        Kind.INT: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        Kind.FLOAT: lambda v: isinstance(v, float),
+        Kind.BOOL: lambda v: isinstance(v, bool),
+        Kind.TIME: lambda v: isinstance(v, datetime) and v.tzinfo is not None,
+        Kind.TEXT: lambda v: isinstance(v, str),
+        Kind.JSON: lambda v: isinstance(v, list | dict | str | int | float | bool),
     }[kind](value)
 
 
@@ -107,16 +109,16 @@ def test_metadata_examples_normalize(example: Example):
     assert out.unknown_fields == []
 
 
-def _loose_equal(kind: str, raw: object, value: object) -> bool:
+def _loose_equal(kind: Kind, raw: object, value: object) -> bool:
     if raw is None:
         return value is None
-    if kind == "id":
+    if kind is Kind.ID:
         return value == to_id(raw)
-    if kind == "time":
+    if kind is Kind.TIME:
         return value == parse_time(raw)
-    if kind in ("float", "int"):
+    if kind in (Kind.FLOAT, Kind.INT):
         return value == float(raw)  # type: ignore[arg-type]
-    if kind == "text" and not isinstance(raw, str):
+    if kind is Kind.TEXT and not isinstance(raw, str):
         return isinstance(value, str)
     return value == raw
 
@@ -140,9 +142,9 @@ def test_canvas_fields_carry_the_examples_own_values(example: Example):
         assert change.table == target.table
         kinds = TABLE_SPECS[target.table].kinds
         for column, src in target.key.items():
-            if not src.startswith("@"):
-                assert change.key[column] == to_id(flat[src])
-            elif src == "@event_id":
+            if isinstance(src, BodyField):
+                assert change.key[column] == to_id(flat[src.key])
+            elif isinstance(src, EventId):
                 assert change.key[column] == event.event_id
         for raw_key, raw in flat.items():
             column = target.rename.get(raw_key, raw_key)
@@ -343,18 +345,18 @@ def test_subset_of_body_sets_exactly_what_it_carries(example: Example, data):
     flat = flatten_body(payload["body"], spec.flatten)
     by_table = {c.table: c for c in out.changes}
     for target in spec.targets:
-        sources = set(target.key.values())
-        if any(not s.startswith("@") and s not in flat for s in sources):
+        sources = {s.key for s in target.key.values() if isinstance(s, BodyField)}
+        if any(s not in flat for s in sources):
             assert target.table not in by_table  # no key, no change
             continue
-        columns = TABLE_SPECS[target.table].column_names
+        columns = TABLE_SPECS[target.table].data_columns
         expected = {
             target.rename.get(k, k) for k in flat
             if k not in sources and k not in target.ignore and target.rename.get(k, k) in columns
             and f"{payload['metadata']['event_name']}.{k}:invalid" not in out.unknown_fields  # reported
         }
         expected |= {c for c, src in target.extra.items()
-                     if not src.startswith("@meta.") or src[6:] in payload["metadata"]}
+                     if not isinstance(src, MetaField) or src.key in payload["metadata"]}
         assert set(by_table[target.table].fields) == expected
 
 
@@ -372,7 +374,7 @@ def test_hostile_values_never_crash(example: Example, data):
         spec = TABLE_SPECS[change.table]
         for column, value in change.fields.items():
             assert kind_ok(spec.kinds[column], value), (column, value)
-            if spec.kinds[column] in ("id", "int") and value is not None:
+            if spec.kinds[column] in (Kind.ID, Kind.INT) and value is not None:
                 assert -(2**63) <= value < 2**63
 
 

@@ -1,67 +1,92 @@
-"""The warehouse schema and the event -> table mapping, as plain data shared by both normalizers.
+"""The warehouse schema, declared once as plain data: every table, its key, columns, kinds and comments.
 
-Pure: no SQLAlchemy here. ``processors.warehouse.tables`` builds its ``Table`` objects from
-``TABLE_SPECS`` (so every column a normalizer may set is, by construction, a column of the table,
-with the type the normalizer coerces to), and ``fed_by`` is derived from ``EVENTS``.
+Pure: no SQLAlchemy here. ``processors.warehouse.tables`` builds the SQLAlchemy tables (and so
+Alembic's target and the data dictionary) from these declarations, and it alone maps a column
+kind to an SQL type. The normalizers read the kinds to coerce values, and the event map is
+checked against these columns when it is compiled, so every row change a normalizer produces
+names real columns with values of the right kind.
 
-Both formats go through :func:`apply_mapping`: the Canvas normalizer passes ``metadata`` and
-``body`` as received; the Caliper normalizer first rebuilds a Canvas-shaped ``(meta, body)`` from
-the Caliper item (only the fields Caliper carries), so both formats produce the same columns with
-the same coercions for the same fact.
+Versioned tables (every table but ``events`` and ``quarantine``) also get :data:`VERSION_COLUMNS`:
+``last_event_at`` (the newest event that touched the row) and ``field_versions`` (column ->
+version of the event that set it), which make the writer's upserts order-safe per column.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-from collections.abc import Mapping
+import enum
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from .model import NormalizationError, RowChange, make_version, parse_time, to_id
+SCHEMA = "canvas"
 
-# Column kinds: how a value is coerced, and (in tables.py) the SQL type.
-ID = "id"  # bigint Canvas id (string, number or urn)
-INT = "int"  # bigint count/position
-FLOAT = "float"
-BOOL = "bool"
-TIME = "time"  # timestamptz
-TEXT = "text"
-JSON = "json"  # jsonb, for arrays and objects
 
-KINDS = (ID, INT, FLOAT, BOOL, TIME, TEXT, JSON)
+class Kind(enum.Enum):
+    """What a column holds: how a normalizer coerces a value to it, and (in tables.py) its SQL type."""
+
+    ID = "id"  # bigint Canvas id (string, number or urn)
+    INT = "int"  # bigint count/position
+    FLOAT = "float"
+    BOOL = "bool"
+    TIME = "time"  # timestamptz
+    TEXT = "text"
+    JSON = "json"  # jsonb, for arrays and objects
+
+
+# Short names for the declarations below.
+ID, INT, FLOAT, BOOL, TIME, TEXT, JSON = Kind.ID, Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.TIME, Kind.TEXT, Kind.JSON
 
 
 @dataclass(frozen=True, slots=True)
 class Col:
     name: str
-    kind: str = TEXT
+    kind: Kind = TEXT
     comment: str | None = None
+    nullable: bool = True
+    server_default: str | None = None  # an SQL expression, e.g. "now()"
 
 
-@dataclass(frozen=True)  # no slots: the cached properties below need an instance __dict__
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    name: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TableSpec:
+    """One warehouse table. ``fed_by``: what writes to it, when not derived from the event map."""
+
     name: str
     keys: tuple[Col, ...]
     columns: tuple[Col, ...]
     comment: str
+    indexes: tuple[IndexSpec, ...] = ()
+    versioned: bool = True
+    fed_by: tuple[str, ...] | None = None
+    # Derived once here, not per event: the data columns a change may set, and every column's kind.
+    data_columns: frozenset[str] = field(init=False, repr=False, compare=False)
+    kinds: dict[str, Kind] = field(init=False, repr=False, compare=False)
 
-    # Computed once per table, not per event (the normalizers ask for them on every row change).
-    @functools.cached_property
-    def column_names(self) -> frozenset[str]:
-        return frozenset(c.name for c in self.columns)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_columns", frozenset(c.name for c in self.columns))
+        object.__setattr__(self, "kinds", {c.name: c.kind for c in self.all_columns()})
 
-    @functools.cached_property
-    def kinds(self) -> dict[str, str]:
-        return {c.name: c.kind for c in (*self.keys, *self.columns)}
+    def all_columns(self) -> tuple[Col, ...]:
+        """Every column in table order: keys, data columns, then the version columns if versioned."""
+        return (*self.keys, *self.columns, *(VERSION_COLUMNS if self.versioned else ()))
 
+
+VERSION_COLUMNS = (
+    Col("last_event_at", TIME, "Time of the newest event that changed this row."),
+    Col("field_versions", JSON, "Per column, the event time and id that set it (the order-safety guard).",
+        nullable=False, server_default="'{}'::jsonb"),
+)
+VERSION_COLUMN_NAMES = frozenset(c.name for c in VERSION_COLUMNS)
 
 TABLE_SPECS: dict[str, TableSpec] = {}
 
 
-def _table(name: str, keys: list[Col], *columns: Col, comment: str) -> TableSpec:
-    spec = TableSpec(name, tuple(keys), tuple(columns), comment)
+def _table(name: str, keys: list[Col], *columns: Col, comment: str, **options: Any) -> TableSpec:
+    spec = TableSpec(name, tuple(keys), tuple(columns), comment, **options)
     TABLE_SPECS[name] = spec
     return spec
 
@@ -75,10 +100,40 @@ def _fact(comment: str = "The event that recorded this fact (canvas.events.event
 
 
 C = Col
+
 EVENT_TIME = C("event_time", TIME, "When the event happened (metadata.event_time / eventTime).")
 CTX_ID = C("context_id", ID, "Canvas id of the owning context (see context_type).")
 CTX_TYPE = C("context_type", TEXT, "Course, Account, Group, User, ...")
 WS = C("workflow_state", TEXT, "Canvas workflow_state; 'deleted' after a *_deleted event (rows are kept).")
+
+# --- every event, and what could not be stored ------------------------------------------------
+
+_table(
+    "events", [C("event_id", TEXT, "Caliper: the event id; Canvas format: sha256 of the canonical event.")],
+    C("event_name", TEXT, "Canvas event name, e.g. grade_change, both formats.", nullable=False),
+    C("format", TEXT, "canvas, caliper or lti_notice.", nullable=False),
+    EVENT_TIME,
+    C("received_at", TIME, "Earliest time the ingress received it.", nullable=False),
+    C("user_id", ID, "Acting user (metadata.user_id / Caliper actor)."),
+    C("context_type", TEXT, "Course, Account, Group, ..."),
+    C("context_id", ID, "Canvas id of the context."),
+    C("payload", JSON, "The event as received.", nullable=False),
+    comment="One row per distinct event; a Caliper envelope yields one row per data[] item.",
+    indexes=(IndexSpec("events_name_time_idx", ("event_name", "event_time")),
+             IndexSpec("events_context_idx", ("context_id", "event_time"))),
+    versioned=False, fed_by=("every event",),
+)
+_table(
+    "quarantine", [C("id", TEXT, "sha256 of the raw message (idempotent).")],
+    C("received_at", TIME, nullable=False, server_default="now()"),
+    C("reason", TEXT, "Why it could not be normalized or stored.", nullable=False),
+    C("source", TEXT, "live_event, lti_notice or kafka."),
+    C("raw", TEXT, "The raw record or message, as received.", nullable=False),
+    C("retried_at", TIME, "When an operator last retried it."),
+    C("resolved", BOOL, nullable=False, server_default="false"),
+    comment="Authentic deliveries that broke normalization or a constraint; nothing is dropped.",
+    versioned=False, fed_by=("any event that fails",),
+)
 
 # --- entities ---------------------------------------------------------------------------------
 
@@ -441,313 +496,61 @@ _table(
     comment="One row per conversation_forwarded event.",
 )
 
-# --- the event mapping -----------------------------------------------------------------------
+# --- LTI Platform Notification Service notices (processors.normalize.notices) ---------------
 
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where one event's fields go in one table.
-
-    ``key``: key column -> source. A source is a body key, or ``@event_id``, ``@event_time``,
-    ``@event_name``, ``@meta.<key>``. ``rename``: body key -> column (default: same name).
-    ``extra``: column -> source, or ``=value`` for a constant. ``ignore``: body keys that are
-    known but deliberately not stored in this table (they stay in ``canvas.events.payload``).
-    """
-
-    table: str
-    key: Mapping[str, str]
-    rename: Mapping[str, str] = field(default_factory=dict)
-    extra: Mapping[str, str] = field(default_factory=dict)
-    ignore: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class EventSpec:
-    targets: tuple[Target, ...]
-    flatten: Mapping[str, str] = field(default_factory=dict)  # nested object key -> prefix
-
-
-EVENTS: dict[str, EventSpec] = {}
-
-
-def _ev(names: str, *targets: Target, flatten: Mapping[str, str] | None = None) -> None:
-    for name in names.split():
-        EVENTS[name] = EventSpec(tuple(targets), dict(flatten or {}))
-
-
-def T(table: str, key: str | Mapping[str, str], **kw: Any) -> Target:
-    keys = {"id": key} if isinstance(key, str) else dict(key)
-    if "ignore" in kw:
-        kw["ignore"] = frozenset(kw["ignore"].split() if isinstance(kw["ignore"], str) else kw["ignore"])
-    return Target(table, keys, **kw)
-
-
-FACT = {"event_id": "@event_id"}
-DELETED = {"workflow_state": "=deleted"}
-
-_ev("account_created account_updated", T("accounts", "account_id"))
-_ev("account_notification_created", T("account_notifications", "account_notification_id"))
-_ev("course_created course_updated", T("courses", "course_id"))
-_ev("syllabus_updated", T("courses", "course_id", ignore="old_syllabus_body"))
-_ev("course_section_created course_section_updated", T("course_sections", "course_section_id"))
-_ev("user_created user_updated", T("users", "user_id"))
-_ev("user_account_association_created",
-    T("user_account_associations", {"user_id": "user_id", "account_id": "account_id"}))
-_ev("enrollment_created enrollment_updated", T("enrollments", "enrollment_id"))
-_ev("enrollment_state_created enrollment_state_updated",
-    T("enrollment_states", {"enrollment_id": "enrollment_id"}))
-_ev("assignment_group_created assignment_group_updated",
-    T("assignment_groups", "assignment_group_id", rename={"context_id": "course_id"}))
-_ev("assignment_created assignment_updated",
-    T("assignments", "assignment_id",
-      rename={"context_id": "course_id", "assignment_id_duplicated__from": "assignment_id_duplicated_from"}))
-_ev("assignment_override_created assignment_override_updated",
-    T("assignment_overrides", "assignment_override_id"))
-_ev("submission_created submission_updated plagiarism_resubmit", T("submissions", "submission_id"))
-_ev("grade_change",
-    T("submissions", "submission_id"),  # the body keys submissions has no column for go to grade_changes
-    T("grade_changes", FACT, extra={"event_time": "@event_time"}))
-_ev("submission_custom_grade_status",
-    T("submissions", "submission_id", ignore="old_submission_status old_submission_status_id"),
-    T("submission_status_changes", FACT, extra={"event_time": "@event_time"}))
-_ev("submission_comment_created", T("submission_comments", "submission_comment_id"))
-_ev("quiz_created quiz_updated", T("quizzes", "quiz_id"))
-_ev("quiz_submitted",
-    T("quiz_submissions", "submission_id", extra={"user_id": "@meta.user_id", "submitted_at": "@event_time"}))
-_ev("discussion_topic_created discussion_topic_updated", T("discussion_topics", "discussion_topic_id"))
-_ev("discussion_entry_created discussion_entry_submitted", T("discussion_entries", "discussion_entry_id"))
-_ev("wiki_page_created wiki_page_updated", T("wiki_pages", "wiki_page_id", ignore="old_title old_body"))
-_ev("wiki_page_deleted", T("wiki_pages", "wiki_page_id", extra=DELETED))
-_ev("attachment_created attachment_updated", T("attachments", "attachment_id", ignore="old_display_name"))
-_ev("attachment_deleted", T("attachments", "attachment_id", extra=DELETED))
-_ev("module_created module_updated", T("modules", "module_id"))
-_ev("module_item_created module_item_updated", T("module_items", "module_item_id"))
-_ev("group_created group_updated", T("groups", "group_id", rename={"group_name": "name"}))
-_ev("group_category_created group_category_updated",
-    T("group_categories", "group_category_id", rename={"group_category_name": "name"}))
-_ev("group_membership_created group_membership_updated", T("group_memberships", "group_membership_id"))
-_ev("learning_outcome_created learning_outcome_updated", T("learning_outcomes", "learning_outcome_id"))
-_ev("learning_outcome_group_created learning_outcome_group_updated",
-    T("learning_outcome_groups", "learning_outcome_group_id"))
-_ev("learning_outcome_link_created learning_outcome_link_updated",
-    T("learning_outcome_links", "learning_outcome_link_id"))
-_ev("learning_outcome_result_created learning_outcome_result_updated",
-    T("learning_outcome_results", FACT, rename={"id": "learning_outcome_result_id"},
-      extra={"event_time": "@event_time"}))
-_ev("outcome_calculation_method_created outcome_calculation_method_updated",
-    T("outcome_calculation_methods", "outcome_calculation_method_id"))
-_ev("outcome_proficiency_created outcome_proficiency_updated",
-    T("outcome_proficiencies", "outcome_proficiency_id"))
-_ev("outcomes.retry_outcome_alignment_clone",
-    T("outcome_alignment_clones", FACT, extra={"event_time": "@event_time"}))
-_ev("rubric_assessed", T("rubric_assessments", "id"))
-_ev("conversation_created", T("conversations", "conversation_id"))
-_ev("conversation_forwarded",
-    T("conversations", "conversation_id", extra={"last_forwarded_at": "@event_time"}),
-    T("conversation_forwards", FACT, extra={"user_id": "@meta.user_id", "event_time": "@event_time"}))
-_ev("conversation_message_created", T("conversation_messages", "message_id"))
-_ev("lti_resource_link_created lti_resource_link_updated", T("lti_resource_links", "resource_link_id"))
-_ev("content_migration_started",
-    T("content_migrations", "content_migration_id", extra={"started_at": "@event_time"}))
-_ev("content_migration_completed",
-    T("content_migrations", "content_migration_id", extra={"completed_at": "@event_time"}))
-_ev("master_migration_started",
-    T("master_migrations", "master_migration_id", extra={"started_at": "@event_time"}))
-_ev("sis_batch_created sis_batch_updated", T("sis_batches", "sis_batch_id"))
-_ev("grade_override final_grade_custom_status",
-    T("scores", "score_id", ignore="old_override_score old_override_status old_override_status_id"),
-    T("score_changes", FACT, extra={"event_time": "@event_time"}))
-_ev("course_grade_change",
-    T("course_scores", {"course_id": "course_id", "user_id": "user_id"},
-      ignore="old_current_score old_final_score old_unposted_current_score old_unposted_final_score"),
-    T("course_grade_changes", FACT, extra={"event_time": "@event_time"}))
-_ev("course_progress course_completed",
-    T("course_progress", {"course_id": "course_id", "user_id": "user_id"}),
-    flatten={"course": "course_", "user": "user_", "progress": ""})
-_META_ACCESS = {
-    "event_time": "@event_time", "user_id": "@meta.user_id", "context_type": "@meta.context_type",
-    "context_id": "@meta.context_id", "context_account_id": "@meta.context_account_id",
-    "http_method": "@meta.http_method", "request_url": "@meta.url", "client_ip": "@meta.client_ip",
-    "session_id": "@meta.session_id", "user_agent": "@meta.user_agent",
-    "developer_key_id": "@meta.developer_key_id",
-}
-_ev("asset_accessed", T("asset_accesses", FACT, extra=_META_ACCESS))
-_ev("logged_in logged_out",
-    T("logins", FACT, extra={
-        "event_name": "@event_name", "event_time": "@event_time", "user_id": "@meta.user_id",
-        "client_ip": "@meta.client_ip", "session_id": "@meta.session_id", "user_agent": "@meta.user_agent",
-        "hostname": "@meta.hostname",
-    }))
-
-
-def resolve_event_name(name: str, body: Mapping[str, Any]) -> str:
-    """The mapping to use for an event name, allowing for one documented mislabel.
-
-    Canvas's own grade_override example carries ``metadata.event_name = "grade_change"`` with a
-    grade_override body (score_id/override_score, no submission_id); such a body can only be a
-    grade override, so it is mapped as one (the event row keeps the name it was sent with).
-    """
-    if name == "grade_change" and "submission_id" not in body and "override_score" in body:
-        return "grade_override"
-    return name
-
-
-def fed_by() -> dict[str, list[str]]:
-    """Table name -> sorted event names whose mapping writes to it."""
-    out: dict[str, set[str]] = {name: set() for name in TABLE_SPECS}
-    for event, spec in EVENTS.items():
-        for target in spec.targets:
-            out[target.table].add(event)
-    return {name: sorted(events) for name, events in out.items()}
-
-
-# --- coercion and application ----------------------------------------------------------------
-
-
-class _Invalid(Exception):
-    pass
-
-
-def coerce(kind: str, value: Any) -> Any:
-    """A JSON value to the Python value of a column kind; raises _Invalid."""
-    if value is None:
-        return None
-    try:
-        if kind == ID:
-            ident = to_id(value)
-            if ident is not None and not -(2**63) <= ident < 2**63:
-                raise _Invalid("id out of bigint range")
-            return ident
-        if kind == TIME:
-            return parse_time(value)
-    except NormalizationError as exc:
-        raise _Invalid(str(exc)) from exc
-    if kind == BOOL:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise _Invalid("not a boolean")
-    if kind in (FLOAT, INT):
-        if isinstance(value, bool):
-            raise _Invalid("boolean for a number")
-        try:
-            number = float(value) if isinstance(value, str) else value
-        except ValueError as exc:
-            raise _Invalid("not a number") from exc
-        if not isinstance(number, int | float):
-            raise _Invalid("not a number")
-        if kind == FLOAT:
-            return float(number)
-        if float(number).is_integer() and -(2**63) <= number < 2**63:
-            return int(number)
-        raise _Invalid("not an integer")
-    if kind == TEXT:
-        if isinstance(value, str):
-            return value
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    if kind == JSON:
-        return value
-    raise _Invalid(f"unknown kind {kind}")
-
-
-@dataclass(slots=True)
-class Applied:
-    changes: list[RowChange]
-    unknown_fields: list[str]
-
-
-def flatten_body(body: Mapping[str, Any], flatten: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in body.items():
-        if key in flatten and isinstance(value, Mapping):
-            for sub, subvalue in value.items():
-                out[f"{flatten[key]}{sub}"] = subvalue
-        else:
-            out[key] = value
-    return out
-
-
-def apply_mapping(
-    event_name: str,
-    meta: Mapping[str, Any],
-    body: Mapping[str, Any],
-    *,
-    event_id: str,
-    event_time: datetime | None,
-    label: str | None = None,
-) -> Applied | None:
-    """Row changes for one event; None when the event name has no mapping.
-
-    ``label`` names the event in ``unknown_fields`` entries (defaults to the mapping's name).
-    """
-    spec = EVENTS.get(event_name)
-    if spec is None:
-        return None
-    label = label or event_name
-    version = make_version(event_time, event_id)
-    flat = flatten_body(body, spec.flatten)
-    known: set[str] = set()
-    problems: list[str] = []
-    changes: list[RowChange] = []
-
-    def source(src: str) -> tuple[bool, Any]:
-        if src.startswith("="):
-            return True, src[1:]
-        if src == "@event_id":
-            return True, event_id
-        if src == "@event_time":
-            return True, event_time
-        if src == "@event_name":
-            return True, event_name
-        if src.startswith("@meta."):
-            key = src[len("@meta."):]
-            return key in meta, meta.get(key)
-        known.add(src)
-        return src in flat, flat.get(src)
-
-    for target in spec.targets:
-        table = TABLE_SPECS[target.table]
-        kinds = table.kinds
-        key: dict[str, Any] = {}
-        for column, src in target.key.items():
-            present, raw = source(src)
-            try:
-                value = coerce(kinds[column], raw) if present else None
-            except _Invalid:
-                value = None
-            if value is None:
-                problems.append(f"{label}.{src}:missing_key")
-                key = {}
-                break
-            key[column] = value
-        key_sources = set(target.key.values())
-        fields: dict[str, Any] = {}
-        for raw_key, raw in flat.items():
-            if raw_key in key_sources:
-                continue
-            if raw_key in target.ignore:
-                known.add(raw_key)
-                continue
-            column = target.rename.get(raw_key, raw_key)
-            if column not in table.column_names:
-                continue
-            known.add(raw_key)
-            try:
-                fields[column] = coerce(kinds[column], raw)
-            except _Invalid:
-                problems.append(f"{label}.{raw_key}:invalid")
-        for column, src in target.extra.items():
-            present, raw = source(src)
-            if not present:
-                continue
-            try:
-                fields[column] = coerce(kinds[column], raw)
-            except _Invalid:
-                problems.append(f"{label}.{src}:invalid")
-        if key:
-            changes.append(RowChange(table=target.table, key=key, fields=fields, version=version))
-    unknown = [f"{label}.{k}" for k in flat if k not in known]
-    return Applied(changes=changes, unknown_fields=unknown + problems)
+_table(
+    "lti_notices",
+    [C("notice_id", TEXT, "notice.id (a UUID per notice); the key that makes a repeated delivery a no-op.")],
+    C("notice_type", TEXT, "notice.type, e.g. LtiContextCopyNotice (any type, known or not)."),
+    C("issuer", TEXT, "iss of the notice JWT (the platform)."),
+    C("client_id", TEXT, "The tool's client id the notice was addressed to (aud/azp)."),
+    C("deployment_id", TEXT, "LTI deployment_id claim, '<tool id>:<context lti id>' on Canvas."),
+    C("context_id", TEXT, "LTI context id (context claim id; opaque, not a Canvas id)."),
+    C("context_type", TEXT, "Context kind: Course, Account or the raw LTI type."),
+    C("user_sub", TEXT, "sub claim (the user's LTI id) when the notice has one."),
+    C("notice_timestamp", TIME, "notice.timestamp: when the notified event happened."),
+    C("received_at", TIME, "When the ingress received and verified the notice."),
+    C("kid", TEXT, "Key id of the platform key that signed it."),
+    C("claims", JSON, "All decoded JWT claims, as received."),
+    C("jwt", TEXT, "The compact JWS as received (re-verifiable while the platform key lives)."),
+    comment="Every verified LTI PNS notice, once per notice id, whatever its type.",
+    indexes=(IndexSpec("lti_notices_type_time_idx", ("notice_type", "notice_timestamp")),),
+    fed_by=("every LTI notice",),
+)
+_table(
+    "context_copies",
+    [C("context_id", TEXT, "LTI context id of the destination course."),
+     C("origin_context_id", TEXT,
+       "LTI context id of the source course (origin_contexts[0]); '' when Canvas omits it.")],
+    C("context_title", TEXT, "Title of the destination course."),
+    C("context_label", TEXT, "Label (course code) of the destination course."),
+    C("deployment_id", TEXT, "LTI deployment that received the notice."),
+    C("notice_id", TEXT, "The latest notice that reported this copy."),
+    C("notice_timestamp", TIME, "When the content was copied (notice.timestamp)."),
+    comment="Course copies: which course's content was imported into which (LtiContextCopyNotice).",
+    fed_by=("LtiContextCopyNotice",),
+)
+_table(
+    "asset_processor_submissions",
+    [C("submission_id", TEXT, "submission.id, '<submission lti id>:<attempt>'; a resubmission reuses it."),
+     C("activity_id", TEXT, "activity.id: the asset processor attached to the assignment.")],
+    C("for_user_id", TEXT, "for_user.user_id: the student who submitted (LTI id)."),
+    C("assets", JSON, "assetservice.assets: asset_id, url, sha256_checksum (base64), size, ..."),
+    C("report_url", TEXT, "assetreport.report_url: where processing reports are POSTed."),
+    C("deployment_id", TEXT, "LTI deployment that received the notice."),
+    C("context_id", TEXT, "LTI context id of the course."),
+    C("notice_id", TEXT, "The latest notice for this submission (a Resubmit sends a new one)."),
+    C("notice_timestamp", TIME, "notice.timestamp of that notice."),
+    comment="Submissions handed to an asset processor (LtiAssetProcessorSubmissionNotice), latest notice wins.",
+    fed_by=("LtiAssetProcessorSubmissionNotice",),
+)
+_table(
+    "lti_deployments",
+    [C("deployment_id", TEXT, "LTI deployment_id.")],
+    C("client_id", TEXT, "The tool's client id for this deployment."),
+    C("hello_world_at", TIME, "Handler verified at: time of the latest LtiHelloWorldNotice."),
+    C("hello_world_notice_id", TEXT, "Id of that LtiHelloWorldNotice."),
+    C("last_notice_at", TIME, "Time of the latest notice of any type for this deployment."),
+    comment="LTI deployments seen in notices; hello_world_at shows the notice handler works.",
+    fed_by=("every LTI notice",),
+)

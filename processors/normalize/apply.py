@@ -1,0 +1,316 @@
+"""Applying the event map: one event's ``(meta, body)`` -> row changes with values coerced to column kinds.
+
+Everything that does not depend on the event is worked out once, at import, per target
+(:class:`Plan`): which body key lands in which column with which coercion, the key sources, the
+constants (already coerced) and the body keys the map knows. Compiling also checks the event map
+against ``processors.warehouse.schema`` (tables, key and data columns), so a mapping bug fails at
+import, not in the writer. Per event, :func:`apply_mapping` only looks up and converts values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from processors.warehouse.schema import TABLE_SPECS, Kind, TableSpec
+
+from .event_map import (
+    EVENTS,
+    BodyField,
+    Constant,
+    EventId,
+    EventName,
+    EventSpec,
+    EventTime,
+    MetaField,
+    Source,
+    Target,
+)
+from .model import NormalizationError, RowChange, make_version, parse_time, to_id
+
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63  # [min, max)
+
+
+class Invalid(Exception):
+    """A value that cannot be coerced to its column's kind (reported, the column is not set)."""
+
+
+class MappingError(ValueError):
+    """The event map names a table or column the schema does not have, or maps onto the key."""
+
+
+# --- coercion: a JSON value to the Python value of a column kind (None stays None) ------------
+
+
+def _to_id(value: Any) -> int | None:
+    if type(value) is str and value.isdigit():  # the common form, as to_id reads it, without its parsing
+        ident: int | None = int(value)
+    else:
+        try:
+            ident = to_id(value)
+        except NormalizationError as exc:
+            raise Invalid(str(exc)) from exc
+    if ident is not None and not BIGINT_MIN <= ident < BIGINT_MAX:
+        raise Invalid("id out of bigint range")
+    return ident
+
+
+def _to_time(value: Any) -> datetime | None:
+    try:
+        return parse_time(value)
+    except NormalizationError as exc:
+        raise Invalid(str(exc)) from exc
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise Invalid("not a boolean")
+
+
+def _to_number(value: Any) -> int | float:
+    if isinstance(value, bool):
+        raise Invalid("boolean for a number")
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError as exc:
+        raise Invalid("not a number") from exc
+    if not isinstance(number, int | float):
+        raise Invalid("not a number")
+    return number
+
+
+def _to_float(value: Any) -> float:
+    return float(_to_number(value))
+
+
+def _to_int(value: Any) -> int:
+    number = _to_number(value)
+    if float(number).is_integer() and BIGINT_MIN <= number < BIGINT_MAX:
+        return int(number)
+    raise Invalid("not an integer")
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _as_json(value: Any) -> Any:
+    return value
+
+
+Coerce = Callable[[Any], Any]
+COERCE: dict[Kind, Coerce] = {
+    Kind.ID: _to_id,
+    Kind.INT: _to_int,
+    Kind.FLOAT: _to_float,
+    Kind.BOOL: _to_bool,
+    Kind.TIME: _to_time,
+    Kind.TEXT: _to_text,
+    Kind.JSON: _as_json,
+}
+
+
+def coerce(kind: Kind, value: Any) -> Any:
+    """A JSON value to the Python value of a column kind; raises Invalid."""
+    return None if value is None else COERCE[kind](value)
+
+
+# --- compiling the event map -------------------------------------------------------------------
+
+_ABSENT = object()
+
+
+def _read(source: Source, body: Mapping[str, Any], meta: Mapping[str, Any], event_id: str,
+          event_time: datetime | None, event_name: str) -> Any:
+    """The value of a non-constant source for one event, or _ABSENT."""
+    if type(source) is BodyField:
+        return body.get(source.key, _ABSENT)
+    if type(source) is MetaField:
+        return meta.get(source.key, _ABSENT)
+    if type(source) is EventId:
+        return event_id
+    if type(source) is EventTime:
+        return event_time
+    if type(source) is EventName:
+        return event_name
+    raise TypeError(f"no value for source {source!r}")  # a Constant is resolved when compiling
+
+
+@dataclass(frozen=True, slots=True)
+class Sourced:
+    """A column set from a source, with the coercion of the column's kind."""
+
+    column: str
+    source: Source
+    coerce: Coerce
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One target, compiled: everything about it that does not depend on the event."""
+
+    table: str
+    keys: tuple[Sourced, ...]
+    columns: Mapping[str, tuple[str, Coerce]]  # body key -> (column, coercion), rename applied
+    extras: tuple[Sourced, ...]
+    constants: Mapping[str, Any]  # column -> value, already coerced
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledEvent:
+    plans: tuple[Plan, ...]
+    flatten: Mapping[str, str]
+    known: frozenset[str]  # body keys some target stores, keys on or ignores
+
+
+def _sourced(spec: TableSpec, column: str, source: Source) -> Sourced:
+    return Sourced(column, source, COERCE[spec.kinds[column]])
+
+
+def compile_target(target: Target) -> tuple[Plan, frozenset[str]]:
+    """The plan of one target and the body keys it knows; raises MappingError for a mapping bug."""
+    spec = TABLE_SPECS.get(target.table)
+    if spec is None or not spec.versioned:
+        raise MappingError(f"event map target {target.table!r} is not a versioned warehouse table")
+    key_names = {c.name for c in spec.keys}
+    if set(target.key) != key_names:
+        raise MappingError(f"{target.table}: key {sorted(target.key)} is not the table key {sorted(key_names)}")
+    for column in (*target.rename.values(), *target.extra):
+        if column not in spec.data_columns:
+            raise MappingError(f"{target.table}: no data column {column!r}")
+    if any(isinstance(source, Constant) for source in target.key.values()):
+        raise MappingError(f"{target.table}: a key cannot be a constant")
+
+    key_body = {s.key for s in target.key.values() if isinstance(s, BodyField)}
+    columns: dict[str, tuple[str, Coerce]] = {}
+    for body_key in (*spec.data_columns, *target.rename):
+        column = target.rename.get(body_key, body_key)
+        if column in spec.data_columns and body_key not in key_body and body_key not in target.ignore:
+            columns[body_key] = (column, COERCE[spec.kinds[column]])
+    constants: dict[str, Any] = {}
+    extras: list[Sourced] = []
+    for column, source in target.extra.items():
+        if isinstance(source, Constant):
+            try:
+                constants[column] = coerce(spec.kinds[column], source.value)
+            except Invalid as exc:
+                raise MappingError(f"{target.table}.{column}: constant {source.value!r}: {exc}") from exc
+        else:
+            extras.append(_sourced(spec, column, source))
+    plan = Plan(
+        table=target.table,
+        keys=tuple(_sourced(spec, column, source) for column, source in target.key.items()),
+        columns=columns,
+        extras=tuple(extras),
+        constants=constants,
+    )
+    extra_body = {s.key for s in target.extra.values() if isinstance(s, BodyField)}
+    return plan, frozenset(columns) | key_body | extra_body | target.ignore
+
+
+def compile_event(spec: EventSpec) -> CompiledEvent:
+    plans, known = [], set()
+    for target in spec.targets:
+        plan, knows = compile_target(target)
+        plans.append(plan)
+        known |= knows
+    return CompiledEvent(tuple(plans), dict(spec.flatten), frozenset(known))
+
+
+COMPILED: dict[str, CompiledEvent] = {name: compile_event(spec) for name, spec in EVENTS.items()}
+
+
+# --- application -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Applied:
+    changes: list[RowChange]
+    unknown_fields: list[str]
+
+
+def flatten_body(body: Mapping[str, Any], flatten: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in flatten and isinstance(value, Mapping):
+            for sub, subvalue in value.items():
+                out[f"{flatten[key]}{sub}"] = subvalue
+        else:
+            out[key] = value
+    return out
+
+
+def apply_mapping(
+    event_name: str,
+    meta: Mapping[str, Any],
+    body: Mapping[str, Any],
+    *,
+    event_id: str,
+    event_time: datetime | None,
+    label: str | None = None,
+) -> Applied | None:
+    """Row changes for one event; None when the event name has no mapping.
+
+    ``label`` names the event in ``unknown_fields`` entries (defaults to the mapping's name).
+    A key that is absent or invalid skips that target's change (reported as ``missing_key``);
+    a field that cannot be coerced is left unset (reported as ``invalid``).
+    """
+    compiled = COMPILED.get(event_name)
+    if compiled is None:
+        return None
+    label = label or event_name
+    version = make_version(event_time, event_id)
+    flat = flatten_body(body, compiled.flatten) if compiled.flatten else body
+    problems: list[str] = []
+    changes: list[RowChange] = []
+    for plan in compiled.plans:
+        key: dict[str, Any] | None = {}
+        for slot in plan.keys:
+            raw = _read(slot.source, flat, meta, event_id, event_time, event_name)
+            try:
+                value = None if raw is _ABSENT or raw is None else slot.coerce(raw)
+            except Invalid:
+                value = None
+            if value is None:
+                problems.append(f"{label}.{slot.source}:missing_key")
+                key = None
+                break
+            key[slot.column] = value
+        fields: dict[str, Any] = {}
+        columns = plan.columns
+        for raw_key, raw in flat.items():
+            target = columns.get(raw_key)
+            if target is None:
+                continue
+            column, convert = target
+            if raw is None:
+                fields[column] = None
+                continue
+            try:
+                fields[column] = convert(raw)
+            except Invalid:
+                problems.append(f"{label}.{raw_key}:invalid")
+        for slot in plan.extras:
+            raw = _read(slot.source, flat, meta, event_id, event_time, event_name)
+            if raw is _ABSENT:
+                continue
+            try:
+                fields[slot.column] = None if raw is None else slot.coerce(raw)
+            except Invalid:
+                problems.append(f"{label}.{slot.source}:invalid")
+        if plan.constants:
+            fields.update(plan.constants)
+        if key:
+            changes.append(RowChange(table=plan.table, key=key, fields=fields, version=version))
+    unknown = [f"{label}.{k}" for k in flat if k not in compiled.known]
+    return Applied(changes=changes, unknown_fields=unknown + problems)
