@@ -30,7 +30,7 @@ def dbt_executable() -> Path:
 
 
 def ensure_dbt_venv(timeout: float = 900) -> Path:
-    """The dbt executable of an up-to-date ``.venv-dbt``; raises CalledProcessError if pip fails."""
+    """The dbt executable of an up-to-date ``.venv-dbt``; raises RuntimeError (with pip's output) if it fails."""
     digest = _digest()
     lock_path = ROOT / ".venv-dbt.lock"
     with lock_path.open("w") as lock:
