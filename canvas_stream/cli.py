@@ -130,5 +130,10 @@ from canvas_stream.cli_ops import quarantine  # noqa: E402
 
 main.add_command(quarantine)
 
+from canvas_stream.cli_dbt import dbt_command, dbt_sources  # noqa: E402  (analytics layer)
+
+main.add_command(dbt_sources)
+main.add_command(dbt_command)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,14 @@
+-- One row per distinct event, without its raw payload (personal data stays in the warehouse).
+-- Some events carry no event time: they are placed at the time the ingress received them.
+select
+    event_id,
+    event_name,
+    format,
+    event_time,
+    received_at,
+    coalesce(event_time, received_at) as occurred_at,
+    user_id,
+    context_type,
+    context_id,
+    case when context_type = 'Course' then context_id end as course_id
+from {{ source('canvas', 'events') }}
