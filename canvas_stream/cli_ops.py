@@ -15,13 +15,11 @@ from typing import Any
 
 import click
 
+from canvas_stream.logs import configured_settings as _settings
 from canvas_stream.settings import Settings
 
-
-def _settings() -> Settings:
-    from canvas_stream.cli import _settings as cli_settings
-
-    return cli_settings()
+# The database and broker clients are imported inside the commands: cli.py imports this module
+# for every command, and sqlalchemy + aiokafka + the tables cost ~1 s to import (python -X importtime).
 
 
 @click.group(name="quarantine")

@@ -3,7 +3,7 @@
 ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` in the environment point the tests at existing servers;
 otherwise an embedded tansu broker / embedded PostgreSQL is started for the session. Every session
 gets its own freshly created database (``cs_test_<random>``), dropped at the end.
-Kept import-light: only ``canvas_stream.services`` from the project.
+Kept import-light: only the embedded servers, the URL helpers and ``tests.support.databases``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from canvas_stream import services
+from canvas_stream.embedded.broker import EmbeddedKafka
+from canvas_stream.embedded.database import EmbeddedPostgres
+from canvas_stream.settings import async_database_url
+from tests.support.databases import create_database, drop_database, wait_for_postgres
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +30,7 @@ def kafka_bootstrap() -> Iterator[str]:
     if env:
         yield env
         return
-    with services.EmbeddedKafka() as kafka:
+    with EmbeddedKafka() as kafka:
         yield kafka.bootstrap_servers
 
 
@@ -36,22 +39,22 @@ def postgres_server_url() -> Iterator[str]:
     """``postgresql+asyncpg://`` URL of the session's PostgreSQL server (its default database)."""
     env = os.environ.get("DATABASE_URL", "").strip()
     if env:
-        yield services.to_asyncpg_url(env)
+        yield async_database_url(env)
         return
-    with services.EmbeddedPostgres() as pg:
+    with EmbeddedPostgres() as pg:
         yield pg.url
 
 
 @pytest_asyncio.fixture(scope="session")
 async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     """``postgresql+asyncpg://`` URL of a database created for this test session only."""
-    await services.wait_for_postgres(postgres_server_url, timeout=60)
+    await wait_for_postgres(postgres_server_url, timeout=60)
     name = f"cs_test_{uuid.uuid4().hex[:12]}"
-    url = await services.create_database(postgres_server_url, name)
+    url = await create_database(postgres_server_url, name)
     try:
         yield url
     finally:
-        await services.drop_database(postgres_server_url, name)
+        await drop_database(postgres_server_url, name)
 
 
 @pytest.fixture
