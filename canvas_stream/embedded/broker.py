@@ -15,20 +15,13 @@ import signal
 import socket
 import stat
 import struct
-import subprocess
 import tempfile
-import threading
-import time
 from importlib.resources import files
 from pathlib import Path
 
 from canvas_stream.embedded.process import (
-    REGISTRY,
     ServerProcess,
     ServiceError,
-    free_port,
-    pdeathsig_preexec,
-    tail,
     terminate,
 )
 
@@ -109,51 +102,31 @@ class EmbeddedKafka(ServerProcess):
         binary: str | None = None,
         log_dir: str | Path | None = None,
     ) -> None:
-        self.host = host
-        self.requested_port = port
-        self.port: int | None = None
-        self.startup_timeout = startup_timeout
+        super().__init__(host=host, port=port, startup_timeout=startup_timeout)
         self.binary = binary
         self._log_dir_arg = Path(log_dir) if log_dir is not None else None
         self._log_dir: Path | None = None
         self._own_log_dir = False
-        self.log_path: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
 
     @property
     def bootstrap_servers(self) -> str:
-        if self.port is None:
-            raise ServiceError("EmbeddedKafka is not started")
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self._started_port()}"
 
-    def start(self) -> str:
-        with self._lock:
-            if self.is_running():
-                return self.bootstrap_servers
-            binary = self.binary or find_tansu()
-            if self._log_dir_arg is not None:
-                self._log_dir_arg.mkdir(parents=True, exist_ok=True)
-                self._log_dir, self._own_log_dir = self._log_dir_arg, False
-            else:
-                self._log_dir = Path(tempfile.mkdtemp(prefix="canvas-stream-kafka-"))
-                self._own_log_dir = True
-            self.log_path = self._log_dir / "tansu.log"
-            attempts = 1 if self.requested_port is not None else 3
-            last_error: ServiceError | None = None
-            for _ in range(attempts):
-                port = self.requested_port or free_port(self.host)
-                try:
-                    self._spawn(binary, port)
-                    return self.bootstrap_servers
-                except ServiceError as exc:
-                    last_error = exc
-                    self._kill()
-            assert last_error is not None
-            raise last_error
+    def _address(self) -> str:
+        return self.bootstrap_servers
+
+    def _start(self) -> None:
+        binary = self.binary or find_tansu()
+        if self._log_dir_arg is not None:
+            self._log_dir_arg.mkdir(parents=True, exist_ok=True)
+            self._log_dir, self._own_log_dir = self._log_dir_arg, False
+        else:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="canvas-stream-kafka-"))
+            self._own_log_dir = True
+        self.log_path = self._log_dir / "tansu.log"
+        self._start_on_a_port(lambda port: self._spawn(binary, port))
 
     def _spawn(self, binary: str, port: int) -> None:
-        assert self.log_path is not None
         url = f"tcp://{self.host}:{port}"
         cmd = [
             binary,
@@ -167,48 +140,17 @@ class EmbeddedKafka(ServerProcess):
         ]
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env.setdefault("NO_COLOR", "1")
-        with open(self.log_path, "ab") as log:
-            log.write(f"$ {' '.join(cmd)}\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self._log_dir,
-                start_new_session=True,
-                preexec_fn=pdeathsig_preexec(signal.SIGTERM),
-            )
-        self.port = port
-        REGISTRY.add(self)
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if self._proc.poll() is not None:
-                raise ServiceError(
-                    f"tansu exited with code {self._proc.returncode} while starting on {url}; "
-                    f"log {self.log_path}:\n{tail(self.log_path)}"
-                )
-            if kafka_api_versions_ok(self.host, port, timeout=1.0):
-                return
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"tansu did not answer Kafka ApiVersions on {url} within {self.startup_timeout}s; "
-                    f"log {self.log_path}:\n{tail(self.log_path)}"
-                )
-            time.sleep(0.05)
+        self._launch(cmd, port, env=env, cwd=self._log_dir, death_signal=signal.SIGTERM)
+        self._wait_ready(lambda: kafka_api_versions_ok(self.host, port, timeout=1.0), name="tansu", where=url,
+                         not_ready="did not answer Kafka ApiVersions", interval=0.05)
 
     def _kill(self) -> None:
         if self._proc is not None:
             terminate(self._proc, signal.SIGTERM, grace=5.0)
-        self._proc = None
-        self.port = None
-        REGISTRY.discard(self)
+        self._forget()
 
-    def stop(self) -> None:
-        with self._lock:
-            self._kill()
-            if self._own_log_dir and self._log_dir is not None:
-                shutil.rmtree(self._log_dir, ignore_errors=True)
-                self._log_dir = None
-                self.log_path = None
+    def _cleanup(self) -> None:
+        if self._own_log_dir and self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
+            self.log_path = None

@@ -15,18 +15,13 @@ import signal
 import stat
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from canvas_stream.embedded.process import (
-    REGISTRY,
     ServerProcess,
     ServiceError,
-    free_port,
-    pdeathsig_preexec,
     tail,
     terminate,
 )
@@ -139,59 +134,41 @@ class EmbeddedPostgres(ServerProcess):
         startup_timeout: float = 60.0,
         settings: Mapping[str, str] | None = None,
     ) -> None:
+        super().__init__(host=host, port=port, startup_timeout=startup_timeout)
         self.persistent = data_dir is not None
         self._data_dir_arg = Path(data_dir).expanduser().resolve() if data_dir is not None else None
         self.data_dir: Path | None = self._data_dir_arg
-        self.requested_port = port
-        self.port: int | None = None
         self.database = database
         self.user = user
-        self.host = host
-        self.startup_timeout = startup_timeout
         self.settings = dict(settings or {})
-        self.log_path: Path | None = None
         self._log_dir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self._run_as: pwd.struct_passwd | None = None
-        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
-        if self.port is None:
-            raise ServiceError("EmbeddedPostgres is not started")
-        return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/{self.database}"
+        return f"postgresql+asyncpg://{self.user}@{self.host}:{self._started_port()}/{self.database}"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> str:
-        with self._lock:
-            if self.is_running():
-                return self.url
-            if self.data_dir is None:
-                self.data_dir = Path(tempfile.mkdtemp(prefix="canvas-stream-pg-"))
-            else:
-                self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._log_dir = Path(tempfile.mkdtemp(prefix="canvas-stream-pglog-"))
-            self.log_path = self._log_dir / "postgres.log"
-            try:
-                self._run_as = _prepare_root(self.data_dir) if _running_as_root() else None
-                self._initdb()
-                attempts = 1 if self.requested_port is not None else 3
-                for attempt in range(attempts):
-                    port = self.requested_port or free_port(self.host)
-                    try:
-                        self._spawn(port)
-                        break
-                    except ServiceError:
-                        self._kill()
-                        if attempt == attempts - 1:
-                            raise
-                self._ensure_database()
-            except BaseException:
-                self._kill()
-                self._cleanup_dirs(keep_log=True)
-                raise
-            return self.url
+    def _address(self) -> str:
+        return self.url
+
+    def _start(self) -> None:
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="canvas-stream-pg-"))
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log_dir = Path(tempfile.mkdtemp(prefix="canvas-stream-pglog-"))
+        self.log_path = self._log_dir / "postgres.log"
+        try:
+            self._run_as = _prepare_root(self.data_dir) if _running_as_root() else None
+            self._initdb()
+            self._start_on_a_port(self._spawn)
+            self._ensure_database()
+        except BaseException:
+            self._kill()
+            self._cleanup(keep_log=True)
+            raise
 
     def _subprocess_user(self) -> dict[str, Any]:
         if self._run_as is None:
@@ -212,9 +189,7 @@ class EmbeddedPostgres(ServerProcess):
             "--encoding=UTF8",
             "--locale=C.UTF-8",
         ]
-        with open(self.log_path, "ab") as log:
-            log.write(f"$ {' '.join(cmd)}\n".encode())
-            log.flush()
+        with self._command_log(cmd) as log:
             result = subprocess.run(
                 cmd,
                 stdin=subprocess.DEVNULL,
@@ -243,60 +218,18 @@ class EmbeddedPostgres(ServerProcess):
         cmd = [str(_pg_bin() / "postgres"), "-D", str(self.data_dir)]
         for key, value in options.items():
             cmd += ["-c", f"{key}={value}"]
-        with open(self.log_path, "ab") as log:
-            log.write(f"$ {' '.join(cmd)}\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_pg_env(),
-                cwd=self.data_dir,
-                start_new_session=True,
-                # SIGINT = fast shutdown (SIGTERM would wait for clients to disconnect).
-                preexec_fn=pdeathsig_preexec(signal.SIGINT),
-                **self._subprocess_user(),
-            )
-        self.port = port
-        REGISTRY.add(self)
-        deadline = time.monotonic() + self.startup_timeout
-        isready = str(_pg_bin() / "pg_isready")
-        while True:
-            if self._proc.poll() is not None:
-                raise ServiceError(
-                    f"postgres exited with code {self._proc.returncode} while starting on port {port}; "
-                    f"log {self.log_path}:\n{tail(self.log_path)}"
-                )
-            probe = subprocess.run(
-                [
-                    isready,
-                    "-q",
-                    "-h",
-                    self.host,
-                    "-p",
-                    str(port),
-                    "-U",
-                    self.user,
-                    "-d",
-                    "postgres",
-                    "-t",
-                    "2",
-                ],
-                env=_pg_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
-            if probe.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"postgres not ready on port {port} within {self.startup_timeout}s; "
-                    f"log {self.log_path}:\n{tail(self.log_path)}"
-                )
-            time.sleep(0.1)
+        # SIGINT = fast shutdown (SIGTERM would wait for clients to disconnect).
+        self._launch(cmd, port, env=_pg_env(), cwd=self.data_dir, death_signal=signal.SIGINT,
+                     **self._subprocess_user())
+        isready = [str(_pg_bin() / "pg_isready"), "-q", "-h", self.host, "-p", str(port), "-U", self.user,
+                   "-d", "postgres", "-t", "2"]
+
+        def answers() -> bool:
+            probe = subprocess.run(isready, env=_pg_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, check=False)
+            return probe.returncode == 0
+
+        self._wait_ready(answers, name="postgres", where=f"port {port}", not_ready="not ready", interval=0.1)
 
     def _psql(self, sql: str, database: str = "postgres") -> str:
         assert self.port is not None
@@ -349,11 +282,9 @@ class EmbeddedPostgres(ServerProcess):
                     terminate(proc, signal.SIGQUIT, grace=5.0)  # immediate shutdown, then SIGKILL
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
-        self._proc = None
-        self.port = None
-        REGISTRY.discard(self)
+        self._forget()
 
-    def _cleanup_dirs(self, keep_log: bool = False) -> None:
+    def _cleanup(self, keep_log: bool = False) -> None:
         if not self.persistent and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
@@ -361,8 +292,3 @@ class EmbeddedPostgres(ServerProcess):
             shutil.rmtree(self._log_dir, ignore_errors=True)
             self._log_dir = None
             self.log_path = None
-
-    def stop(self) -> None:
-        with self._lock:
-            self._kill()
-            self._cleanup_dirs()

@@ -16,8 +16,10 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
 from canvas_stream.errors import CanvasStreamError
 
@@ -113,17 +115,59 @@ def terminate(proc: subprocess.Popen[bytes], first: int, grace: float) -> None:
 
 
 class ServerProcess(abc.ABC):
-    """What both embedded servers share: one child process, started and stopped as a context manager."""
+    """What both embedded servers share: one child process, started and stopped as a context manager.
 
-    _proc: subprocess.Popen[bytes] | None
+    Subclasses implement ``_start``, ``_address``, ``_kill`` and ``_cleanup`` with the helpers here:
+    try ports, launch with the command logged, wait until a probe answers, forget the process.
+    """
+
+    def __init__(self, *, host: str, port: int | None, startup_timeout: float) -> None:
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.startup_timeout = startup_timeout
+        self.log_path: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
 
     @abc.abstractmethod
+    def _start(self) -> None:
+        """Prepare directories, spawn the server and wait until it answers (lock held)."""
+
+    @abc.abstractmethod
+    def _address(self) -> str:
+        """What clients connect to (the server is running)."""
+
+    @abc.abstractmethod
+    def _kill(self) -> None:
+        """Stop the process (if any), reap it, then :meth:`_forget` it."""
+
+    @abc.abstractmethod
+    def _cleanup(self) -> None:
+        """Remove the temporary directories (after ``_kill``)."""
+
     def start(self) -> str:
-        """Start the server; return the address clients use."""
+        """Start the server unless it runs; return the address clients use."""
+        with self._lock:
+            if not self.is_running():
+                self._start()
+            return self._address()
 
-    @abc.abstractmethod
     def stop(self) -> None:
-        """Stop the server and reap its process."""
+        """Stop the server, reap its process and remove what it does not keep (idempotent)."""
+        with self._lock:
+            self._kill()
+            self._cleanup()
+
+    def _started_port(self) -> int:
+        if self.port is None:
+            raise ServiceError(f"{type(self).__name__} is not started")
+        return self.port
+
+    def _forget(self) -> None:
+        self._proc = None
+        self.port = None
+        REGISTRY.discard(self)
 
     @property
     def pid(self) -> int | None:
@@ -138,3 +182,65 @@ class ServerProcess(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _start_on_a_port(self, spawn: Callable[[int], None]) -> None:
+        """``spawn(port)`` on the requested port, else on up to three free ports in turn (another
+        process may bind a free port before the server does)."""
+        attempts = 1 if self.requested_port is not None else 3
+        for attempt in range(attempts):
+            port = self.requested_port or free_port(self.host)
+            try:
+                spawn(port)
+                return
+            except ServiceError:
+                self._kill()
+                if attempt == attempts - 1:
+                    raise
+
+    @contextlib.contextmanager
+    def _command_log(self, cmd: list[str]) -> Iterator[IO[bytes]]:
+        """The server log, opened for a command's output after a ``$ command`` line."""
+        assert self.log_path is not None
+        with open(self.log_path, "ab") as log:
+            log.write(f"$ {' '.join(cmd)}\n".encode())
+            log.flush()
+            yield log
+
+    def _launch(self, cmd: list[str], port: int, *, env: Mapping[str, str], cwd: Path | None,
+                death_signal: int, **popen: Any) -> None:
+        """Start the server process in its own session, output to the log, registered for atexit."""
+        with self._command_log(cmd) as log:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=pdeathsig_preexec(death_signal),
+                **popen,
+            )
+        self.port = port
+        REGISTRY.add(self)
+
+    def _wait_ready(self, ready: Callable[[], bool], *, name: str, where: str, not_ready: str,
+                    interval: float) -> None:
+        """Poll ``ready()`` until it is true; ServiceError (with the log's tail) if the process
+        exits or ``startup_timeout`` passes first."""
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise ServiceError(
+                    f"{name} exited with code {self._proc.returncode} while starting on {where}; "
+                    f"log {self.log_path}:\n{tail(self.log_path)}"
+                )
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"{name} {not_ready} on {where} within {self.startup_timeout}s; "
+                    f"log {self.log_path}:\n{tail(self.log_path)}"
+                )
+            time.sleep(interval)

@@ -13,22 +13,8 @@ import pytest
 
 from canvas_stream.records import Verification, record_from_bytes
 from canvas_stream.settings import Settings
-from ingest.notices import (
-    MAX_NOTICES,
-    STATUS_ACCEPTED,
-    STATUS_DUPLICATE,
-    STATUS_FAILED,
-    STATUS_REJECTED,
-    BadBatch,
-    Notice,
-    NoticePolicy,
-    NoticeResult,
-    batch_response,
-    build_record,
-    parse_batch,
-    peek_notice_id,
-    validate_notice,
-)
+from ingest import notices
+from ingest.notices import MAX_NOTICES, BadBatch, Notice, NoticePolicy, NoticeResult
 from ingest.verify import ClaimsRejected, TokenRejected, verify_token
 from tests.support.jwt_helpers import rsa_key
 from tests.support.lti import CLAIM, CLIENT_ID, DEPLOYMENT, ISSUER, KID, batch, jwt_of, nid, notice
@@ -41,7 +27,7 @@ def check(claims: dict[str, Any], policy: NoticePolicy = POLICY, *, path_deploym
           key_name: str = "lti-current") -> Notice:
     """What the route does for one notice, minus fetching keys: verify the token, then the LTI claims."""
     verified = verify_token(jwt_of(claims, key_name), PLATFORM_KEYS.get, policy.token_policy)
-    return validate_notice(verified.claims, policy, path_deployment_id=path_deployment_id)
+    return notices.validate_notice(verified.claims, policy, path_deployment_id=path_deployment_id)
 
 
 def reason(claims: dict[str, Any], *args: Any, **kw: Any) -> str:
@@ -54,14 +40,14 @@ def reason(claims: dict[str, Any], *args: Any, **kw: Any) -> str:
 def test_batch_elements_become_slots_in_order() -> None:
     first, second = jwt_of(notice("LtiHelloWorldNotice")), jwt_of(notice("LtiContextCopyNotice"))
     raw = json.dumps({"notices": [{"jwt": first}, f"  {second}\n", 42, {"jwt": ""}, {"token": first}]})
-    slots = parse_batch(raw.encode())
+    slots = notices.parse_batch(raw.encode())
     assert [s.index for s in slots] == [0, 1, 2, 3, 4]
     assert [s.token for s in slots] == [first, second, None, None, None]
     assert all("compact JWS" in (s.error or "") for s in slots[2:])
 
 
 def test_an_oversized_notice_is_one_rejected_slot() -> None:
-    slots = parse_batch(json.dumps({"notices": ["x" * 65_537, "a.b.c"]}).encode())
+    slots = notices.parse_batch(json.dumps({"notices": ["x" * 65_537, "a.b.c"]}).encode())
     assert slots[0].token is None and "larger than 65536 bytes" in (slots[0].error or "")
     assert slots[1].token == "a.b.c"
 
@@ -81,12 +67,12 @@ def test_an_oversized_notice_is_one_rejected_slot() -> None:
 )
 def test_unusable_bodies(raw: bytes, expected: str) -> None:
     with pytest.raises(BadBatch) as ei:
-        parse_batch(raw)
+        notices.parse_batch(raw)
     assert ei.value.reason == expected
 
 
 def test_brackets_inside_a_token_string_do_not_count_as_nesting() -> None:
-    assert parse_batch(json.dumps({"notices": ["[" * 200 + "a.b.c"]}).encode())[0].token == "[" * 200 + "a.b.c"
+    assert notices.parse_batch(json.dumps({"notices": ["[" * 200 + "a.b.c"]}).encode())[0].token == "[" * 200 + "a.b.c"
 
 
 # ---- one notice ----------------------------------------------------------------------------------
@@ -124,7 +110,7 @@ def test_registered_claims_are_refused_with_the_authentic_notice_id() -> None:
         with pytest.raises(ClaimsRejected) as ei:
             check(claims)
         assert ei.value.reason == expected
-        assert peek_notice_id(ei.value.claims) == nid(claims)  # signature good: the id may be quoted
+        assert notices.peek_notice_id(ei.value.claims) == nid(claims)  # signature good: the id may be quoted
     assert check(notice("LtiHelloWorldNotice", aud=[CLIENT_ID, "other"], azp=CLIENT_ID)).notice_type
 
 
@@ -159,10 +145,10 @@ def test_deployment_must_match_the_handler_url_and_the_allow_list() -> None:
 
 
 def test_peek_notice_id_only_returns_a_sane_id() -> None:
-    assert peek_notice_id({CLAIM + "notice": {"id": "n-1"}}) == "n-1"
+    assert notices.peek_notice_id({CLAIM + "notice": {"id": "n-1"}}) == "n-1"
     for bad in ({}, {CLAIM + "notice": "n-1"}, {CLAIM + "notice": {"id": 7}}, {CLAIM + "notice": {"id": ""}},
                 {CLAIM + "notice": {"id": "x" * 256}}):
-        assert peek_notice_id(bad) is None
+        assert notices.peek_notice_id(bad) is None
 
 
 # ---- record and answer ---------------------------------------------------------------------------
@@ -171,7 +157,7 @@ def test_build_record_keeps_the_token_and_routes_by_type_and_deployment() -> Non
     token = jwt_of(claims)
     checked = check(claims)
     verification = Verification(signed=True, kid=KID, issuer=ISSUER, verified_at="2025-03-19T11:24:26+00:00")
-    key, record = build_record(checked, verification, token, client_id=CLIENT_ID, path_deployment_id=DEPLOYMENT,
+    key, record = notices.build_record(checked, verification, token, client_id=CLIENT_ID, path_deployment_id=DEPLOYMENT,
                                received_at="2025-03-19T11:24:26+00:00")
     assert key == f"lti:LtiContextCopyNotice:{DEPLOYMENT}".encode()
     decoded = record_from_bytes(record.to_bytes())
@@ -181,32 +167,32 @@ def test_build_record_keeps_the_token_and_routes_by_type_and_deployment() -> Non
 
 
 def test_batch_response_is_503_only_when_a_valid_notice_is_not_durable() -> None:
-    ok = [NoticeResult(0, STATUS_ACCEPTED, "a"), NoticeResult(1, STATUS_DUPLICATE, "b"),
-          NoticeResult(2, STATUS_REJECTED, None, error="invalid notice: bad signature")]
-    status, body = batch_response(ok)
+    ok = [NoticeResult(0, "accepted", "a"), NoticeResult(1, "duplicate", "b"),
+          NoticeResult(2, "rejected", None, error="invalid notice: bad signature")]
+    status, body = notices.batch_response(ok)
     assert status == 200
     assert json.loads(body) == {"results": [
         {"index": 0, "notice_id": "a", "status": "accepted"},
         {"index": 1, "notice_id": "b", "status": "duplicate"},
         {"index": 2, "notice_id": None, "status": "rejected", "error": "invalid notice: bad signature"},
     ]}
-    status, body = batch_response([*ok, NoticeResult(3, STATUS_FAILED, str(uuid.uuid4()), error="not stored")])
+    status, body = notices.batch_response([*ok, NoticeResult(3, "failed", str(uuid.uuid4()), error="not stored")])
     assert status == 503 and json.loads(body)["results"][3]["status"] == "failed"
 
 
 def test_a_whole_batch_round_trip() -> None:
     good, forged = notice("LtiHelloWorldNotice"), notice("LtiHelloWorldNotice")
-    slots = parse_batch(batch(jwt_of(good), jwt_of(forged, key_name="attacker")).encode())
+    slots = notices.parse_batch(batch(jwt_of(good), jwt_of(forged, key_name="attacker")).encode())
     results = []
     for slot in slots:
         assert slot.token is not None
         try:
             verified = verify_token(slot.token, PLATFORM_KEYS.get, POLICY.token_policy)
-            checked = validate_notice(verified.claims, POLICY)
-            results.append(NoticeResult(slot.index, STATUS_ACCEPTED, checked.notice_id))
+            checked = notices.validate_notice(verified.claims, POLICY)
+            results.append(NoticeResult(slot.index, "accepted", checked.notice_id))
         except TokenRejected as exc:
-            results.append(NoticeResult(slot.index, STATUS_REJECTED, error=exc.reason))
-    status, body = batch_response(results)
+            results.append(NoticeResult(slot.index, "rejected", error=exc.reason))
+    status, body = notices.batch_response(results)
     assert status == 200
     assert [(r["notice_id"], r["status"]) for r in json.loads(body)["results"]] == [
         (nid(good), "accepted"), (None, "rejected")]
