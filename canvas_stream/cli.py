@@ -8,6 +8,7 @@ Each command imports its role's code inside the command, not at the top: measure
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -82,8 +83,6 @@ def migrate_command(revision: str) -> None:
 @click.option("--page-size", type=int, default=2000, show_default=True)
 def replay(keep: bool, page_size: int) -> None:
     """Rebuild entity and fact tables from canvas.events (idempotent; safe while workers run)."""
-    import asyncio
-
     from sqlalchemy.ext.asyncio import create_async_engine
     from tqdm import tqdm
 

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from canvas_stream.logs import configured_settings as _settings
+from canvas_stream.records import RecordError, partition_key, record_from_bytes
 from canvas_stream.settings import Settings
 
 # The database and broker clients are imported inside the commands: cli.py imports this module
@@ -72,7 +73,6 @@ async def _retry(settings: Settings, ids: list[str] | None) -> tuple[int, int, l
     from sqlalchemy import func, select, update
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from canvas_stream.records import RecordError, partition_key, record_from_bytes
     from processors.warehouse import tables
 
     q = tables.quarantine
