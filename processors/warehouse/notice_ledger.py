@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from processors.warehouse.lti_tables import lti_notices
+from processors.warehouse import tables
 
 __all__ = ["WarehouseNoticeLedger"]
+
+LTI_NOTICES = tables.metadata.tables[f"{tables.SCHEMA}.lti_notices"]
 
 
 class WarehouseNoticeLedger:
@@ -27,7 +29,7 @@ class WarehouseNoticeLedger:
         """The subset of ``ids`` already stored; raises on any database error (the caller backs off)."""
         if self._engine is None:
             self._engine = create_async_engine(self._url, pool_size=1, max_overflow=2)
-        stmt = select(lti_notices.c.notice_id).where(lti_notices.c.notice_id.in_(list(ids)))
+        stmt = select(LTI_NOTICES.c.notice_id).where(LTI_NOTICES.c.notice_id.in_(list(ids)))
         async with self._engine.connect() as conn:
             return set((await conn.execute(stmt)).scalars())
 
