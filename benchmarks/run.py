@@ -23,7 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from canvas_stream import services
+from canvas_stream.embedded.broker import EmbeddedKafka
+from canvas_stream.embedded.process import free_port
+from ingest.publish import ensure_topic
 
 from . import infra, limits, load
 from .infra import Proc
@@ -99,7 +101,7 @@ class Bench:
     # ---- helpers --------------------------------------------------------------------------------
     def topic(self, stem: str) -> str:
         name = f"bench-{stem}-{uuid.uuid4().hex[:6]}"
-        asyncio.run(services.create_topics(self.kafka, {name: PARTITIONS}))
+        asyncio.run(ensure_topic(self.kafka, name, PARTITIONS))
         return name
 
     def topic_size(self, topic: str) -> int:
@@ -124,7 +126,7 @@ class Bench:
         return env
 
     def ingress(self, topic: str, wrap: list[str] | None = None) -> tuple[Proc, str]:
-        port = infra.free_port()
+        port = free_port()
         env = self.env(KAFKA_BOOTSTRAP_SERVERS=self.kafka, KAFKA_TOPIC=topic, LIVE_EVENTS_JWKS_URL=self.jwks_url,
                        LIVE_EVENTS_ISSUER=ISSUER, HOST="127.0.0.1", PORT=str(port))
         proc = Proc("ingress", infra.cli_cmd("ingress", "--port", str(port), wrap=wrap), env).start()
@@ -132,7 +134,7 @@ class Bench:
         return proc, f"http://127.0.0.1:{port}/live-events"
 
     def worker(self, topic: str, group: str, wrap: list[str] | None = None, **extra: str) -> Proc:
-        port = infra.free_port()
+        port = free_port()
         env = self.env(KAFKA_BOOTSTRAP_SERVERS=self.kafka, KAFKA_TOPIC=topic, KAFKA_PARTITIONS=str(PARTITIONS),
                        DATABASE_URL=self.pg.url, WORKER_GROUP_ID=group, WORKER_STATUS_PORT=str(port), **extra)
         wrap = [*SESSION, *(wrap or [])]
@@ -141,7 +143,7 @@ class Bench:
         return proc
 
     def minimal(self, kind: str, *args: str) -> tuple[Proc, str]:
-        port = infra.free_port()
+        port = free_port()
         proc = Proc(f"min-{kind}", infra.python_cmd("-m", "benchmarks.minimal", kind, "--port", str(port),
                                                      "--jwks", self.jwks_url, *args), self.env()).start()
         if kind in ("noop", "verify", "verify-produce", "peer"):
@@ -736,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     bench: Bench | None = None
     try:
         pool = build_pool(mode.pool, log=log)
-        with infra.RssSampler(), infra.JwksHttp([pool.jwk()]) as jwks, services.EmbeddedKafka() as kafka, \
+        with infra.RssSampler(), infra.JwksHttp([pool.jwk()]) as jwks, EmbeddedKafka() as kafka, \
                 infra.Postgres() as pg:
             res.postgres = f"{pg.kind} (lz4: {'yes' if pg.lz4 else 'no'})"
             log(f"broker: tansu {kafka.bootstrap_servers}; PostgreSQL: {res.postgres}")

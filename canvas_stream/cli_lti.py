@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from canvas_stream.keys import KeyFileError, generate_private_key, load_private_key, public_jwk
 from canvas_stream.settings import Settings, get_settings
 
 DEFAULT_KEY_FILE = "lti-tool-key.pem"
@@ -29,7 +30,8 @@ def _client_settings(pns_url: str | None) -> tuple[Settings, str]:
 
 
 async def _run(settings: Settings, action: str, pns_url: str, **kwargs: Any) -> dict[str, Any]:
-    from canvas_stream.keys import KeyFileError, load_private_key
+    # Here, not at the top: aiohttp + PyJWT cost ~0.5 s to import (python -X importtime), and
+    # cli.py imports this module for every command.
     from canvas_stream.lti_client import LtiServiceClient, PlatformError
 
     try:
@@ -102,8 +104,6 @@ def keys() -> None:
 @click.option("--kid", default=None, help="Key id (default: $LTI_TOOL_KEY_ID or the RFC 7638 thumbprint).")
 def generate(out: Path | None, kid: str | None) -> None:
     """Create an RSA 2048 key (0600, never overwritten) and print its public JWK for the developer key."""
-    from canvas_stream.keys import KeyFileError, generate_private_key, public_jwk
-
     settings = get_settings()
     path = out or Path(settings.lti_private_key_file or DEFAULT_KEY_FILE)
     try:

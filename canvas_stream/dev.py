@@ -17,7 +17,10 @@ import time
 from pathlib import Path
 
 from canvas_stream import migrate
+from canvas_stream.embedded.broker import EmbeddedKafka
+from canvas_stream.embedded.database import EmbeddedPostgres
 from canvas_stream.settings import Settings, plain_database_url
+from ingest.publish import ensure_topic
 
 
 def _child(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -39,9 +42,6 @@ def _stop(children: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
 
 def run_dev(settings: Settings, data_dir: Path, workers: int = 1) -> int:
     """Run until interrupted; returns the exit code."""
-    from canvas_stream.services import EmbeddedKafka, EmbeddedPostgres
-    from ingest.publish import ensure_topic
-
     data_dir.mkdir(parents=True, exist_ok=True)
     stack = contextlib.ExitStack()
     children: list[subprocess.Popen[bytes]] = []

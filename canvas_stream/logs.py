@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from canvas_stream.settings import Settings, get_settings
+
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     """One formatter for everything; ``json`` for production log shippers."""
@@ -37,3 +39,10 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "faust", "mode", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def configured_settings() -> Settings:
+    """The settings in force, with logging set up as they say (what every command starts with)."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings

@@ -12,16 +12,37 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from canvas_stream.errors import CanvasStreamError
+from canvas_stream.formats import (
+    FORMAT_CALIPER,
+    FORMAT_CANVAS,
+    FORMAT_UNKNOWN,
+    SOURCE_LIVE_EVENT,
+    SOURCE_LTI_NOTICE,
+)
+
+# The sources and formats are defined in canvas_stream.formats; they stay importable from here
+# because the record is where readers look for them.
+__all__ = [
+    "FORMAT_CALIPER",
+    "FORMAT_CANVAS",
+    "FORMAT_UNKNOWN",
+    "RECORD_VERSION",
+    "SOURCE_LIVE_EVENT",
+    "SOURCE_LTI_NOTICE",
+    "Record",
+    "RecordError",
+    "Verification",
+    "detect_format",
+    "now_iso",
+    "partition_key",
+    "record_from_bytes",
+]
+
 RECORD_VERSION = 1
-SOURCE_LIVE_EVENT = "live_event"
-SOURCE_LTI_NOTICE = "lti_notice"
-
-FORMAT_CANVAS = "canvas"
-FORMAT_CALIPER = "caliper"
-FORMAT_UNKNOWN = "unknown"
 
 
-class RecordError(ValueError):
+class RecordError(CanvasStreamError, ValueError):
     """A Kafka message that is not a canvas-stream record (quarantined, never retried forever)."""
 
 

@@ -14,17 +14,31 @@ CANVAS_LTI_ISSUER = "https://canvas.instructure.com"
 CANVAS_LTI_TOKEN_URL = "https://sso.canvaslms.com/login/oauth2/token"
 
 
+def _with_driver(url: str, drivername: str) -> str:
+    """A PostgreSQL URL (any ``postgres``/``postgresql[+driver]`` scheme) with ``drivername``;
+    any other text unchanged. SQLAlchemy's URL parser does the work, passwords stay as given."""
+    # Imported here: sqlalchemy costs ~0.4 s to import (python -X importtime) and most commands
+    # that read settings never touch a database.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        return url
+    return parsed.set(drivername=drivername).render_as_string(hide_password=False)
+
+
 def async_database_url(url: str) -> str:
     """Accept ``postgresql://`` (what psql and most tools use) and select the asyncpg driver."""
-    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://", "postgresql+psycopg2://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    return url
+    return _with_driver(url, "postgresql+asyncpg")
 
 
 def plain_database_url(url: str) -> str:
-    """The same URL for psql and analysts' tools."""
-    return async_database_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
+    """The same URL for psql, analysts' tools and ``asyncpg.connect``."""
+    return _with_driver(url, "postgresql")
 
 
 class Settings(BaseSettings):
@@ -103,14 +117,14 @@ class Settings(BaseSettings):
 
 
 def mask_url(url: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            creds = creds.split(":", 1)[0] + ":***"
-        return f"{scheme}://{creds}@{host}"
-    return url
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db (unparseable: all masked)."""
+    from sqlalchemy.engine import make_url  # see _with_driver for why here
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url if "@" not in url else "***"
 
 
 @lru_cache(maxsize=1)

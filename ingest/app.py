@@ -13,31 +13,30 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from canvas_stream.loop import install_fast_loop
 from canvas_stream.records import Verification, now_iso
 from canvas_stream.settings import Settings
-from ingest.jwks import JwksCache, KeyUnavailable, verify_with
+from ingest.http import PUBLISHER_KEY, SETTINGS_KEY, error
+from ingest.jwks import JwksCache, KeyUnavailable
 from ingest.live_events import BadBody, build_record, classify_body
+from ingest.lti_routes import NoticeLedger, add_lti_routes
 from ingest.publish import KafkaPublisher, PublishFailed
 from ingest.spool import Spool
-from ingest.verify import TokenRejected
+from ingest.verify import TokenPolicy, TokenRejected, verify_with
 
 log = structlog.get_logger(__name__)
 
 RESPONSES = Counter("canvas_stream_ingress_responses_total", "Ingress answers", ["route", "status"])
 LATENCY = Histogram("canvas_stream_ingress_seconds", "Time to answer", ["route"])
 
-SETTINGS_KEY = web.AppKey("settings", Settings)
-PUBLISHER_KEY = web.AppKey("publisher", KafkaPublisher)
 LIVE_JWKS_KEY = web.AppKey("live_events_jwks", JwksCache)
+LIVE_POLICY_KEY = web.AppKey("live_events_policy", TokenPolicy)
 
 
-def error(status: int, message: str) -> web.Response:
-    """A short JSON error: never a stack trace, a token or a secret."""
-    return web.json_response({"error": message}, status=status)
+def live_events_policy(settings: Settings) -> TokenPolicy:
+    """Canvas signs live events with its own issuer and documents no audience."""
+    return TokenPolicy(issuer=settings.live_events_issuer, leeway=settings.live_events_leeway_seconds)
 
 
-async def verify_live_event(token: str, jwks: JwksCache, settings: Settings) -> tuple[dict[str, Any], Verification]:
-    verified = await verify_with(
-        token, jwks, issuer=settings.live_events_issuer, leeway=settings.live_events_leeway_seconds
-    )
+async def verify_live_event(token: str, app: web.Application) -> tuple[dict[str, Any], Verification]:
+    verified = await verify_with(token, app[LIVE_JWKS_KEY], app[LIVE_POLICY_KEY])
     claims = verified.claims
     verification = Verification(signed=True, kid=verified.kid, issuer=claims.get("iss"), verified_at=now_iso())
     return claims, verification
@@ -71,7 +70,7 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
         return error(400, exc.reason)
     if body.token is not None:
         try:
-            payload, verification = await verify_live_event(body.token, request.app[LIVE_JWKS_KEY], settings)
+            payload, verification = await verify_live_event(body.token, request.app)
         except TokenRejected as exc:
             log.info("live event rejected", reason=exc.reason)
             return error(401, f"invalid token: {exc.reason}")
@@ -127,8 +126,12 @@ def create_app(
     *,
     publisher: KafkaPublisher | None = None,
     live_events_jwks: JwksCache | None = None,
+    notice_ledger: NoticeLedger | None = None,
 ) -> web.Application:
-    """Build the ingress; collaborators can be injected (tests use real ones on loopback)."""
+    """Build the ingress; collaborators can be injected (tests use real ones on loopback).
+
+    ``notice_ledger``: where stored LTI notice ids are looked up (none: in-memory ids only).
+    """
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS_KEY] = settings
     app[PUBLISHER_KEY] = publisher or KafkaPublisher(
@@ -138,13 +141,12 @@ def create_app(
     app[LIVE_JWKS_KEY] = live_events_jwks or JwksCache(
         settings.live_events_jwks_url, refetch_cooldown=settings.jwks_refetch_cooldown_seconds
     )
+    app[LIVE_POLICY_KEY] = live_events_policy(settings)
     app.router.add_post("/live-events", post_live_event)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    from ingest.lti_routes import add_lti_routes  # late: lti_routes imports this module
-
-    add_lti_routes(app, settings)  # POST /lti/notices[/{deployment_id}], GET /.well-known/jwks.json
+    add_lti_routes(app, settings, notice_ledger)  # POST /lti/notices[/{deployment_id}], GET /.well-known/jwks.json
 
     async def lifecycle(app: web.Application):
         await app[PUBLISHER_KEY].start()
@@ -156,10 +158,10 @@ def create_app(
     return app
 
 
-def run_ingress(settings: Settings) -> None:
+def run_ingress(settings: Settings, notice_ledger: NoticeLedger | None = None) -> None:
     """Serve until SIGINT/SIGTERM."""
     install_fast_loop()
-    app = create_app(settings)
+    app = create_app(settings, notice_ledger=notice_ledger)
     print(f"canvas-stream ingress listening on http://{settings.host}:{settings.port} "
           "(POST /live-events, POST /lti/notices)", flush=True)
     # keepalive_timeout is armed when a connection opens and not reset by partial data, so it also

@@ -6,17 +6,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from canvas_stream.records import SOURCE_LIVE_EVENT, Record, Verification, detect_format, now_iso, partition_key
+from canvas_stream.errors import Refused
+from canvas_stream.formats import SOURCE_LIVE_EVENT
+from canvas_stream.records import Record, Verification, detect_format, now_iso, partition_key
+from ingest.json_guard import nested_deeper_than
 
-MAX_JSON_DEPTH = 64
 
-
-class BadBody(ValueError):
+class BadBody(Refused, ValueError):
     """The body is neither a JSON object nor a compact JWS; ``reason`` is safe to return."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,35 +24,13 @@ class Body:
     payload: dict[str, Any] | None = None
 
 
-def _depth_ok(text: str, limit: int) -> bool:
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return False
-        elif char in "]}":
-            depth -= 1
-    return True
-
-
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Strict UTF-8 JSON object with bounded nesting (a JSON bomb is refused, not parsed)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadBody("body is not UTF-8") from None
-    if not _depth_ok(text, MAX_JSON_DEPTH):
+    if nested_deeper_than(text):
         raise BadBody("JSON nested too deeply")
     try:
         value = json.loads(text)

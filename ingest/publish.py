@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from prometheus_client import Gauge
 
+from canvas_stream.errors import CanvasStreamError
 from ingest.spool import Spool, SpoolFull
 
 log = structlog.get_logger(__name__)
@@ -28,7 +29,7 @@ SPOOLED = Gauge("canvas_stream_ingress_spool_records", "Records in the local spo
 DRAIN_CHUNK = 500
 
 
-class PublishFailed(Exception):
+class PublishFailed(CanvasStreamError):
     """The broker did not acknowledge in time; the caller answers 503 (Canvas retries)."""
 
     public = "event store unavailable; retry later"

@@ -12,15 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from canvas_stream.formats import CLAIM_DEPLOYMENT_ID, CLAIM_NOTICE, FORMAT_LTI_NOTICE
+from canvas_stream.formats import LTI_CLAIM as CLAIM
 from canvas_stream.records import Record
 
 from .model import EventRow, NormalizationError, Normalized, RowChange, make_version, parse_time
-
-FORMAT_LTI_NOTICE = "lti_notice"
-CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
-CLAIM_NOTICE = CLAIM + "notice"
-CLAIM_DEPLOYMENT_ID = CLAIM + "deployment_id"
-CLAIM_CONTEXT = CLAIM + "context"
 
 HELLO_WORLD = "LtiHelloWorldNotice"
 CONTEXT_COPY = "LtiContextCopyNotice"

@@ -19,7 +19,8 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from canvas_stream.services import free_port, plain_postgres_url
+from canvas_stream.embedded.process import free_port
+from canvas_stream.settings import plain_database_url
 from processors.normalize.canvas import canvas_event_id
 from tests.support.corpus import CORPUS
 from tests.support.jwt_helpers import rsa_key, sign
@@ -113,7 +114,7 @@ class Sender:
 
 
 async def event_ids(database_url: str) -> set[str]:
-    conn = await asyncpg.connect(plain_postgres_url(database_url))
+    conn = await asyncpg.connect(plain_database_url(database_url))
     try:
         return {r[0] for r in await conn.fetch("select event_id from canvas.events")}
     finally:
@@ -121,7 +122,7 @@ async def event_ids(database_url: str) -> set[str]:
 
 
 async def quarantine_rows(database_url: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(plain_postgres_url(database_url))
+    conn = await asyncpg.connect(plain_database_url(database_url))
     try:
         return list(await conn.fetch("select id, reason, source, raw, retried_at, resolved from canvas.quarantine"))
     finally:

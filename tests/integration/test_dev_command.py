@@ -17,7 +17,7 @@ from aiohttp import ClientSession
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from canvas_stream.services import free_port
+from canvas_stream.embedded.process import free_port
 from tests.support.events import example, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
 

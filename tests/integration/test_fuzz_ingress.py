@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from canvas_stream.services import free_port
+from canvas_stream.embedded.process import free_port
 from canvas_stream.settings import Settings
 from ingest.app import create_app
 from ingest.jwks import JwksCache

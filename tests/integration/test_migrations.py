@@ -10,8 +10,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from canvas_stream import migrate, services
+from canvas_stream import migrate
 from processors.warehouse.tables import SCHEMA, metadata
+from tests.support.databases import create_database, drop_database
 
 
 def _diff(connection) -> list:
@@ -33,7 +34,7 @@ def _is_version_table(diff) -> bool:
 
 async def test_migrations_match_the_table_definitions_and_downgrade_cleanly(postgres_server_url):
     name = f"cs_migr_{uuid.uuid4().hex[:10]}"
-    url = await services.create_database(postgres_server_url, name)
+    url = await create_database(postgres_server_url, name)
     try:
         await asyncio.to_thread(migrate.upgrade, url)
         engine = create_async_engine(url)
@@ -53,4 +54,4 @@ async def test_migrations_match_the_table_definitions_and_downgrade_cleanly(post
         finally:
             await engine.dispose()
     finally:
-        await services.drop_database(postgres_server_url, name)
+        await drop_database(postgres_server_url, name)
