@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from canvas_stream.errors import CanvasStreamError
 from processors.warehouse.schema import TABLE_SPECS, Kind, TableSpec
 
 from .event_map import (
@@ -34,11 +35,11 @@ from .model import NormalizationError, RowChange, make_version, parse_time, to_i
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63  # [min, max)
 
 
-class Invalid(Exception):
+class Invalid(CanvasStreamError):
     """A value that cannot be coerced to its column's kind (reported, the column is not set)."""
 
 
-class MappingError(ValueError):
+class MappingError(CanvasStreamError, ValueError):
     """The event map names a table or column the schema does not have, or maps onto the key."""
 
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from canvas_stream.errors import CanvasStreamError
 
-class NormalizationError(ValueError):
+
+class NormalizationError(CanvasStreamError, ValueError):
     """An authentic event we cannot turn into rows; the worker quarantines it with this reason."""
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import Table, case, func, not_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from canvas_stream.errors import CanvasStreamError
 from processors.normalize.model import EventRow, RowChange
 
 from . import tables
@@ -28,7 +29,7 @@ _TABLES: dict[str, Table] = {t.name: t for t in tables.warehouse_tables()}
 _EMPTY_ROWS: dict[str, dict[str, None]] = {name: dict.fromkeys(t.c.keys()) for name, t in _TABLES.items()}
 
 
-class UnknownColumn(ValueError):
+class UnknownColumn(CanvasStreamError, ValueError):
     """A row change names a table or column the warehouse does not have: a normalizer bug.
 
     Normalizers produce valid changes by construction (the event map is checked against

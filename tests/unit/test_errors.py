@@ -8,11 +8,6 @@ import inspect
 from canvas_stream.errors import CanvasStreamError
 from tests.unit.test_import_graph import project_modules
 
-# Not yet derived: these packages were being rewritten on another branch (the warehouse schema)
-# while the base was introduced. Derive their exceptions (NormalizationError, UnknownColumn, ...)
-# from CanvasStreamError, keeping ValueError, then empty this.
-PENDING_PACKAGES = ("processors.normalize.", "processors.warehouse.")
-
 
 def project_exceptions() -> dict[str, type[BaseException]]:
     found: dict[str, type[BaseException]] = {}
@@ -31,4 +26,4 @@ def test_project_exceptions_derive_from_the_base() -> None:
     assert {"ingest.verify.TokenRejected", "canvas_stream.records.RecordError"} <= exceptions.keys()
     outside = {name for name, cls in exceptions.items() if not issubclass(cls, CanvasStreamError)}
     private = {name for name in outside if name.rsplit(".", 1)[1].startswith("_")}  # never leave their module
-    assert {name for name in outside - private if not name.startswith(PENDING_PACKAGES)} == set()
+    assert outside - private == set()
