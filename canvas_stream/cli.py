@@ -130,5 +130,9 @@ from canvas_stream.cli_ops import quarantine  # noqa: E402
 
 main.add_command(quarantine)
 
+from canvas_stream.cli_send import send  # noqa: E402  (signed test events)
+
+main.add_command(send)
+
 if __name__ == "__main__":
     main()
