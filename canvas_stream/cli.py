@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from canvas_stream.cli_errors import CONTEXT_SETTINGS, FriendlyGroup, show_envvars
 from canvas_stream.logs import configure_logging
 from canvas_stream.settings import Settings, get_settings
 
@@ -17,7 +18,7 @@ def _settings() -> Settings:
     return settings
 
 
-@click.group()
+@click.group(cls=FriendlyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="canvas-stream")
 def main() -> None:
     """Canvas Live Events and LTI notices into a PostgreSQL warehouse, through Kafka."""
@@ -26,7 +27,7 @@ def main() -> None:
 @main.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".canvas-stream"), show_default=True,
               help="Where the embedded database keeps the warehouse between runs.")
-@click.option("--port", type=int, default=None, help="Ingress port (default: $PORT or 8080).")
+@click.option("--port", type=int, default=None, envvar="PORT", help="Ingress port (default: 8080).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
 def dev(data_dir: Path, port: int | None, workers: int) -> None:
     """Run everything on this machine: embedded PostgreSQL and broker, migrations, ingress, worker."""
@@ -41,7 +42,7 @@ def dev(data_dir: Path, port: int | None, workers: int) -> None:
 
 
 @main.command()
-@click.option("--port", type=int, default=None, help="Port (default: $PORT or 8080).")
+@click.option("--port", type=int, default=None, envvar="PORT", help="Port (default: 8080).")
 def ingress(port: int | None) -> None:
     """Serve POST /live-events and /lti/notices."""
     from ingest.app import run_ingress
@@ -133,6 +134,7 @@ main.add_command(quarantine)
 from canvas_stream.cli_send import send  # noqa: E402  (signed test events)
 
 main.add_command(send)
+show_envvars(main)
 
 if __name__ == "__main__":
     main()

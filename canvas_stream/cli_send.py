@@ -31,7 +31,8 @@ PRINT_EACH_UP_TO = 10
 @click.option("--url", default=None, help="Ingress endpoint (default: http://127.0.0.1:$PORT/live-events).")
 @click.option("--key", "key_file", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_KEY,
               show_default=True, help="Private key to sign with (`canvas-stream dev` creates it in its data dir).")
-@click.option("--issuer", default=None, help="iss claim (default: $LIVE_EVENTS_ISSUER).")
+@click.option("--issuer", default=None, envvar="LIVE_EVENTS_ISSUER",
+              help="iss claim (default: Canvas's live-events issuer).")
 @click.option("--keep-ids", is_flag=True, help="Send the events exactly as given (no fresh ids or times).")
 @click.option("--list", "list_types", is_flag=True, help="List the example event types and exit.")
 def send(types: tuple[str, ...], fmt: str, file: Path | None, count: int, rate: float, concurrency: int,
