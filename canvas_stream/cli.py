@@ -134,6 +134,10 @@ main.add_command(quarantine)
 from canvas_stream.cli_send import send  # noqa: E402  (signed test events)
 
 main.add_command(send)
+
+from canvas_stream.cli_doctor import doctor  # noqa: E402  (deployment checks)
+
+main.add_command(doctor)
 show_envvars(main)
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
 
 from alembic import command
@@ -25,16 +26,19 @@ def alembic_config(database_url: str) -> Config:
 
 def connect_problem(exc: BaseException, timeout: float) -> str:
     """What went wrong connecting, in words (never the password: asyncpg does not echo it)."""
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    while exc.__cause__ is not None:  # SQLAlchemy wraps the driver's error, which says it best
-        exc = exc.__cause__
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    chain = [exc]
+    while chain[-1].__cause__ is not None:  # SQLAlchemy and aiohttp wrap the error that says it best
+        chain.append(chain[-1].__cause__)
+    for error in chain:
+        if isinstance(error, TimeoutError):
+            return f"no answer within {timeout:g} s"
+        if isinstance(error, ConnectionRefusedError) or getattr(error, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused"
+    deepest = chain[-1]
+    if isinstance(deepest, OSError) and deepest.strerror:
+        return deepest.strerror.lower()
+    text = str(deepest).strip()
+    return text.splitlines()[0][:200] if text else type(deepest).__name__
 
 
 async def _select_one(database_url: str, timeout: float) -> None:
