@@ -15,13 +15,17 @@ from pathlib import Path
 
 import click
 
+from canvas_stream.cli_dbt import dbt_command, dbt_sources
+from canvas_stream.cli_doctor import doctor
+from canvas_stream.cli_errors import CONTEXT_SETTINGS, FriendlyGroup, show_envvars
 from canvas_stream.cli_lti import keys, notice_handlers
 from canvas_stream.cli_ops import quarantine
+from canvas_stream.cli_send import send
 from canvas_stream.logs import configured_settings as _settings
 from canvas_stream.settings import get_settings
 
 
-@click.group()
+@click.group(cls=FriendlyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="canvas-stream")
 def main() -> None:
     """Canvas Live Events and LTI notices into a PostgreSQL warehouse, through Kafka."""
@@ -30,7 +34,7 @@ def main() -> None:
 @main.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".canvas-stream"), show_default=True,
               help="Where the embedded database keeps the warehouse between runs.")
-@click.option("--port", type=int, default=None, help="Ingress port (default: $PORT or 8080).")
+@click.option("--port", type=int, default=None, envvar="PORT", help="Ingress port (default: 8080).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
 def dev(data_dir: Path, port: int | None, workers: int) -> None:
     """Run everything on this machine: embedded PostgreSQL and broker, migrations, ingress, worker."""
@@ -43,7 +47,7 @@ def dev(data_dir: Path, port: int | None, workers: int) -> None:
 
 
 @main.command()
-@click.option("--port", type=int, default=None, help="Port (default: $PORT or 8080).")
+@click.option("--port", type=int, default=None, envvar="PORT", help="Port (default: 8080).")
 def ingress(port: int | None) -> None:
     """Serve POST /live-events and /lti/notices."""
     from ingest.app import run_ingress
@@ -124,14 +128,9 @@ def show_settings() -> None:
         click.echo(f"{name.upper()}={'' if value is None else value}")
 
 
-main.add_command(notice_handlers)
-main.add_command(keys)
-main.add_command(quarantine)
-
-from canvas_stream.cli_dbt import dbt_command, dbt_sources  # noqa: E402  (analytics layer)
-
-main.add_command(dbt_sources)
-main.add_command(dbt_command)
+for command in (notice_handlers, keys, quarantine, send, doctor, dbt_sources, dbt_command):
+    main.add_command(command)
+show_envvars(main)
 
 if __name__ == "__main__":
     main()

@@ -55,7 +55,7 @@ def notice_handlers() -> None:
 
 
 @notice_handlers.command(name="list")
-@click.option("--pns-url", default=None, help="platform_notification_service_url (default: $LTI_PNS_URL).")
+@click.option("--pns-url", default=None, envvar="LTI_PNS_URL", help="platform_notification_service_url.")
 @click.option("--json", "as_json", is_flag=True, help="Print the platform's answer as JSON.")
 def list_handlers(pns_url: str | None, as_json: bool) -> None:
     """Show the notice types the platform supports and the handler registered for each."""
@@ -78,7 +78,7 @@ def list_handlers(pns_url: str | None, as_json: bool) -> None:
 @click.option("--notice-type", required=True, help="e.g. LtiContextCopyNotice.")
 @click.option("--handler", required=True, help="Public HTTPS URL of /lti/notices/<deployment_id>; '' removes.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=None, help="Canvas requires >= 10.")
-@click.option("--pns-url", default=None, help="platform_notification_service_url (default: $LTI_PNS_URL).")
+@click.option("--pns-url", default=None, envvar="LTI_PNS_URL", help="platform_notification_service_url.")
 def set_handler(notice_type: str, handler: str, max_batch_size: int | None, pns_url: str | None) -> None:
     """Subscribe a handler URL to one notice type (an empty --handler unsubscribes)."""
     settings, url = _client_settings(pns_url)
@@ -99,9 +99,9 @@ def keys() -> None:
 
 
 @keys.command(name="generate")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help=f"Private key PEM to create (default: $LTI_PRIVATE_KEY_FILE or {DEFAULT_KEY_FILE}).")
-@click.option("--kid", default=None, help="Key id (default: $LTI_TOOL_KEY_ID or the RFC 7638 thumbprint).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, envvar="LTI_PRIVATE_KEY_FILE",
+              help=f"Private key PEM to create (default: {DEFAULT_KEY_FILE}).")
+@click.option("--kid", default=None, envvar="LTI_TOOL_KEY_ID", help="Key id (default: the RFC 7638 thumbprint).")
 def generate(out: Path | None, kid: str | None) -> None:
     """Create an RSA 2048 key (0600, never overwritten) and print its public JWK for the developer key."""
     settings = get_settings()

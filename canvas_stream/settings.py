@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from canvas_stream.errors import CanvasStreamError
 
 CANVAS_LIVE_EVENTS_JWKS_URL = "https://8axpcl50e4.execute-api.us-east-1.amazonaws.com/main/jwks"
 CANVAS_LIVE_EVENTS_ISSUER = "https://live-events.canvas.instructure.com"
 CANVAS_LTI_JWKS_URL = "https://sso.canvaslms.com/api/lti/security/jwks"
 CANVAS_LTI_ISSUER = "https://canvas.instructure.com"
 CANVAS_LTI_TOKEN_URL = "https://sso.canvaslms.com/login/oauth2/token"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("console", "json")
+
+
+class SettingError(CanvasStreamError):
+    """A setting that is missing or does not work (e.g. a database that cannot be reached): the CLI
+    prints one line naming it and exits with status 2."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
 
 
 def _with_driver(url: str, drivername: str) -> str:
@@ -89,17 +103,31 @@ class Settings(BaseSettings):
     http_read_timeout_seconds: float = Field(
         default=15.0, gt=0, description="Ingress: close a connection whose request (headers or body) is slower.")
 
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: str = Field(default="console", description="console or json.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.strip().upper() not in LOG_LEVELS:
+            raise ValueError(f"not a log level: use {', '.join(LOG_LEVELS)}")
+        return value.strip().upper()
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value.strip().lower() not in LOG_FORMATS:
+            raise ValueError(f"not a log format: use {' or '.join(LOG_FORMATS)}")
+        return value.strip().lower()
 
     def require_database_url(self) -> str:
         if self.database_url is None:
-            raise SystemExit("DATABASE_URL is not set")
+            raise SettingError("DATABASE_URL", "is not set")
         return async_database_url(self.database_url.get_secret_value())
 
     def require_kafka(self) -> str:
         if not self.kafka_bootstrap_servers:
-            raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is not set")
+            raise SettingError("KAFKA_BOOTSTRAP_SERVERS", "is not set")
         return self.kafka_bootstrap_servers
 
     def deployment_ids(self) -> frozenset[str]:

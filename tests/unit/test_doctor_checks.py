@@ -1,0 +1,43 @@
+"""Pure parts of ``canvas-stream doctor``: the tenant binding (before and after its settings exist),
+the clock skew from a ``Date`` header, and the exit status."""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+
+from canvas_stream.doctor import FAIL, OK, SKIP, WARN, Result, check_tenant, clock_skew, exit_status
+from canvas_stream.settings import Settings
+
+
+class BindableSettings(Settings):
+    """Settings as they are once the tenant binding settings exist."""
+
+    live_events_root_account_uuids: str | None = None
+    live_events_subscription_ids: str | None = None
+
+
+def test_tenant_binding_fails_when_unset_and_passes_when_set():
+    [unset] = check_tenant(BindableSettings())
+    assert unset.status == FAIL and "LIVE_EVENTS_ROOT_ACCOUNT_UUIDS" in unset.detail
+    [bound] = check_tenant(BindableSettings(live_events_subscription_ids="sub-1"))
+    assert (bound.status, bound.detail) == (OK, "bound by LIVE_EVENTS_SUBSCRIPTION_IDS")
+
+
+def test_tenant_binding_warns_in_a_version_without_the_settings():
+    [result] = check_tenant(Settings())
+    assert result.status == WARN and "cannot bind" in result.detail
+
+
+def test_clock_skew_from_the_date_header():
+    now = 1_900_000_000.0
+    assert abs(clock_skew(formatdate(now - 120, usegmt=True), now, now + 0.2) - 120.1) < 0.01
+    assert clock_skew(formatdate(now + 3, usegmt=True), now, now) == -3.0
+    assert clock_skew(None, now, now) is None and clock_skew("yesterday-ish", now, now) is None
+
+
+def test_exit_status_fails_on_a_failure_or_an_unchecked_line_not_on_a_warning():
+    ok, warn = Result("a", OK, ""), Result("b", WARN, "")
+    assert exit_status([ok, warn]) == 0
+    assert exit_status([ok, Result("c", FAIL, "")]) == 1
+    assert exit_status([ok, Result("c", SKIP, "")]) == 1
+    assert Result("database", FAIL, "cannot connect").line() == "FAIL  database  cannot connect"
