@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from canvas_stream.loop import install_fast_loop
 from canvas_stream.records import Verification, now_iso
 from canvas_stream.settings import Settings
+from ingest.answers import AnswerLedger, answers_middleware
 from ingest.jwks import JwksCache, KeyUnavailable, verify_with
 from ingest.live_events import BadBody, build_record, classify_body
 from ingest.publish import KafkaPublisher, PublishFailed
@@ -21,12 +20,10 @@ from ingest.verify import TokenRejected
 
 log = structlog.get_logger(__name__)
 
-RESPONSES = Counter("canvas_stream_ingress_responses_total", "Ingress answers", ["route", "status"])
-LATENCY = Histogram("canvas_stream_ingress_seconds", "Time to answer", ["route"])
-
 SETTINGS_KEY = web.AppKey("settings", Settings)
 PUBLISHER_KEY = web.AppKey("publisher", KafkaPublisher)
 LIVE_JWKS_KEY = web.AppKey("live_events_jwks", JwksCache)
+ANSWERS_KEY = web.AppKey("answers", AnswerLedger)
 
 
 def error(status: int, message: str) -> web.Response:
@@ -45,16 +42,7 @@ async def verify_live_event(token: str, jwks: JwksCache, settings: Settings) -> 
 
 async def post_live_event(request: web.Request) -> web.Response:
     """One Canvas live event per POST; 200 only once Kafka acknowledged it."""
-    settings = request.app[SETTINGS_KEY]
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await _handle_live_event(request, settings)
-        status = response.status
-        return response
-    finally:
-        RESPONSES.labels("live-events", str(status)).inc()
-        LATENCY.labels("live-events").observe(time.perf_counter() - started)
+    return await _handle_live_event(request, request.app[SETTINGS_KEY])  # timed by answers_middleware
 
 
 async def _handle_live_event(request: web.Request, settings: Settings) -> web.Response:
@@ -97,29 +85,38 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the broker answers and the live-event keys are loaded (or unsigned is allowed)."""
+    """Ready when the broker answers now (or, with a spool, the spool has room) and, when this ingress
+    serves live events, their keys are loaded. The detail also carries the 24-hour Canvas budget."""
     settings = request.app[SETTINGS_KEY]
-    broker = await request.app[PUBLISHER_KEY].ready()
-    jwks = request.app[LIVE_JWKS_KEY]
-    keys = jwks.ready
-    if not keys and not settings.live_events_allow_unsigned:
-        try:
-            await jwks.refresh()
-            keys = jwks.ready
-        except Exception:
-            keys = False
-    body: dict[str, Any] = {"broker": "ok" if broker else "unavailable",
-                            "live_events_keys": "ok" if keys else "unavailable"}
-    spool = request.app[PUBLISHER_KEY].spool_stats()
+    publisher = request.app[PUBLISHER_KEY]
+    broker = await publisher.ready()
+    body: dict[str, Any] = {"broker": "ok" if broker else "unavailable"}
+    keys_needed = settings.live_events_enabled and not settings.live_events_allow_unsigned
+    keys = True
+    if not settings.live_events_enabled:
+        body["live_events_keys"] = "disabled"
+    else:
+        jwks = request.app[LIVE_JWKS_KEY]
+        keys = jwks.ready
+        if not keys and keys_needed:
+            try:
+                await jwks.refresh()
+                keys = jwks.ready
+            except Exception:
+                keys = False
+        body["live_events_keys"] = "ok" if keys else "unavailable"
+    spool = publisher.spool_stats()
     if spool is not None:  # with a spool, events are still accepted (durably) while the broker is down
         body["spool"] = spool
         broker = broker or spool["bytes"] < spool["max_bytes"]
-    ok = broker and (keys or settings.live_events_allow_unsigned)
+    answers = request.app.get(ANSWERS_KEY)
+    if answers is not None:
+        budget = answers.budget
+        body["canvas_budget"] = budget.as_dict() if budget is not None else "unknown (PostgreSQL not read yet)"
+        if budget is not None and budget.warnings():
+            body["warnings"] = budget.warnings()
+    ok = broker and (keys or not keys_needed)
     return web.json_response(body, status=200 if ok else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def create_app(
@@ -127,9 +124,14 @@ def create_app(
     *,
     publisher: KafkaPublisher | None = None,
     live_events_jwks: JwksCache | None = None,
+    answers: AnswerLedger | None = None,
 ) -> web.Application:
-    """Build the ingress; collaborators can be injected (tests use real ones on loopback)."""
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    """Build the public ingress; collaborators can be injected (tests use real ones on loopback).
+
+    ``answers`` (run_ingress passes one when DATABASE_URL is set) records Canvas's answers in
+    PostgreSQL for the 24-hour deactivation budget. /metrics and /status are on the admin app.
+    """
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[answers_middleware(answers)])
     app[SETTINGS_KEY] = settings
     app[PUBLISHER_KEY] = publisher or KafkaPublisher(
         settings.require_kafka(), settings.kafka_topic, ack_timeout=settings.kafka_ack_timeout_seconds,
@@ -138,17 +140,23 @@ def create_app(
     app[LIVE_JWKS_KEY] = live_events_jwks or JwksCache(
         settings.live_events_jwks_url, refetch_cooldown=settings.jwks_refetch_cooldown_seconds
     )
-    app.router.add_post("/live-events", post_live_event)
+    if answers is not None:
+        app[ANSWERS_KEY] = answers
+    if settings.live_events_enabled:
+        app.router.add_post("/live-events", post_live_event)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     from ingest.lti_routes import add_lti_routes  # late: lti_routes imports this module
 
     add_lti_routes(app, settings)  # POST /lti/notices[/{deployment_id}], GET /.well-known/jwks.json
 
     async def lifecycle(app: web.Application):
         await app[PUBLISHER_KEY].start()
+        if answers is not None:
+            await answers.start()
         yield
+        if answers is not None:
+            await answers.stop()
         await app[PUBLISHER_KEY].stop()
         await app[LIVE_JWKS_KEY].close()
 
@@ -157,11 +165,17 @@ def create_app(
 
 
 def run_ingress(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM."""
+    """Serve the public port and the admin port until SIGINT/SIGTERM."""
+    from ingest.admin import serve_admin
+
     install_fast_loop()
-    app = create_app(settings)
-    print(f"canvas-stream ingress listening on http://{settings.host}:{settings.port} "
-          "(POST /live-events, POST /lti/notices)", flush=True)
+    answers = AnswerLedger(settings.require_database_url()) if settings.database_url is not None else None
+    app = create_app(settings, answers=answers)
+    app.cleanup_ctx.insert(0, serve_admin(settings))  # first: a taken admin port fails before anything starts
+    routes = "POST /live-events, POST /lti/notices" if settings.live_events_enabled else "POST /lti/notices"
+    log.info("canvas-stream ingress listening", url=f"http://{settings.host}:{settings.port}", routes=routes,
+             admin=f"http://{settings.host}:{settings.admin_port}",
+             canvas_budget="canvas.ingress_answers" if answers is not None else "off (DATABASE_URL not set)")
     # keepalive_timeout is armed when a connection opens and not reset by partial data, so it also
     # closes a client that never finishes its request headers (slowloris); the body has its own deadline.
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,

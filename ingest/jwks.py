@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
+from canvas_stream.metrics import JWKS_FETCH_FAILURES
 from ingest.verify import DEFAULT_ALGORITHMS, MAX_KID_LEN, TokenRejected, VerifiedToken, verify_parts
 from ingest.verify import parse_compact as _parse_compact
 
@@ -306,8 +307,13 @@ class JwksCache:
             task = asyncio.get_running_loop().create_task(self._do_fetch())
             self._inflight = task
             task.add_done_callback(self._clear_inflight)
+            task.add_done_callback(self._count_failure)
         # shield: one cancelled caller must not cancel the fetch the others are waiting on
         return await asyncio.shield(task)
+
+    def _count_failure(self, task: asyncio.Task[bool]) -> None:
+        if not task.cancelled() and task.result() is False:
+            JWKS_FETCH_FAILURES.labels(self.url).inc()
 
     def _clear_inflight(self, task: asyncio.Task[bool]) -> None:
         if self._inflight is task:
