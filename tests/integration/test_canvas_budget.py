@@ -3,7 +3,6 @@ fed by the real ingress's answers, exported as gauges and warned about in /ready
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -119,4 +118,3 @@ async def test_the_ingress_records_its_answers_and_readyz_warns_at_ten_percent(
         assert not any(route in ("/healthz", "/readyz") for route in body["canvas_budget"]["routes"])
     finally:
         await client.close()
-    await asyncio.sleep(0)

@@ -87,9 +87,9 @@ async def test_ingress_and_worker_write_only_json_lines(jwks, kafka_bootstrap, m
         await wait_until(up, timeout=60, message="ingress and worker up")
         event = example("canvas", "course_created")
         event["metadata"]["request_id"] = str(uuid.uuid4())
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"http://127.0.0.1:{port}/live-events", data=signed(event)) as response:
-                assert response.status == 200, await response.text()
+        async with aiohttp.ClientSession() as http, http.post(f"http://127.0.0.1:{port}/live-events",
+                                                              data=signed(event)) as response:
+            assert response.status == 200, await response.text()
 
         async def stored() -> bool:
             from sqlalchemy import text
