@@ -248,8 +248,9 @@ def events_chart(minutes: list[EventsMinute], width: int = 720, height: int = 20
                        f'data-format="{escape(fmt)}" data-value="{n}"><title>{label} UTC, {escape(fmt)}: {n:,}'
                        "</title></rect>")
         if i % 10 == 0 or i == len(minutes) - 1:
-            svg.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 6}" font-size="11" text-anchor="middle">'
-                       f"{label}</text>")
+            anchor = "end" if i == len(minutes) - 1 else "middle"
+            tx = x + bar_w if anchor == "end" else x + bar_w / 2
+            svg.append(f'<text x="{tx:.1f}" y="{height - 6}" font-size="11" text-anchor="{anchor}">{label}</text>')
     svg.append("</svg>")
     legend = "".join(f'<span style="background:{FORMAT_COLOURS.get(f, OTHER_COLOUR)}"></span>{escape(f)}'
                      for f in formats)
