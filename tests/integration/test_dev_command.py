@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 async def start_dev(data_dir, port: int, jwks_url: str) -> tuple[asyncio.subprocess.Process, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
-    env.update(LIVE_EVENTS_JWKS_URL=jwks_url, WORKER_BATCH_SECONDS="0.1", PYTHONUNBUFFERED="1")
+    env.update(LIVE_EVENTS_JWKS_URL=jwks_url, WORKER_BATCH_SECONDS="0.1", PYTHONUNBUFFERED="1",
+               ADMIN_PORT=str(free_port()))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "canvas_stream.cli", "dev", "--data-dir", str(data_dir), "--port", str(port),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
