@@ -50,7 +50,7 @@ def dev(data_dir: Path, port: int | None, workers: int) -> None:
 @click.option("--port", type=int, default=None, envvar="PORT", help="Port (default: 8080).")
 def ingress(port: int | None) -> None:
     """Serve POST /live-events and /lti/notices."""
-    from ingest.app import run_ingress
+    from ingest.serve import run_ingress
     from processors.warehouse.notice_ledger import WarehouseNoticeLedger
 
     settings = _settings()

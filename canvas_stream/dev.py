@@ -138,6 +138,7 @@ def run_dev(settings: Settings, data_dir: Path, workers: int = 1) -> int:
             "\ncanvas-stream is running.\n"
             f"  Canvas Live Events endpoint : {url}/live-events  (put it behind HTTPS)\n"
             f"  LTI notices endpoint        : {url}/lti/notices\n"
+            f"  Status page                 : http://127.0.0.1:{settings.admin_port}/status\n"
             f"  Warehouse (psql)            : {plain_database_url(database_url)}\n"
             f"  Kafka bootstrap             : {bootstrap}\n"
             f"  Local test signing key      : {dev_key_path(data_dir)}  (trusted by this dev run only)\n"

@@ -69,11 +69,15 @@ class Settings(BaseSettings):
 
     host: str = Field(default="0.0.0.0", description="Ingress bind address.")
     port: int = Field(default=8080, description="Ingress port.")
+    admin_port: int = Field(
+        default=9090, description="Ingress admin port (bound to HOST): /status, /metrics, /healthz, /readyz.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest request body (413 above).")
 
     live_events_jwks_url: str = CANVAS_LIVE_EVENTS_JWKS_URL
     live_events_issuer: str = CANVAS_LIVE_EVENTS_ISSUER
     live_events_allow_unsigned: bool = Field(default=False, description="Accept plain JSON bodies.")
+    live_events_enabled: bool = Field(
+        default=True, description="Serve POST /live-events (false: an ingress for LTI notices only).")
     live_events_leeway_seconds: int = Field(default=1800, ge=0, description="exp leeway (retries span 20 min).")
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
 

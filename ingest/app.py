@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from canvas_stream.loop import install_fast_loop
 from canvas_stream.records import Verification, now_iso
 from canvas_stream.settings import Settings
+from ingest.answers import AnswerLedger, answers_middleware
 from ingest.http import PUBLISHER_KEY, SETTINGS_KEY, error
 from ingest.jwks import JwksCache, KeyUnavailable
 from ingest.live_events import BadBody, build_record, classify_body
@@ -23,11 +21,9 @@ from ingest.verify import TokenPolicy, TokenRejected, verify_with
 
 log = structlog.get_logger(__name__)
 
-RESPONSES = Counter("canvas_stream_ingress_responses_total", "Ingress answers", ["route", "status"])
-LATENCY = Histogram("canvas_stream_ingress_seconds", "Time to answer", ["route"])
-
 LIVE_JWKS_KEY = web.AppKey("live_events_jwks", JwksCache)
 LIVE_POLICY_KEY = web.AppKey("live_events_policy", TokenPolicy)
+ANSWERS_KEY = web.AppKey("answers", AnswerLedger)
 
 
 def live_events_policy(settings: Settings) -> TokenPolicy:
@@ -44,16 +40,7 @@ async def verify_live_event(token: str, app: web.Application) -> tuple[dict[str,
 
 async def post_live_event(request: web.Request) -> web.Response:
     """One Canvas live event per POST; 200 only once Kafka acknowledged it."""
-    settings = request.app[SETTINGS_KEY]
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await _handle_live_event(request, settings)
-        status = response.status
-        return response
-    finally:
-        RESPONSES.labels("live-events", str(status)).inc()
-        LATENCY.labels("live-events").observe(time.perf_counter() - started)
+    return await _handle_live_event(request, request.app[SETTINGS_KEY])  # timed by answers_middleware
 
 
 async def _handle_live_event(request: web.Request, settings: Settings) -> web.Response:
@@ -96,29 +83,38 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the broker answers and the live-event keys are loaded (or unsigned is allowed)."""
+    """Ready when the broker answers now (or, with a spool, the spool has room) and, when this ingress
+    serves live events, their keys are loaded. The detail also carries the 24-hour Canvas budget."""
     settings = request.app[SETTINGS_KEY]
-    broker = await request.app[PUBLISHER_KEY].ready()
-    jwks = request.app[LIVE_JWKS_KEY]
-    keys = jwks.ready
-    if not keys and not settings.live_events_allow_unsigned:
-        try:
-            await jwks.refresh()
-            keys = jwks.ready
-        except Exception:
-            keys = False
-    body: dict[str, Any] = {"broker": "ok" if broker else "unavailable",
-                            "live_events_keys": "ok" if keys else "unavailable"}
-    spool = request.app[PUBLISHER_KEY].spool_stats()
+    publisher = request.app[PUBLISHER_KEY]
+    broker = await publisher.ready()
+    body: dict[str, Any] = {"broker": "ok" if broker else "unavailable"}
+    keys_needed = settings.live_events_enabled and not settings.live_events_allow_unsigned
+    keys = True
+    if not settings.live_events_enabled:
+        body["live_events_keys"] = "disabled"
+    else:
+        jwks = request.app[LIVE_JWKS_KEY]
+        keys = jwks.ready
+        if not keys and keys_needed:
+            try:
+                await jwks.refresh()
+                keys = jwks.ready
+            except Exception:
+                keys = False
+        body["live_events_keys"] = "ok" if keys else "unavailable"
+    spool = publisher.spool_stats()
     if spool is not None:  # with a spool, events are still accepted (durably) while the broker is down
         body["spool"] = spool
         broker = broker or spool["bytes"] < spool["max_bytes"]
-    ok = broker and (keys or settings.live_events_allow_unsigned)
+    answers = request.app.get(ANSWERS_KEY)
+    if answers is not None:
+        budget = answers.budget
+        body["canvas_budget"] = budget.as_dict() if budget is not None else "unknown (PostgreSQL not read yet)"
+        if budget is not None and budget.warnings():
+            body["warnings"] = budget.warnings()
+    ok = broker and (keys or not keys_needed)
     return web.json_response(body, status=200 if ok else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def create_app(
@@ -127,12 +123,15 @@ def create_app(
     publisher: KafkaPublisher | None = None,
     live_events_jwks: JwksCache | None = None,
     notice_ledger: NoticeLedger | None = None,
+    answers: AnswerLedger | None = None,
 ) -> web.Application:
-    """Build the ingress; collaborators can be injected (tests use real ones on loopback).
+    """Build the public ingress; collaborators can be injected (tests use real ones on loopback).
 
     ``notice_ledger``: where stored LTI notice ids are looked up (none: in-memory ids only).
+    ``answers`` (run_ingress passes one when DATABASE_URL is set) records Canvas's answers in
+    PostgreSQL for the 24-hour deactivation budget. /metrics and /status are on the admin app.
     """
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[answers_middleware(answers)])
     app[SETTINGS_KEY] = settings
     app[PUBLISHER_KEY] = publisher or KafkaPublisher(
         settings.require_kafka(), settings.kafka_topic, ack_timeout=settings.kafka_ack_timeout_seconds,
@@ -142,29 +141,23 @@ def create_app(
         settings.live_events_jwks_url, refetch_cooldown=settings.jwks_refetch_cooldown_seconds
     )
     app[LIVE_POLICY_KEY] = live_events_policy(settings)
-    app.router.add_post("/live-events", post_live_event)
+    if answers is not None:
+        app[ANSWERS_KEY] = answers
+    if settings.live_events_enabled:
+        app.router.add_post("/live-events", post_live_event)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     add_lti_routes(app, settings, notice_ledger)  # POST /lti/notices[/{deployment_id}], GET /.well-known/jwks.json
 
     async def lifecycle(app: web.Application):
         await app[PUBLISHER_KEY].start()
+        if answers is not None:
+            await answers.start()
         yield
+        if answers is not None:
+            await answers.stop()
         await app[PUBLISHER_KEY].stop()
         await app[LIVE_JWKS_KEY].close()
 
     app.cleanup_ctx.append(lifecycle)
     return app
-
-
-def run_ingress(settings: Settings, notice_ledger: NoticeLedger | None = None) -> None:
-    """Serve until SIGINT/SIGTERM."""
-    install_fast_loop()
-    app = create_app(settings, notice_ledger=notice_ledger)
-    print(f"canvas-stream ingress listening on http://{settings.host}:{settings.port} "
-          "(POST /live-events, POST /lti/notices)", flush=True)
-    # keepalive_timeout is armed when a connection opens and not reset by partial data, so it also
-    # closes a client that never finishes its request headers (slowloris); the body has its own deadline.
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
-                keepalive_timeout=settings.http_read_timeout_seconds)

@@ -24,6 +24,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
 from canvas_stream.errors import CanvasStreamError
+from canvas_stream.metrics import JWKS_FETCH_FAILURES
 from ingest.verify import MAX_KID_LEN, TokenRejected
 
 __all__ = [
@@ -245,8 +246,13 @@ class JwksCache:
             task = asyncio.get_running_loop().create_task(self._do_fetch())
             self._inflight = task
             task.add_done_callback(self._clear_inflight)
+            task.add_done_callback(self._count_failure)
         # shield: one cancelled caller must not cancel the fetch the others are waiting on
         return await asyncio.shield(task)
+
+    def _count_failure(self, task: asyncio.Task[bool]) -> None:
+        if not task.cancelled() and task.result() is False:
+            JWKS_FETCH_FAILURES.labels(self.url).inc()
 
     def _clear_inflight(self, task: asyncio.Task[bool]) -> None:
         if self._inflight is task:

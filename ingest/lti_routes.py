@@ -46,7 +46,7 @@ from ingest.verify import ClaimsRejected, TokenRejected, verify_with
 log = structlog.get_logger(__name__)
 
 NOTICES = Counter("canvas_stream_lti_notices_total", "LTI notices by outcome", ["status"])
-RESPONSES = Counter("canvas_stream_lti_responses_total", "LTI notice batch answers", ["status"])
+RESPONSES = Counter("canvas_stream_lti_responses_total", "LTI notice batch answers", ["code"])
 
 RECENT_IDS = 10_000
 READ_TIMEOUT = 10.0  # seconds for the whole body; a slow sender must not hold a handler

@@ -42,6 +42,7 @@ def run_migrations_offline() -> None:
 
 def _run_sync(connection) -> None:
     connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    connection.commit()  # Alembic owns the transactions from here (autocommit_block needs that)
     _configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()
@@ -50,8 +51,9 @@ def _run_sync(connection) -> None:
 async def run_migrations_online() -> None:
     url = async_database_url(config.get_main_option("sqlalchemy.url"))
     engine = create_async_engine(url, poolclass=pool.NullPool)
-    async with engine.begin() as connection:
+    async with engine.connect() as connection:
         await connection.run_sync(_run_sync)
+        await connection.commit()
     await engine.dispose()
 
 

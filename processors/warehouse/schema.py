@@ -120,7 +120,8 @@ _table(
     C("payload", JSON, "The event as received.", nullable=False),
     comment="One row per distinct event; a Caliper envelope yields one row per data[] item.",
     indexes=(IndexSpec("events_name_time_idx", ("event_name", "event_time")),
-             IndexSpec("events_context_idx", ("context_id", "event_time"))),
+             IndexSpec("events_context_idx", ("context_id", "event_time")),
+             IndexSpec("events_received_at_idx", ("received_at",))),
     versioned=False, fed_by=("every event",),
 )
 _table(
@@ -553,4 +554,20 @@ _table(
     C("last_notice_at", TIME, "Time of the latest notice of any type for this deployment."),
     comment="LTI deployments seen in notices; hello_world_at shows the notice handler works.",
     fed_by=("every LTI notice",),
+)
+
+# --- operations: what the system watches about itself (not event data) ----------------------
+
+_table(
+    "ingress_answers",
+    [C("minute", TIME, "Start of the minute the answers were given in."),
+     C("route", TEXT, "Route template, e.g. /live-events."),
+     C("replica", TEXT, "Ingress process that answered: host:pid:start time."),
+     C("code", INT, "HTTP status code of the answers.")],
+    C("answers", INT, "Answers with this code in this minute.", nullable=False),
+    C("slow", INT, "How many of them took 15 s or more (Canvas: a timeout).", nullable=False),
+    comment="Ingress answers to Canvas per minute, route, replica and status: the source of the 24-hour "
+            "deactivation budget (operational; not event data).",
+    indexes=(IndexSpec("ingress_answers_minute_idx", ("minute",)),),
+    versioned=False, fed_by=("every ingress answer on a Canvas route",),
 )

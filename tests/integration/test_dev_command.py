@@ -38,7 +38,8 @@ def user_env() -> dict[str, str]:
 async def start_dev(data_dir, port: int, jwks_url: str, output: list[str] | None = None
                     ) -> tuple[asyncio.subprocess.Process, str]:
     env = user_env()
-    env.update(LIVE_EVENTS_JWKS_URL=jwks_url, WORKER_BATCH_SECONDS="0.1", PYTHONUNBUFFERED="1")
+    env.update(LIVE_EVENTS_JWKS_URL=jwks_url, WORKER_BATCH_SECONDS="0.1", PYTHONUNBUFFERED="1",
+               ADMIN_PORT=str(free_port()))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "canvas_stream.cli", "dev", "--data-dir", str(data_dir), "--port", str(port),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
