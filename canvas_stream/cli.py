@@ -47,9 +47,30 @@ def ingress(port: int | None) -> None:
     from ingest.app import run_ingress
 
     settings = _settings()
+    _require_binding(settings)
     if port is not None:
         settings = settings.model_copy(update={"port": port})
     run_ingress(settings)
+
+
+def _require_binding(settings: Settings, *, serves_live_events: bool | None = None) -> None:
+    """Secure by default: a role receiving live events does not start unbound (exit status 2)."""
+    from canvas_stream.tenancy import binding_problem
+
+    problem = binding_problem(settings, serves_live_events=serves_live_events)
+    if problem is not None:
+        click.echo(f"canvas-stream: {problem}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+def sqs() -> None:
+    """Long-poll the SQS queues of SQS_QUEUE_URLS and publish their live events (run several to scale out)."""
+    from ingest.sqs import run_sqs
+
+    settings = _settings()
+    _require_binding(settings, serves_live_events=True)
+    sys.exit(run_sqs(settings))
 
 
 @main.command()

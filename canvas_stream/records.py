@@ -20,6 +20,10 @@ FORMAT_CANVAS = "canvas"
 FORMAT_CALIPER = "caliper"
 FORMAT_UNKNOWN = "unknown"
 
+# ``Record.extra`` key: the delivery was authentic but is not an event (e.g. an SQS body that is not
+# JSON); the worker quarantines the record with this reason instead of guessing.
+EXTRA_NOT_AN_EVENT = "not_an_event"
+
 
 class RecordError(ValueError):
     """A Kafka message that is not a canvas-stream record (quarantined, never retried forever)."""

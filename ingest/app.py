@@ -11,8 +11,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from canvas_stream.loop import install_fast_loop
-from canvas_stream.records import Verification, now_iso
+from canvas_stream.records import DELIVERY_HTTPS, Delivery, Verification, now_iso
 from canvas_stream.settings import Settings
+from canvas_stream.tenancy import DeliveryKind, TenantPolicy, token_subscription_id
+from ingest.binding import admit
 from ingest.jwks import JwksCache, KeyUnavailable, verify_with
 from ingest.live_events import BadBody, build_record, classify_body
 from ingest.publish import KafkaPublisher, PublishFailed
@@ -27,6 +29,7 @@ LATENCY = Histogram("canvas_stream_ingress_seconds", "Time to answer", ["route"]
 SETTINGS_KEY = web.AppKey("settings", Settings)
 PUBLISHER_KEY = web.AppKey("publisher", KafkaPublisher)
 LIVE_JWKS_KEY = web.AppKey("live_events_jwks", JwksCache)
+TENANT_POLICY_KEY = web.AppKey("tenant_policy", TenantPolicy)
 
 
 def error(status: int, message: str) -> web.Response:
@@ -83,7 +86,13 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
             return error(401, "unsigned events are not accepted (sign the payload in Canvas Data Services)")
         assert body.payload is not None
         payload, verification = body.payload, Verification(signed=False)
-    key, record = build_record(payload, verification, raw)
+    subscription = token_subscription_id(payload) if verification.signed else None  # unsigned: no claim to trust
+    kind = DeliveryKind.SIGNED_HTTPS if verification.signed else DeliveryKind.UNSIGNED_HTTPS
+    refusal = admit(request.app[TENANT_POLICY_KEY], kind, payload, subscription)
+    if refusal is not None:
+        return error(403, f"refused: {refusal.value}")
+    delivery = Delivery(method=DELIVERY_HTTPS, subscription_id=subscription)
+    key, record = build_record(payload, verification, raw, delivery=delivery)
     try:
         await request.app[PUBLISHER_KEY].publish(key, record.to_bytes())
     except PublishFailed as exc:
@@ -101,7 +110,7 @@ async def readyz(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     broker = await request.app[PUBLISHER_KEY].ready()
     jwks = request.app[LIVE_JWKS_KEY]
-    keys = jwks.ready
+    keys = jwks.ready or not settings.live_events_enabled  # LTI notices only: no live-event keys needed
     if not keys and not settings.live_events_allow_unsigned:
         try:
             await jwks.refresh()
@@ -138,7 +147,9 @@ def create_app(
     app[LIVE_JWKS_KEY] = live_events_jwks or JwksCache(
         settings.live_events_jwks_url, refetch_cooldown=settings.jwks_refetch_cooldown_seconds
     )
-    app.router.add_post("/live-events", post_live_event)
+    app[TENANT_POLICY_KEY] = TenantPolicy.from_settings(settings)
+    if settings.live_events_enabled:
+        app.router.add_post("/live-events", post_live_event)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

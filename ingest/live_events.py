@@ -6,7 +6,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from canvas_stream.records import SOURCE_LIVE_EVENT, Record, Verification, detect_format, now_iso, partition_key
+from canvas_stream.records import (
+    SOURCE_LIVE_EVENT,
+    Delivery,
+    Record,
+    Verification,
+    detect_format,
+    now_iso,
+    partition_key,
+)
 
 MAX_JSON_DEPTH = 64
 
@@ -85,9 +93,11 @@ def classify_body(raw: bytes) -> Body:
 
 
 def build_record(
-    payload: dict[str, Any], verification: Verification, raw: bytes, received_at: str | None = None
+    payload: dict[str, Any], verification: Verification, raw: bytes, received_at: str | None = None,
+    delivery: Delivery | None = None,
 ) -> tuple[bytes, Record]:
-    """The Kafka key and record for a verified event (any format; unknown ones are quarantined later)."""
+    """The Kafka key and record for a verified event (any format; unknown ones are quarantined later),
+    for either delivery method (HTTPS or SQS)."""
     fmt = detect_format(payload)
     record = Record(
         source=SOURCE_LIVE_EVENT,
@@ -96,5 +106,6 @@ def build_record(
         payload=payload,
         verification=verification,
         raw=raw.decode("utf-8", errors="backslashreplace"),
+        delivery=delivery,
     )
     return partition_key(payload, fmt), record

@@ -67,6 +67,11 @@ events = Table(
     Column("context_type", Text, comment="Course, Account, Group, ..."),
     Column("context_id", BigInteger, comment="Canvas id of the context."),
     Column("payload", JSONB, nullable=False, comment="The event as received."),
+    Column("subscription", Text, comment="What delivered it first: the Data Services subscription id "
+           "(signed HTTPS token's subscription.id) or the SQS queue URL; "
+           "NULL when unknown (unsigned, LTI, before 0005)."),
+    Column("root_account_uuid", Text, comment="Root account the event names (metadata.root_account_uuid / "
+           "Caliper com.instructure.canvas extension of the event or its actor)."),
     Index("events_name_time_idx", "event_name", "event_time"),
     Index("events_context_idx", "context_id", "event_time"),
     comment="One row per distinct event; a Caliper envelope yields one row per data[] item.",
