@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import signal
 import time
@@ -255,7 +256,8 @@ async def serve_sqs(settings: Settings, stopping: asyncio.Event | None = None) -
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopping.set)
     session = get_session()
-    configured_region = session.get_config_variable("region")
+    # botocore reads AWS_DEFAULT_REGION and profiles; AWS_REGION is what ECS/Lambda and other SDKs set.
+    configured_region = session.get_config_variable("region") or os.environ.get("AWS_REGION") or None
     config = AioConfig(connect_timeout=10, read_timeout=settings.sqs_wait_time_seconds + 20,
                        retries={"max_attempts": 3, "mode": "standard"})
     publisher = KafkaPublisher(settings.require_kafka(), settings.kafka_topic,
@@ -266,7 +268,7 @@ async def serve_sqs(settings: Settings, stopping: asyncio.Event | None = None) -
         for url in queue_urls:
             region = configured_region or region_from_queue_url(url)
             if region is None:
-                print(f"canvas-stream sqs: no AWS region for {queue_name(url)}: set AWS_REGION", flush=True)
+                print(f"canvas-stream sqs: no AWS region for {queue_name(url)}: set AWS_DEFAULT_REGION", flush=True)
                 return 2
             client = await stack.enter_async_context(session.create_client("sqs", region_name=region, config=config))
             pollers.append(QueuePoller(url, client, publisher, policy, settings))

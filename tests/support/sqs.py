@@ -42,7 +42,7 @@ def aws_env(endpoint: str) -> dict[str, str]:
     """The standard AWS configuration pointing at the test server (and at nothing of this machine)."""
     return {
         "AWS_ENDPOINT_URL_SQS": endpoint,
-        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_CONFIG_FILE": "/nonexistent/aws-config",
@@ -93,7 +93,7 @@ def sqs_role(endpoint: str, queue_urls: list[str], *, bootstrap: str, topic: str
         HOST="127.0.0.1", KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC=topic, KAFKA_ACK_TIMEOUT_SECONDS="2",
         LIVE_EVENTS_ROOT_ACCOUNT_UUIDS=OUR_ACCOUNT, **aws_env(endpoint),
     )
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_ENDPOINT_URL"):
         env.pop(name, None)
     env.update(extra)
     role = Role("sqs", env)
