@@ -84,15 +84,16 @@ class Plan:
     payload: dict[str, Any] | None = None
 
 
-def quarantine_record(message: SqsMessage, reason: str) -> tuple[bytes, Record]:
-    """A record the worker stores in ``canvas.quarantine`` with ``reason`` and the body as received."""
+def quarantine_record(message: SqsMessage, reason: str, raw: bytes) -> tuple[bytes, Record]:
+    """A record the worker stores in ``canvas.quarantine`` with ``reason`` and the body as received
+    (bytes that are not UTF-8 escaped, as the ingress does)."""
     record = Record(
         source=SOURCE_LIVE_EVENT,
         format=FORMAT_UNKNOWN,
         received_at=message.received_at,
         payload={},
         verification=Verification(signed=False, verified_at=now_iso()),
-        raw=message.body,
+        raw=raw.decode("utf-8", errors="backslashreplace"),
         extra={EXTRA_NOT_AN_EVENT: reason},
         delivery=message.delivery,
     )
@@ -107,7 +108,7 @@ def plan_message(message: SqsMessage, policy: TenantPolicy, *, max_body_bytes: i
             raise BadBody(f"body larger than MAX_BODY_BYTES ({max_body_bytes})")
         payload = parse_json_object(raw)
     except BadBody as exc:
-        key, record = quarantine_record(message, f"SQS message is not an event: {exc.reason}")
+        key, record = quarantine_record(message, f"SQS message is not an event: {exc.reason}", raw)
         return Plan(message, Action.QUARANTINE, key, record.to_bytes(), reason=exc.reason)
     refusal = policy.decide(DeliveryKind.SQS, payload)
     if refusal is not None:
