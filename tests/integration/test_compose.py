@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (this file is tests/integration/...)
 COMPOSE = ROOT / "compose.yaml"
 DOCKER_COMPOSE = shutil.which("docker-compose")
 
@@ -108,3 +108,20 @@ def test_no_secret_in_repo_files() -> None:
     assert "${POSTGRES_PASSWORD:?" in text
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "USER " in dockerfile and "PASSWORD" not in dockerfile
+
+
+def test_tenant_binding_is_passed_through(config: dict[str, Any]) -> None:
+    for name in ("ingress", "sqs"):
+        env = config["services"][name]["environment"]
+        assert "LIVE_EVENTS_ROOT_ACCOUNT_UUIDS" in env and "LIVE_EVENTS_SUBSCRIPTION_IDS" in env, name
+
+
+def test_sqs_source_runs_under_its_profile(config: dict[str, Any]) -> None:
+    sqs = config["services"]["sqs"]
+    assert sqs["profiles"] == ["sqs"]
+    assert sqs["command"] == ["canvas-stream", "sqs"]
+    assert "8081/healthz" in " ".join(sqs["healthcheck"]["test"])
+    assert sqs["depends_on"]["kafka"]["condition"] == "service_healthy"
+    env = sqs["environment"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092" and "SQS_QUEUE_URLS" in env and "AWS_DEFAULT_REGION" in env
+    assert "DATABASE_URL" not in env  # it never touches the warehouse

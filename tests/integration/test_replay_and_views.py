@@ -13,7 +13,7 @@ from processors.sink import WarehouseSink
 from processors.warehouse import tables
 from tests.support.corpus import load_examples
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (this file is tests/integration/...)
 
 
 async def snapshot(engine) -> dict[str, list]:
