@@ -121,6 +121,9 @@ class QueuePoller:
         stop = asyncio.ensure_future(stopping.wait())
         try:
             await asyncio.wait({receive, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            receive.cancel()
+            raise
         finally:
             stop.cancel()
         if not receive.done():
@@ -225,13 +228,16 @@ def status_app(pollers: Sequence[QueuePoller], publisher: KafkaPublisher,
         return web.json_response({"status": "ok" if alive else "poller stopped"}, status=200 if alive else 500)
 
     async def readyz(request: web.Request) -> web.Response:
-        queues: dict[str, dict[str, str]] = {}
+        queues: dict[str, dict[str, Any]] = {}
         ready = True
         for poller in pollers:
             broker = poller.broker_ok if poller.broker_ok is not None else await publisher.ready()
             sqs = bool(poller.sqs_ok)
             ready = ready and broker and sqs
-            queues[poller.name] = {"sqs": "ok" if sqs else "unavailable", "broker": "ok" if broker else "unavailable"}
+            last = poller.last_receive_monotonic
+            queues[poller.name] = {"sqs": "ok" if sqs else "unavailable", "broker": "ok" if broker else "unavailable",
+                                   "seconds_since_last_receive": None if last is None
+                                   else round(time.monotonic() - last, 1)}
         return web.json_response({"queues": queues}, status=200 if ready else 503)
 
     async def metrics(request: web.Request) -> web.Response:
