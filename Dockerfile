@@ -1,4 +1,4 @@
-# canvas-stream application image (ingress, worker, migrate). No secrets are baked in:
+# canvas-stream application image (ingress, worker, sqs, migrate). No secrets are baked in:
 # configuration comes from environment variables at run time (see compose.yaml).
 FROM python:3.11-slim
 

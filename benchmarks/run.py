@@ -128,7 +128,8 @@ class Bench:
     def ingress(self, topic: str, wrap: list[str] | None = None) -> tuple[Proc, str]:
         port = free_port()
         env = self.env(KAFKA_BOOTSTRAP_SERVERS=self.kafka, KAFKA_TOPIC=topic, LIVE_EVENTS_JWKS_URL=self.jwks_url,
-                       LIVE_EVENTS_ISSUER=ISSUER, HOST="127.0.0.1", PORT=str(port))
+                       LIVE_EVENTS_ISSUER=ISSUER, HOST="127.0.0.1", PORT=str(port),
+                       LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true")
         proc = Proc("ingress", infra.cli_cmd("ingress", "--port", str(port), wrap=wrap), env).start()
         infra.wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc)
         return proc, f"http://127.0.0.1:{port}/live-events"

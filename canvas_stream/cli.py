@@ -22,7 +22,8 @@ from canvas_stream.cli_lti import keys, notice_handlers
 from canvas_stream.cli_ops import quarantine
 from canvas_stream.cli_send import send
 from canvas_stream.logs import configured_settings as _settings
-from canvas_stream.settings import get_settings
+from canvas_stream.settings import Settings, get_settings
+from canvas_stream.tenancy import binding_problem
 
 
 @click.group(cls=FriendlyGroup, context_settings=CONTEXT_SETTINGS)
@@ -54,11 +55,30 @@ def ingress(port: int | None) -> None:
     from processors.warehouse.notice_ledger import WarehouseNoticeLedger
 
     settings = _settings()
+    _require_binding(settings)
     if port is not None:
         settings = settings.model_copy(update={"port": port})
     # With a warehouse, a restarted ingress still answers "duplicate" for notices stored before.
     ledger = WarehouseNoticeLedger(settings.require_database_url()) if settings.database_url is not None else None
     run_ingress(settings, notice_ledger=ledger)
+
+
+def _require_binding(settings: Settings, *, serves_live_events: bool | None = None) -> None:
+    """Secure by default: a role receiving live events does not start unbound (exit status 2)."""
+    problem = binding_problem(settings, serves_live_events=serves_live_events)
+    if problem is not None:
+        click.echo(f"canvas-stream: {problem}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+def sqs() -> None:
+    """Long-poll the SQS queues of SQS_QUEUE_URLS and publish their live events (run several to scale out)."""
+    from ingest.sqs import run_sqs
+
+    settings = _settings()
+    _require_binding(settings, serves_live_events=True)
+    sys.exit(run_sqs(settings))
 
 
 @main.command()

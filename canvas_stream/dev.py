@@ -25,6 +25,7 @@ from canvas_stream.devkeys import DevJwks, dev_key_path, ensure_dev_key
 from canvas_stream.embedded.broker import EmbeddedKafka
 from canvas_stream.embedded.database import EmbeddedPostgres
 from canvas_stream.settings import Settings, plain_database_url
+from canvas_stream.tenancy import binding_problem
 from ingest.publish import ensure_topic
 
 FIRST_EVENT_TYPE = "course_created"
@@ -131,14 +132,23 @@ def run_dev(settings: Settings, data_dir: Path, workers: int = 1) -> int:
         env = dict(os.environ, DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap,
                    LIVE_EVENTS_JWKS_URL=jwks.url)
         env.setdefault("SPOOL_DIR", str(data_dir / "spool"))  # broker outages: spool, answer 2xx, drain later
+        serves_live_events = settings.live_events_enabled or bool(settings.sqs_queue_urls)
+        if binding_problem(settings, serves_live_events=serves_live_events):  # usable, but never silently unbound
+            print("canvas-stream dev: warning: no tenant binding (LIVE_EVENTS_ROOT_ACCOUNT_UUIDS / "
+                  "LIVE_EVENTS_SUBSCRIPTION_IDS unset); accepting live events of any Canvas account", flush=True)
+            env["LIVE_EVENTS_ALLOW_ANY_ACCOUNT"] = "true"
         children.append(_child("ingress", env))
         children.extend(_child("worker", env) for _ in range(workers))
+        if settings.sqs_queue_urls:
+            children.append(_child("sqs", env))
         url = f"http://127.0.0.1:{settings.port}"
+        sqs = f"  SQS queues (canvas-stream sqs): {settings.sqs_queue_urls}\n" if settings.sqs_queue_urls else ""
         print(
             "\ncanvas-stream is running.\n"
             f"  Canvas Live Events endpoint : {url}/live-events  (put it behind HTTPS)\n"
             f"  LTI notices endpoint        : {url}/lti/notices\n"
             f"  Status page                 : http://127.0.0.1:{settings.admin_port}/status\n"
+            f"{sqs}"
             f"  Warehouse (psql)            : {plain_database_url(database_url)}\n"
             f"  Kafka bootstrap             : {bootstrap}\n"
             f"  Local test signing key      : {dev_key_path(data_dir)}  (trusted by this dev run only)\n"

@@ -187,13 +187,14 @@ async def check_jwks(name: str, url: str, timeout: float, clock_limit: float | N
 
 def check_tenant(settings: Settings) -> list[Result]:
     """Canvas signs every institution's events with the same keys: only a binding keeps strangers out."""
-    present = [name for name in TENANT_SETTINGS if hasattr(settings, name)]
-    if not present:
-        return [Result("tenant", WARN, "this version cannot bind live events to your Canvas accounts "
-                                       "(no LIVE_EVENTS_ROOT_ACCOUNT_UUIDS setting)")]
-    bound = [name.upper() for name in present if getattr(settings, name, None)]
+    if not settings.live_events_enabled:
+        return [Result("tenant", OK, "live events off (LIVE_EVENTS_ENABLED=false): no binding needed")]
+    bound = [name.upper() for name in TENANT_SETTINGS if getattr(settings, name)]
     if bound:
         return [Result("tenant", OK, f"bound by {', '.join(bound)}")]
+    if settings.live_events_allow_any_account:
+        return [Result("tenant", WARN, "LIVE_EVENTS_ALLOW_ANY_ACCOUNT=true: events Canvas signed for any "
+                                       "institution are accepted")]
     return [Result("tenant", FAIL, "no tenant binding: set LIVE_EVENTS_ROOT_ACCOUNT_UUIDS (or "
                                    "LIVE_EVENTS_SUBSCRIPTION_IDS), else events Canvas signed for any institution are "
                                    "accepted")]

@@ -41,6 +41,10 @@ __all__ = [
 
 RECORD_VERSION = 1
 
+# ``Record.extra`` key: the delivery was authentic but is not an event (e.g. an SQS body that is not
+# JSON); the worker quarantines the record with this reason instead of guessing.
+EXTRA_NOT_AN_EVENT = "not_an_event"
+
 
 class RecordError(CanvasStreamError, ValueError):
     """A Kafka message that is not a canvas-stream record (quarantined, never retried forever)."""
@@ -56,6 +60,25 @@ class Verification:
     verified_at: str | None = None
 
 
+DELIVERY_HTTPS = "https"
+DELIVERY_SQS = "sqs"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How the event reached us: the Data Services subscription (HTTPS) or the queue (SQS) it came by."""
+
+    method: str  # DELIVERY_HTTPS | DELIVERY_SQS
+    subscription_id: str | None = None  # signed HTTPS: the token's subscription.id
+    queue: str | None = None  # SQS: the queue URL
+    message_id: str | None = None  # SQS: the message id
+
+    @property
+    def delivered_by(self) -> str | None:
+        """The subscription, or for SQS the queue (the queue is the subscription)."""
+        return self.subscription_id or self.queue
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """A verified delivery, as published to Kafka."""
@@ -67,11 +90,12 @@ class Record:
     verification: Verification
     raw: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    delivery: Delivery | None = None
     v: int = RECORD_VERSION
 
     def to_bytes(self) -> bytes:
         """Compact JSON; built by hand because ``asdict`` deep-copies the payload (5x slower here)."""
-        v = self.verification
+        v, d = self.verification, self.delivery
         obj = {
             "source": self.source,
             "format": self.format,
@@ -80,6 +104,8 @@ class Record:
             "verification": {"signed": v.signed, "kid": v.kid, "issuer": v.issuer, "verified_at": v.verified_at},
             "raw": self.raw,
             "extra": self.extra,
+            "delivery": None if d is None else {"method": d.method, "subscription_id": d.subscription_id,
+                                                "queue": d.queue, "message_id": d.message_id},
             "v": self.v,
         }
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
@@ -103,6 +129,7 @@ def record_from_bytes(data: bytes) -> Record:
         raise RecordError("message is not a canvas-stream record")
     try:
         verification = Verification(**obj["verification"])
+        delivery = Delivery(**obj["delivery"]) if obj.get("delivery") else None  # absent in older records
         record = Record(
             source=str(obj["source"]),
             format=str(obj["format"]),
@@ -111,6 +138,7 @@ def record_from_bytes(data: bytes) -> Record:
             verification=verification,
             raw=obj.get("raw"),
             extra=obj.get("extra") or {},
+            delivery=delivery,
         )
         record.received_datetime  # noqa: B018 - validates the timestamp
     except (KeyError, TypeError, ValueError) as exc:

@@ -80,6 +80,18 @@ class Settings(BaseSettings):
         default=True, description="Serve POST /live-events (false: an ingress for LTI notices only).")
     live_events_leeway_seconds: int = Field(default=1800, ge=0, description="exp leeway (retries span 20 min).")
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+    # Tenant binding (canvas_stream.tenancy): which Canvas may deliver live events to this installation.
+    live_events_enabled: bool = Field(default=True, description="Serve POST /live-events (false: LTI notices only).")
+    live_events_root_account_uuids: str | None = Field(default=None, description="Comma list of root account uuids.")
+    live_events_subscription_ids: str | None = Field(default=None, description="Comma list of subscription ids.")
+    live_events_allow_any_account: bool = Field(default=False, description="Run unbound: any Canvas account.")
+
+    sqs_queue_urls: str | None = Field(default=None, description="Comma list of SQS queues to poll.")
+    sqs_status_port: int = Field(default=8081, description="SQS role /healthz /readyz /metrics port.")
+    sqs_visibility_timeout_seconds: int = Field(default=60, ge=1, le=43200,
+                                                description="Visibility of a received batch, extended while it waits.")
+    sqs_wait_time_seconds: int = Field(default=20, ge=0, le=20, description="SQS long-poll wait.")
+    sqs_max_backoff_seconds: float = Field(default=30.0, gt=0, description="Longest pause after a failure.")
 
     lti_platform_jwks_url: str = CANVAS_LTI_JWKS_URL
     lti_platform_issuer: str = CANVAS_LTI_ISSUER

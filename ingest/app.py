@@ -8,9 +8,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from canvas_stream.records import Verification, now_iso
+from canvas_stream.records import DELIVERY_HTTPS, Delivery, Verification, now_iso
 from canvas_stream.settings import Settings
+from canvas_stream.tenancy import DeliveryKind, TenantPolicy, token_subscription_id
 from ingest.answers import AnswerLedger, answers_middleware
+from ingest.binding import admit
 from ingest.http import PUBLISHER_KEY, SETTINGS_KEY, error
 from ingest.jwks import JwksCache, KeyUnavailable
 from ingest.live_events import BadBody, build_record, classify_body
@@ -24,6 +26,7 @@ log = structlog.get_logger(__name__)
 LIVE_JWKS_KEY = web.AppKey("live_events_jwks", JwksCache)
 LIVE_POLICY_KEY = web.AppKey("live_events_policy", TokenPolicy)
 ANSWERS_KEY = web.AppKey("answers", AnswerLedger)
+TENANT_POLICY_KEY = web.AppKey("tenant_policy", TenantPolicy)
 
 
 def live_events_policy(settings: Settings) -> TokenPolicy:
@@ -69,7 +72,13 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
             return error(401, "unsigned events are not accepted (sign the payload in Canvas Data Services)")
         assert body.payload is not None
         payload, verification = body.payload, Verification(signed=False)
-    key, record = build_record(payload, verification, raw)
+    subscription = token_subscription_id(payload) if verification.signed else None  # unsigned: no claim to trust
+    kind = DeliveryKind.SIGNED_HTTPS if verification.signed else DeliveryKind.UNSIGNED_HTTPS
+    refusal = admit(request.app[TENANT_POLICY_KEY], kind, payload, subscription)
+    if refusal is not None:
+        return error(403, f"refused: {refusal.value}")
+    delivery = Delivery(method=DELIVERY_HTTPS, subscription_id=subscription)
+    key, record = build_record(payload, verification, raw, delivery=delivery)
     try:
         await request.app[PUBLISHER_KEY].publish(key, record.to_bytes())
     except PublishFailed as exc:
@@ -143,6 +152,7 @@ def create_app(
     app[LIVE_POLICY_KEY] = live_events_policy(settings)
     if answers is not None:
         app[ANSWERS_KEY] = answers
+    app[TENANT_POLICY_KEY] = TenantPolicy.from_settings(settings)
     if settings.live_events_enabled:
         app.router.add_post("/live-events", post_live_event)
     app.router.add_get("/healthz", healthz)

@@ -8,7 +8,7 @@ from typing import Any
 
 from canvas_stream.errors import Refused
 from canvas_stream.formats import SOURCE_LIVE_EVENT
-from canvas_stream.records import Record, Verification, detect_format, now_iso, partition_key
+from canvas_stream.records import Delivery, Record, Verification, detect_format, now_iso, partition_key
 from ingest.json_guard import nested_deeper_than
 
 
@@ -60,9 +60,11 @@ def classify_body(raw: bytes) -> Body:
 
 
 def build_record(
-    payload: dict[str, Any], verification: Verification, raw: bytes, received_at: str | None = None
+    payload: dict[str, Any], verification: Verification, raw: bytes, received_at: str | None = None,
+    delivery: Delivery | None = None,
 ) -> tuple[bytes, Record]:
-    """The Kafka key and record for a verified event (any format; unknown ones are quarantined later)."""
+    """The Kafka key and record for a verified event (any format; unknown ones are quarantined later),
+    for either delivery method (HTTPS or SQS)."""
     fmt = detect_format(payload)
     record = Record(
         source=SOURCE_LIVE_EVENT,
@@ -71,5 +73,6 @@ def build_record(
         payload=payload,
         verification=verification,
         raw=raw.decode("utf-8", errors="backslashreplace"),
+        delivery=delivery,
     )
     return partition_key(payload, fmt), record

@@ -64,6 +64,15 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
         await drop_database(postgres_server_url, name)
 
 
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """Endpoint URL of a real SQS-protocol server (moto in server mode on loopback) for the session."""
+    from tests.support.sqs import moto_sqs_server
+
+    with moto_sqs_server() as endpoint:
+        yield endpoint
+
+
 @pytest.fixture
 def unique_topic(request: pytest.FixtureRequest) -> str:
     """A fresh topic-name prefix (legal Kafka characters), e.g. ``t-test_x-1a2b3c4d-``."""

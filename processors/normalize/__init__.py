@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from canvas_stream.records import (
+    EXTRA_NOT_AN_EVENT,
     FORMAT_CALIPER,
     FORMAT_CANVAS,
     SOURCE_LIVE_EVENT,
@@ -15,6 +16,9 @@ from .model import NormalizationError, Normalized
 
 def normalize(record: Record) -> Normalized:
     """Dispatch on source and format; raises NormalizationError for the quarantine."""
+    not_an_event = record.extra.get(EXTRA_NOT_AN_EVENT) if isinstance(record.extra, dict) else None
+    if not_an_event:  # the receiving side already knows why (e.g. an SQS body that is not JSON)
+        raise NormalizationError(str(not_an_event)[:500])
     if record.source == SOURCE_LIVE_EVENT:
         if record.format == FORMAT_CANVAS:
             from .canvas import normalize_canvas

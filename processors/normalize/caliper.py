@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from canvas_stream.records import Record
+from canvas_stream.tenancy import caliper_item_root_account_uuid
 
 from .apply import apply_mapping
 from .canvas import canonical_json
@@ -316,6 +317,8 @@ def normalize_caliper(record: Record) -> Normalized:
                 context_type=meta.get("context_type"),
                 context_id=meta.get("context_id"),
                 payload={**envelope, "data": [item]},
+                subscription=record.delivery.delivered_by if record.delivery else None,
+                root_account_uuid=caliper_item_root_account_uuid(item),
             )
         )
         if rule is None:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from canvas_stream.records import Record
+from canvas_stream.tenancy import canvas_root_account_uuid
 
 from .apply import apply_mapping
 from .event_map import resolve_event_name
@@ -60,6 +61,8 @@ def normalize_canvas(record: Record) -> Normalized:
             context_type=meta.get("context_type") if isinstance(meta.get("context_type"), str) else None,
             context_id=_safe_id(meta.get("context_id")),
             payload={"metadata": meta, "body": body},
+            subscription=record.delivery.delivered_by if record.delivery else None,
+            root_account_uuid=canvas_root_account_uuid(meta),
         )
     )
     mapped = resolve_event_name(name, body)

@@ -32,6 +32,8 @@ class EventRow:
     context_type: str | None
     context_id: int | None
     payload: Mapping[str, Any]
+    subscription: str | None = None  # the delivering subscription id, or the SQS queue
+    root_account_uuid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

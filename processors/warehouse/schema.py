@@ -118,6 +118,10 @@ _table(
     C("context_type", TEXT, "Course, Account, Group, ..."),
     C("context_id", ID, "Canvas id of the context."),
     C("payload", JSON, "The event as received.", nullable=False),
+    C("subscription", TEXT, "What delivered it first: the Data Services subscription id (signed HTTPS token's "
+      "subscription.id) or the SQS queue URL; NULL when unknown (unsigned, LTI, before 0006)."),
+    C("root_account_uuid", TEXT, "Root account the event names (metadata.root_account_uuid / Caliper "
+      "com.instructure.canvas extension of the event or its actor)."),
     comment="One row per distinct event; a Caliper envelope yields one row per data[] item.",
     indexes=(IndexSpec("events_name_time_idx", ("event_name", "event_time")),
              IndexSpec("events_context_idx", ("context_id", "event_time")),

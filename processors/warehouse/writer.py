@@ -130,7 +130,9 @@ def _events_statement():
     stmt = insert(tables.events)
     return stmt.on_conflict_do_update(
         index_elements=["event_id"],
-        set_={"received_at": stmt.excluded.received_at},
+        # the earliest receipt also names the subscription that delivered first (when it knows one)
+        set_={"received_at": stmt.excluded.received_at,
+              "subscription": func.coalesce(stmt.excluded.subscription, tables.events.c.subscription)},
         where=stmt.excluded.received_at < tables.events.c.received_at,
     )
 
@@ -172,6 +174,8 @@ async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
             "context_type": r.context_type,
             "context_id": r.context_id,
             "payload": r.payload,
+            "subscription": r.subscription,
+            "root_account_uuid": r.root_account_uuid,
         }
         for r in sorted(collapse_events(rows), key=lambda r: r.event_id)
     ]

@@ -154,7 +154,8 @@ def ingress_role(*, jwks_url: str, bootstrap: str, topic: str, spool_dir: Path |
                  port: int | None = None, **extra: str) -> Role:
     env = role_env(
         PORT=str(port or free_port()), HOST="127.0.0.1", LIVE_EVENTS_JWKS_URL=jwks_url, LIVE_EVENTS_ISSUER=ISSUER,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC=topic, KAFKA_ACK_TIMEOUT_SECONDS="2", **extra,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC=topic, KAFKA_ACK_TIMEOUT_SECONDS="2",
+        LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true", **extra,  # binding itself: tests/integration/test_tenant_binding.py
     )
     if spool_dir is not None:
         env["SPOOL_DIR"] = str(spool_dir)

@@ -22,9 +22,12 @@ import time
 
 import asyncpg
 import pytest
-from canvas_stream.services import EmbeddedKafka, EmbeddedPostgres, free_port, plain_postgres_url
 
 from canvas_stream import migrate
+from canvas_stream.embedded.broker import EmbeddedKafka
+from canvas_stream.embedded.database import EmbeddedPostgres
+from canvas_stream.embedded.process import free_port
+from canvas_stream.settings import plain_database_url
 from ingest.publish import ensure_topic
 from processors.watchdog import EXIT_STALLED
 from tests.faults.harness import (
@@ -145,7 +148,7 @@ async def test_database_outage_is_not_a_stall_and_a_real_stall_exits(jwks, own_p
     assert worker.proc.poll() is None
 
     # 2. A real stall: the worker's insert waits on a lock; the database answers everything else.
-    blocker = await asyncpg.connect(plain_postgres_url(url))
+    blocker = await asyncpg.connect(plain_database_url(url))
     try:
         lock = blocker.transaction()
         await lock.start()

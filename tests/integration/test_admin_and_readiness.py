@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from aiohttp.test_utils import TestClient, TestServer
-from canvas_stream.services import free_port
 
+from canvas_stream.embedded.process import free_port
 from canvas_stream.settings import Settings
 from ingest.admin import create_admin_app
 from ingest.app import create_app

@@ -120,7 +120,7 @@ def _env(service: dict[str, Any]) -> dict[str, Any]:
 def test_https_profile_runs_caddy_in_front_of_the_ingress(config: dict[str, Any]) -> None:
     caddy = config["services"]["caddy"]
     assert caddy["profiles"] == ["https"]
-    assert all("profiles" not in s for name, s in config["services"].items() if name != "caddy")
+    assert all("profiles" not in s for name, s in config["services"].items() if name not in ("caddy", "sqs"))
     assert caddy["image"] == "caddy:2"
     assert f"{ROOT / 'deploy' / 'Caddyfile'}:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
     assert {"caddy-data", "caddy-config"} <= set(config["volumes"])
@@ -156,3 +156,20 @@ def test_postgres_is_published_only_when_asked(config: dict[str, Any]) -> None:
     assert yaml.safe_load(asked.stdout)["services"]["postgres"]["ports"] == ["127.0.0.1:5432:5432/tcp"]
     other = _compose_config(POSTGRES_PORT_OVERRIDE, POSTGRES_PASSWORD="pw", POSTGRES_PUBLISH_PORT="15432")
     assert yaml.safe_load(other.stdout)["services"]["postgres"]["ports"] == ["127.0.0.1:15432:5432/tcp"]
+
+
+def test_tenant_binding_is_passed_through(config: dict[str, Any]) -> None:
+    for name in ("ingress", "sqs"):
+        env = config["services"][name]["environment"]
+        assert "LIVE_EVENTS_ROOT_ACCOUNT_UUIDS" in env and "LIVE_EVENTS_SUBSCRIPTION_IDS" in env, name
+
+
+def test_sqs_source_runs_under_its_profile(config: dict[str, Any]) -> None:
+    sqs = config["services"]["sqs"]
+    assert sqs["profiles"] == ["sqs"]
+    assert sqs["command"] == ["canvas-stream", "sqs"]
+    assert "8081/healthz" in " ".join(sqs["healthcheck"]["test"])
+    assert sqs["depends_on"]["kafka"]["condition"] == "service_healthy"
+    env = sqs["environment"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092" and "SQS_QUEUE_URLS" in env and "AWS_DEFAULT_REGION" in env
+    assert "DATABASE_URL" not in env  # it never touches the warehouse

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -24,22 +25,24 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from canvas_stream.embedded.process import free_port
 from tests.support.events import example, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
+from tests.support.sqs import aws_env, create_queue, send_bodies, sqs_client
 
 pytestmark = pytest.mark.slow
 
 
 def user_env() -> dict[str, str]:
     """A user's shell after installing: this environment's bin directory (canvas-stream) on PATH."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS") and not k.startswith(("LIVE_EVENTS_", "SQS_"))}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
-async def start_dev(data_dir, port: int, jwks_url: str, output: list[str] | None = None
-                    ) -> tuple[asyncio.subprocess.Process, str]:
+async def start_dev(data_dir, port: int, jwks_url: str, output: list[str] | None = None,
+                    **extra: str) -> tuple[asyncio.subprocess.Process, str]:
     env = user_env()
     env.update(LIVE_EVENTS_JWKS_URL=jwks_url, WORKER_BATCH_SECONDS="0.1", PYTHONUNBUFFERED="1",
-               ADMIN_PORT=str(free_port()))
+               ADMIN_PORT=str(free_port()), **extra)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "canvas_stream.cli", "dev", "--data-dir", str(data_dir), "--port", str(port),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
@@ -60,6 +63,8 @@ async def start_dev(data_dir, port: int, jwks_url: str, output: list[str] | None
         if "Press Ctrl-C to stop" in line:
             break
     assert database_url, "dev did not start:\n" + "".join(lines[-40:])
+    warnings = [line for line in lines if "no tenant binding" in line]
+    assert len(warnings) == 1, "".join(lines)  # dev runs unbound, and says so in one line
     asyncio.get_running_loop().create_task(_drain(proc))
     return proc, database_url
 
@@ -103,7 +108,7 @@ async def count_events(database_url: str) -> int:
         await engine.dispose()
 
 
-async def test_dev_runs_everything_and_keeps_the_warehouse(server_dir):
+async def test_dev_runs_everything_and_keeps_the_warehouse(server_dir, sqs_endpoint):
     port = free_port()
     async with JwksServer([jwk_for(rsa_key("current"), "current")]) as jwks:
         proc, database_url = await start_dev(server_dir / "data", port, jwks.url)
@@ -122,12 +127,23 @@ async def test_dev_runs_everything_and_keeps_the_warehouse(server_dir):
             if proc.returncode is None:
                 await stop_dev(proc)
 
-        proc, database_url = await start_dev(server_dir / "data", port, jwks.url)
-        try:
-            assert await count_events(database_url) == 2  # the embedded database kept the warehouse
-        finally:
-            await stop_dev(proc)
-
+        # With SQS_QUEUE_URLS set, dev runs the SQS role next to the ingress.
+        async with sqs_client(sqs_endpoint) as sqs:
+            queue = await create_queue(sqs, f"canvas-live-events-dev-{port}")
+            await send_bodies(sqs, queue, [json.dumps(example("canvas", "grade_change"))])
+            status_port = free_port()
+            proc, database_url = await start_dev(server_dir / "data", port, jwks.url, SQS_QUEUE_URLS=queue,
+                                                 SQS_STATUS_PORT=str(status_port), SQS_WAIT_TIME_SECONDS="1",
+                                                 **aws_env(sqs_endpoint))
+            try:
+                assert await count_events(database_url) >= 2  # the embedded database kept the warehouse
+                for _ in range(240):
+                    if await count_events(database_url) == 3:
+                        break
+                    await asyncio.sleep(0.5)
+                assert await count_events(database_url) == 3
+            finally:
+                await stop_dev(proc)
 
 def printed_command(lines: list[str], heading: str) -> list[str]:
     """The command on the line after ``heading`` in dev's output, split as a shell would."""

@@ -11,8 +11,8 @@ import uuid
 
 import aiohttp
 import pytest
-from canvas_stream.services import free_port
 
+from canvas_stream.embedded.process import free_port
 from ingest.publish import ensure_topic
 from tests.support.events import ISSUER, example, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key

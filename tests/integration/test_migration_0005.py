@@ -9,12 +9,13 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from canvas_stream import migrate, services
+from canvas_stream import migrate
+from tests.support import databases
 
 
 async def test_upgrade_from_0004_keeps_events_and_adds_the_answer_ledger(postgres_server_url):
     name = f"cs_m0005_{uuid.uuid4().hex[:10]}"
-    url = await services.create_database(postgres_server_url, name)
+    url = await databases.create_database(postgres_server_url, name)
     engine = create_async_engine(url)
     try:
         await asyncio.to_thread(migrate.upgrade, url, "0004")
@@ -44,4 +45,4 @@ async def test_upgrade_from_0004_keeps_events_and_adds_the_answer_ledger(postgre
             assert (await conn.execute(text("select count(*) from canvas.events"))).scalar_one() == 1
     finally:
         await engine.dispose()
-        await services.drop_database(postgres_server_url, name)
+        await databases.drop_database(postgres_server_url, name)

@@ -15,9 +15,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
-from canvas_stream.services import free_port
 from sqlalchemy import text
 
+from canvas_stream.embedded.process import free_port
 from ingest.publish import ensure_topic
 from tests.support.events import ISSUER, example, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key

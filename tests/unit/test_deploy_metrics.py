@@ -69,7 +69,8 @@ def exported_names() -> dict[str, str]:
     that registers metrics)."""
     import canvas_stream.metrics  # noqa: F401
     import ingest.admin
-    import ingest.lti_routes  # noqa: F401
+    import ingest.lti_routes
+    import ingest.sqs  # noqa: F401
     import processors.app  # noqa: F401
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",),

@@ -1,4 +1,4 @@
-"""Pure parts of ``canvas-stream doctor``: the tenant binding (before and after its settings exist),
+"""Pure parts of ``canvas-stream doctor``: the tenant binding,
 the clock skew from a ``Date`` header, and the exit status."""
 
 from __future__ import annotations
@@ -9,23 +9,18 @@ from canvas_stream.doctor import FAIL, OK, SKIP, WARN, Result, check_tenant, clo
 from canvas_stream.settings import Settings
 
 
-class BindableSettings(Settings):
-    """Settings as they are once the tenant binding settings exist."""
-
-    live_events_root_account_uuids: str | None = None
-    live_events_subscription_ids: str | None = None
-
-
 def test_tenant_binding_fails_when_unset_and_passes_when_set():
-    [unset] = check_tenant(BindableSettings())
+    [unset] = check_tenant(Settings())
     assert unset.status == FAIL and "LIVE_EVENTS_ROOT_ACCOUNT_UUIDS" in unset.detail
-    [bound] = check_tenant(BindableSettings(live_events_subscription_ids="sub-1"))
+    [bound] = check_tenant(Settings(live_events_subscription_ids="sub-1"))
     assert (bound.status, bound.detail) == (OK, "bound by LIVE_EVENTS_SUBSCRIPTION_IDS")
 
 
-def test_tenant_binding_warns_in_a_version_without_the_settings():
-    [result] = check_tenant(Settings())
-    assert result.status == WARN and "cannot bind" in result.detail
+def test_tenant_binding_warns_when_any_account_is_let_in_and_is_not_needed_without_live_events():
+    [anyone] = check_tenant(Settings(live_events_allow_any_account=True))
+    assert anyone.status == WARN and "any institution" in anyone.detail
+    [lti_only] = check_tenant(Settings(live_events_enabled=False))
+    assert lti_only.status == OK
 
 
 def test_clock_skew_from_the_date_header():
