@@ -80,7 +80,8 @@ async def test_the_ingress_records_its_answers_and_readyz_warns_at_ten_percent(
         jwks, kafka_bootstrap, unique_topic, engine, migrated_database_url):
     topic = f"{unique_topic}budget"
     await ensure_topic(kafka_bootstrap, topic, 1)
-    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=topic, live_events_jwks_url=jwks.url,
+    settings = Settings(live_events_allow_any_account=True,
+            kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=topic, live_events_jwks_url=jwks.url,
                         live_events_issuer=ISSUER, kafka_ack_timeout_seconds=3, database_url=migrated_database_url)
     ledger = AnswerLedger(migrated_database_url, flush_every=0.2, replica="this-ingress")
     app = create_app(settings, publisher=KafkaPublisher(kafka_bootstrap, topic, ack_timeout=3),

@@ -86,7 +86,8 @@ async def test_status_page_in_chromium_matches_the_database(jwks, kafka_bootstra
     port, admin_port, status_port = free_port(), free_port(), free_port()
     common = dict(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic, DATABASE_URL=migrated_database_url,
                   WORKER_GROUP_ID=group, KAFKA_PARTITIONS=str(PARTITIONS))
-    ingress = Role("ingress", role_env(**common, PORT=str(port), ADMIN_PORT=str(admin_port), HOST="127.0.0.1",
+    ingress = Role("ingress", role_env(LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true",
+            **common, PORT=str(port), ADMIN_PORT=str(admin_port), HOST="127.0.0.1",
                                        LIVE_EVENTS_JWKS_URL=jwks.url, LIVE_EVENTS_ISSUER=ISSUER,
                                        SPOOL_DIR=str(tmp_path / "spool")))
     worker = Role("worker", role_env(**common, WORKER_STATUS_PORT=str(status_port), WORKER_BATCH_SECONDS="0.1"))
