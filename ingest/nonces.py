@@ -86,13 +86,12 @@ def claim_for(nonce: str, notice_id: str, exp: float, leeway: float, now: float)
 
 
 def find_replays(claims: Sequence[NonceClaim], *known: Mapping[str, str]) -> list[bool]:
-    """Per claim, whether it is a replay: its nonce is known (in any of ``known``, nonce -> notice
-    id, or earlier in ``claims``) under another notice id. Pure."""
+    """Per claim, whether it is a replay: its nonce is known under another notice id, in any of
+    ``known`` (nonce -> notice id) or, for a nonce known nowhere, earlier in ``claims``. Pure."""
     first: dict[str, str] = {}
     out: list[bool] = []
     for claim in claims:
-        owners = {m[claim.nonce] for m in known if claim.nonce in m}
-        owners.add(first.setdefault(claim.nonce, claim.notice_id))
+        owners = {m[claim.nonce] for m in known if claim.nonce in m} or {first.setdefault(claim.nonce, claim.notice_id)}
         out.append(owners != {claim.notice_id})
     return out
 
