@@ -97,8 +97,8 @@ async def _hello_world_line(settings: Settings, deployment_id: str | None) -> st
     finally:
         await engine.dispose()
     if not checks:
-        return ("hello world: not checked (no `notice-handlers set --notice-type LtiHelloWorldNotice` recorded "
-                "for this deployment)")
+        return ("hello world: not checked (no LtiHelloWorldNotice subscription recorded for this deployment: "
+                "`canvas-stream notice-handlers set --notice-type LtiHelloWorldNotice --handler ...` records one)")
     return "hello world: " + checks[0].describe(datetime.now(UTC), settings.lti_hello_world_wait_seconds)
 
 
