@@ -41,9 +41,12 @@ SLACK = 1.0  # scheduling on a loaded 2-core machine; still far below Canvas's 1
 async def ingress(**env: str) -> AsyncIterator[str]:
     """A real `canvas-stream ingress` process; yields its base URL once /healthz answers."""
     port = free_port()
-    role = Role("ingress", role_env(PORT=str(port), HOST="127.0.0.1", RESPONSE_DEADLINE_SECONDS=str(DEADLINE),
-                                    LIVE_EVENTS_ISSUER=LIVE_ISSUER, LTI_CLIENT_ID=CLIENT_ID,
-                                    LTI_PLATFORM_ISSUER=ISSUER, JWKS_REFETCH_COOLDOWN_SECONDS="0", **env))
+    environment = role_env(PORT=str(port), HOST="127.0.0.1", RESPONSE_DEADLINE_SECONDS=str(DEADLINE),
+                           LIVE_EVENTS_ISSUER=LIVE_ISSUER, LTI_CLIENT_ID=CLIENT_ID, LTI_PLATFORM_ISSUER=ISSUER,
+                           JWKS_REFETCH_COOLDOWN_SECONDS="0", **env)
+    if "DATABASE_URL" not in env:  # only what the case gives it, never the developer's own database
+        environment.pop("DATABASE_URL", None)
+    role = Role("ingress", environment)
     role.start()
     base = f"http://127.0.0.1:{port}"
     try:
