@@ -47,6 +47,29 @@ CANVAS_ANSWERS_UPDATED = Gauge(
     "When canvas_stream_canvas_answers_24h was last read from PostgreSQL (unix time)",
 )
 
+RESPONSE_DEADLINE_EXCEEDED = Counter(
+    "canvas_stream_ingress_deadline_exceeded",
+    "Answers on Canvas's routes given as 503 because RESPONSE_DEADLINE_SECONDS passed (something hung), by route",
+    ["route"],
+)
+LATE_ACKNOWLEDGEMENTS = Counter(
+    "canvas_stream_ingress_late_acknowledgements",
+    "Publishes acknowledged (or spooled) after their request was already answered 503 at the deadline: "
+    "durable; the sender's retry is a duplicate the warehouse absorbs",
+)
+LTI_NONCE_REPLAYS = Counter(
+    "canvas_stream_lti_nonce_replays", "LTI notices rejected because their nonce was seen under another notice id"
+)
+LTI_NONCE_STORE_UNAVAILABLE = Counter(
+    "canvas_stream_lti_nonce_store_unavailable",
+    "LTI notices whose nonce was checked against this replica's memory only (PostgreSQL unreachable)",
+)
+LTI_HELLO_WORLD_OVERDUE = Gauge(
+    "canvas_stream_lti_hello_world_overdue_deployments",
+    "LTI deployments whose LtiHelloWorldNotice handler was set more than LTI_HELLO_WORLD_WAIT_SECONDS ago "
+    "without an LtiHelloWorldNotice stored since (from PostgreSQL)",
+)
+
 # -- worker ---------------------------------------------------------------------------------------
 
 EVENTS_WRITTEN = Counter("canvas_stream_worker_events", "Events committed to canvas.events")

@@ -81,7 +81,6 @@ class Settings(BaseSettings):
     live_events_leeway_seconds: int = Field(default=1800, ge=0, description="exp leeway (retries span 20 min).")
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
     # Tenant binding (canvas_stream.tenancy): which Canvas may deliver live events to this installation.
-    live_events_enabled: bool = Field(default=True, description="Serve POST /live-events (false: LTI notices only).")
     live_events_root_account_uuids: str | None = Field(default=None, description="Comma list of root account uuids.")
     live_events_subscription_ids: str | None = Field(default=None, description="Comma list of subscription ids.")
     live_events_allow_any_account: bool = Field(default=False, description="Run unbound: any Canvas account.")
@@ -102,6 +101,9 @@ class Settings(BaseSettings):
     lti_private_key_file: str | None = None
     lti_pns_url: str | None = None
     lti_tool_key_id: str | None = None
+    lti_hello_world_wait_seconds: float = Field(
+        default=300.0, gt=0,
+        description="After `notice-handlers set` for LtiHelloWorldNotice: warn when none arrived within this.")
 
     worker_batch_size: int = Field(default=1000, ge=1, description="Most events per database transaction.")
     worker_batch_seconds: float = Field(default=0.2, gt=0, description="Longest wait to fill a batch.")
@@ -118,6 +120,10 @@ class Settings(BaseSettings):
     spool_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     http_read_timeout_seconds: float = Field(
         default=15.0, gt=0, description="Ingress: close a connection whose request (headers or body) is slower.")
+    response_deadline_seconds: float = Field(
+        default=10.0, gt=0, lt=15,
+        description="Ingress: every /live-events and /lti/notices answer (body read included) within this; "
+                    "503 otherwise. Below Canvas's 15-second timeout.")
 
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: str = Field(default="console", description="console or json.")

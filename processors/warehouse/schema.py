@@ -575,3 +575,30 @@ _table(
     indexes=(IndexSpec("ingress_answers_minute_idx", ("minute",)),),
     versioned=False, fed_by=("every ingress answer on a Canvas route",),
 )
+_table(
+    "lti_nonces",
+    [C("nonce", TEXT, "nonce claim of a verified LTI notice (Canvas: a random UUID per notice JWT).")],
+    C("notice_id", TEXT, "notice.id of the notice that carried it first; the same nonce under another notice id "
+      "is a replay and is rejected.", nullable=False),
+    C("expires_at", TIME, "exp of that notice's JWT plus LTI_LEEWAY_SECONDS: the token is refused after this "
+      "anyway, so the ingress purges the row.", nullable=False),
+    C("seen_at", TIME, "When an ingress replica first recorded it.", nullable=False, server_default="now()"),
+    comment="LTI notice nonces seen by any ingress replica within their token's lifetime: replay protection "
+            "(operational; not event data).",
+    indexes=(IndexSpec("lti_nonces_expires_at_idx", ("expires_at",)),),
+    versioned=False, fed_by=("the ingress, for every verified LTI notice",),
+)
+_table(
+    "lti_handler_subscriptions",
+    [C("deployment_id", TEXT, "LTI deployment_id the platform's notice-handlers endpoint answered for."),
+     C("notice_type", TEXT, "Notice type subscribed, e.g. LtiHelloWorldNotice.")],
+    C("handler", TEXT, "Handler URL subscribed; '' after an unsubscribe.", nullable=False),
+    C("max_batch_size", INT, "max_batch_size sent with the subscription, if any."),
+    C("pns_url", TEXT, "The platform's notice-handlers URL the subscription was sent to."),
+    C("set_at", TIME, "When `canvas-stream notice-handlers set` sent it (taken before the call: Canvas sends "
+      "the LtiHelloWorldNotice at once).", nullable=False),
+    comment="Notice handlers subscribed with `canvas-stream notice-handlers set`, per deployment and type; "
+            "the hello-world check waits from set_at (operational; kept apart from lti_deployments, which "
+            "`canvas-stream replay` rebuilds from events).",
+    versioned=False, fed_by=("canvas-stream notice-handlers set",),
+)
