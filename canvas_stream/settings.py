@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CANVAS_LIVE_EVENTS_JWKS_URL = "https://8axpcl50e4.execute-api.us-east-1.amazonaws.com/main/jwks"
@@ -12,6 +13,14 @@ CANVAS_LIVE_EVENTS_ISSUER = "https://live-events.canvas.instructure.com"
 CANVAS_LTI_JWKS_URL = "https://sso.canvaslms.com/api/lti/security/jwks"
 CANVAS_LTI_ISSUER = "https://canvas.instructure.com"
 CANVAS_LTI_TOKEN_URL = "https://sso.canvaslms.com/login/oauth2/token"
+
+# Not `canvas`: Canvas Data 2's client (`dap initdb`) creates its tables there, with the same names.
+DEFAULT_WAREHOUSE_SCHEMA = "canvas_stream"
+DEFAULT_ANALYST_ROLE = "canvas_stream_analyst"
+# A PostgreSQL identifier that needs no quoting: the schema and role names are put into SQL text.
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Canvas global ids are shard * 10^13 + local id, and a bigint: shard ids stay below 922337.
+MAX_SHARD = 922336
 
 
 def async_database_url(url: str) -> str:
@@ -75,8 +84,23 @@ class Settings(BaseSettings):
     http_read_timeout_seconds: float = Field(
         default=15.0, gt=0, description="Ingress: close a connection whose request (headers or body) is slower.")
 
+    warehouse_schema: str = Field(
+        default=DEFAULT_WAREHOUSE_SCHEMA, description="PostgreSQL schema of every warehouse table, view and function.")
+    canvas_home_shard: int | None = Field(
+        default=None, ge=1, le=MAX_SHARD,
+        description="Shard of the institution's Canvas: its objects' ids are stored in local form (as CD2 does).")
+    analyst_role: str = Field(
+        default=DEFAULT_ANALYST_ROLE, description="Read-only group role the migrations create for analysts.")
+
     log_level: str = "INFO"
     log_format: str = Field(default="console", description="console or json.")
+
+    @field_validator("warehouse_schema", "analyst_role")
+    @classmethod
+    def _plain_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a lower-case PostgreSQL identifier (a-z, 0-9, _; at most 63 characters)")
+        return value
 
     def require_database_url(self) -> str:
         if self.database_url is None:

@@ -20,17 +20,45 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from canvas_stream.loop import install_fast_loop
 from canvas_stream.settings import Settings
 from processors.batch import prepare
+from processors.normalize import IdPolicy
 from processors.sink import WarehouseSink
 
 log = structlog.get_logger(__name__)
 
-EVENTS_WRITTEN = Counter("canvas_stream_worker_events_total", "Events committed to canvas.events")
+EVENTS_WRITTEN = Counter("canvas_stream_worker_events_total", "Events committed to the events table")
+EVENT_SHARDS = Counter("canvas_stream_event_shards_total",
+                       "Events per Canvas shard of their root account (see CANVAS_HOME_SHARD)", ["shard"])
 QUARANTINED = Counter("canvas_stream_worker_quarantined_total", "Messages quarantined")
 UNKNOWN_EVENTS = Counter("canvas_stream_unknown_events_total", "Events of names the mapping does not know",
                          ["event_name"])
 UNKNOWN_FIELDS = Counter("canvas_stream_unknown_fields_total", "Event fields the mapping does not know",
                          ["field"])
 MAX_LABELS = 500
+
+
+class ShardReport:
+    """Logs each Canvas shard that events name, once, so an operator can tell CANVAS_HOME_SHARD.
+
+    With the setting unset each event's own shard counts as home, which is right only while events
+    name one shard: a second one is logged as a warning.
+    """
+
+    def __init__(self, home_shard: int | None) -> None:
+        self.home_shard = home_shard
+        self.seen: set[int] = set()
+
+    def update(self, shards: dict[int, int]) -> None:
+        for shard, count in shards.items():
+            if shard not in self.seen and len(self.seen) < MAX_LABELS:
+                self.seen.add(shard)
+                home = "unset (each event's own shard)" if self.home_shard is None else self.home_shard
+                log.info("events name a Canvas shard", shard=shard, canvas_home_shard=home)
+                if self.home_shard is None and len(self.seen) == 2:
+                    log.warning("events name more than one Canvas shard and CANVAS_HOME_SHARD is unset: one object "
+                                "may get two ids; set CANVAS_HOME_SHARD to the institution's shard",
+                                shards=sorted(self.seen))
+            EVENT_SHARDS.labels(str(shard)).inc(count)
+
 
 async def consumer_lag(app: faust.App) -> int | None:
     """Messages on our assigned partitions past the committed offsets (asks the broker); None if unknown."""
@@ -82,6 +110,8 @@ def create_app(settings: Settings) -> faust.App:
     )
     sink = WarehouseSink(engine)
     app.warehouse_sink = sink  # type: ignore[attr-defined]
+    ids = IdPolicy(settings.canvas_home_shard)
+    shards = ShardReport(settings.canvas_home_shard)
     topic = app.topic(settings.kafka_topic, partitions=settings.kafka_partitions)
     seen_unknown: set[str] = set()
 
@@ -97,15 +127,16 @@ def create_app(settings: Settings) -> faust.App:
     async def load_warehouse(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
             try:
-                batch = prepare([e.message.value for e in events])
+                batch = prepare([e.message.value for e in events], ids)
                 await sink.write(batch)
             except BaseException:
                 _forbid_commit(events)
                 raise
             EVENTS_WRITTEN.inc(len(batch.items) - len(batch.quarantined()))
             QUARANTINED.inc(len(batch.quarantined()))
-            report_unknown(UNKNOWN_EVENTS, batch.unknown_events, "unknown event name; stored in canvas.events only")
+            report_unknown(UNKNOWN_EVENTS, batch.unknown_events, "unknown event name; stored in events only")
             report_unknown(UNKNOWN_FIELDS, batch.unknown_fields, "unknown event field; kept in the payload")
+            shards.update(batch.shards)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -10,20 +10,26 @@ from canvas_stream.records import (
     Record,
 )
 
+from .ids import IdPolicy
 from .model import NormalizationError, Normalized
 
+__all__ = ["IdPolicy", "NormalizationError", "Normalized", "normalize"]
 
-def normalize(record: Record) -> Normalized:
-    """Dispatch on source and format; raises NormalizationError for the quarantine."""
+
+def normalize(record: Record, ids: IdPolicy) -> Normalized:
+    """Dispatch on source and format; raises NormalizationError for the quarantine.
+
+    ``ids`` (from the settings: the home shard) decides the stored form of every Canvas id.
+    """
     if record.source == SOURCE_LIVE_EVENT:
         if record.format == FORMAT_CANVAS:
             from .canvas import normalize_canvas
 
-            return normalize_canvas(record)
+            return normalize_canvas(record, ids)
         if record.format == FORMAT_CALIPER:
             from .caliper import normalize_caliper
 
-            return normalize_caliper(record)
+            return normalize_caliper(record, ids)
         raise NormalizationError(f"unrecognised live event format {record.format[:40]!r}")
     if record.source == SOURCE_LTI_NOTICE:
         from .notices import normalize_notice
