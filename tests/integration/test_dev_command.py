@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream.services import free_port
+from processors.warehouse.schema import SCHEMA
 from tests.support.events import example, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
 
@@ -83,7 +84,7 @@ async def count_events(database_url: str) -> int:
     engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://", 1))
     try:
         async with engine.connect() as conn:
-            return (await conn.execute(text("select count(*) from canvas.events"))).scalar_one()
+            return (await conn.execute(text(f"select count(*) from {SCHEMA}.events"))).scalar_one()
     except Exception:
         return -1
     finally:
