@@ -46,7 +46,7 @@ def _has_schema(connection: Connection, schema: str) -> bool:
 def _move_objects(connection: Connection, source: str, target: str) -> None:
     """Every relation (indexes and owned sequences follow their table) and function, one by one."""
     relations = connection.execute(text("""
-        SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = :s AND c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S') AND NOT c.relispartition
           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                           AND d.deptype IN ('a', 'i'))
