@@ -48,7 +48,7 @@ CD2_QUERIES = {
     "The scores of a course's submissions, live where a live event is newer than CD2's copy": f"""\
 SELECT a.title, u.name AS student,
        coalesce(CASE WHEN l.last_event_at > cd.updated_at THEN l.score END, cd.score) AS score,
-       coalesce(CASE WHEN l.last_event_at > cd.updated_at THEN l.workflow_state END, cd.workflow_state) AS state
+       coalesce(CASE WHEN l.last_event_at > cd.updated_at THEN l.workflow_state END, cd.workflow_state::text) AS state
 FROM canvas.assignments a
 JOIN canvas.submissions cd ON cd.assignment_id = a.id
 JOIN canvas.users u ON u.id = cd.user_id
@@ -56,7 +56,7 @@ LEFT JOIN {S}.submissions l ON l.id = cd.id
 WHERE a.context_type = 'Course' AND a.context_id = 565
 ORDER BY a.title, u.name;""",
     "Enrollments made since CD2's last sync (not in CD2 yet), with CD2's course and live or CD2 user names": f"""\
-SELECT e.id, e.type, c.name AS course, coalesce(u.name, lu.name) AS user_name, e.created_at
+SELECT e.id, e.type, c.name AS course, coalesce(u.name, lu.name) AS user_name, e.last_event_at AS seen_at
 FROM {S}.enrollments e
 JOIN canvas.courses c ON c.id = e.course_id
 LEFT JOIN canvas.users u ON u.id = e.user_id
@@ -64,12 +64,13 @@ LEFT JOIN {S}.users lu ON lu.id = e.user_id
 WHERE e.course_id = 565
   AND NOT EXISTS (SELECT 1 FROM canvas.enrollments cd WHERE cd.id = e.id)
 ORDER BY e.id;""",
-    "Today's page views in a course per student, with CD2's names": f"""\
-SELECT u.name AS student, count(*) AS page_views, max(v.event_time) AS last_view
+    "Today's page views in a course per student, with CD2's names (live ones for users CD2 has not seen yet)": f"""\
+SELECT coalesce(u.name, lu.name) AS student, count(*) AS page_views, max(v.event_time) AS last_view
 FROM {S}.asset_accesses v
-JOIN canvas.users u ON u.id = v.user_id
+LEFT JOIN canvas.users u ON u.id = v.user_id
+LEFT JOIN {S}.users lu ON lu.id = v.user_id
 WHERE v.context_type = 'Course' AND v.context_id = 565 AND v.event_time >= current_date
-GROUP BY u.name
+GROUP BY 1
 ORDER BY page_views DESC, student;""",
 }
 
