@@ -85,7 +85,9 @@ def set_handler(notice_type: str, handler: str, max_batch_size: int | None, pns_
     if handler:
         click.echo(f"subscribed {doc.get('notice_type', notice_type)} -> {doc.get('handler', handler)}")
         if notice_type == "LtiHelloWorldNotice":
-            click.echo("the platform sends an LtiHelloWorldNotice now: see canvas.lti_deployments.hello_world_at")
+            from processors.warehouse.schema import SCHEMA
+
+            click.echo(f"the platform sends an LtiHelloWorldNotice now: see {SCHEMA}.lti_deployments.hello_world_at")
     else:
         click.echo(f"unsubscribed {doc.get('notice_type', notice_type)}")
     click.echo(json.dumps(doc))

@@ -3,7 +3,7 @@
 Why 200 means durable: Canvas never retries a notice, so the answer is 200 only once the broker
 acknowledged every valid notice of the batch; otherwise 503 says which ones are not stored.
 Duplicates (same ``notice.id``) are answered from a bounded in-memory set of recently accepted
-ids and, when DATABASE_URL is set, from ``canvas.lti_notices`` (best effort: the worker's primary
+ids and, when DATABASE_URL is set, from the ``lti_notices`` table (best effort: the worker's primary
 key on ``notice_id`` is what guarantees a notice is never stored twice).
 """
 

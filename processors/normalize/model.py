@@ -21,7 +21,7 @@ class NormalizationError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class EventRow:
-    """One row of ``canvas.events``: a distinct event, whatever else it feeds."""
+    """One row of the ``events`` table: a distinct event, whatever else it feeds."""
 
     event_id: str
     event_name: str

@@ -24,18 +24,23 @@ from tests.support.procs import role_env
 PREVIOUS_RELEASE = "0004"
 
 
-def migrate(database_url: str, revision: str = "head", **env: str | None) -> str:
-    """``canvas-stream migrate`` in a child process with these settings (None: unset); returns its output."""
+def cli(database_url: str, *args: str, **env: str | None) -> str:
+    """``canvas-stream ARGS`` in a child process with these settings (None: unset); returns its output."""
     environment = role_env(DATABASE_URL=database_url)
     for name, value in env.items():
         environment.pop(name, None)
         if value is not None:
             environment[name] = value
-    result = subprocess.run([sys.executable, "-m", "canvas_stream.cli", "migrate", "--revision", revision],
+    result = subprocess.run([sys.executable, "-m", "canvas_stream.cli", *args],
                             env=environment, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     return output
+
+
+def migrate(database_url: str, revision: str = "head", **env: str | None) -> str:
+    """``canvas-stream migrate`` in a child process."""
+    return cli(database_url, "migrate", "--revision", revision, **env)
 
 
 def build_previous_release(database_url: str) -> None:
