@@ -18,6 +18,7 @@ Revises: 0004
 Create Date: 2027-01-10
 """
 
+import time
 from collections.abc import Sequence
 
 import structlog
@@ -94,48 +95,57 @@ def _event_of(version: str) -> str:
     return f"substr({version}, strpos({version}, '|') + 1)"
 
 
-def _shard_of_event(event_id: str) -> str:
-    return f"(SELECT x.shard FROM _cs_event_shards x WHERE x.event_id = {event_id})"
-
-
-def _column_shard(column: str) -> str:
-    """The shard of the event that set ``column`` (its version in field_versions)."""
-    return _shard_of_event(_event_of(f"(t.field_versions ->> '{column}')"))
-
-
-NEWEST_VERSION = "(SELECT max(f.v COLLATE \"C\") FROM jsonb_each_text(t.field_versions) AS f(k, v))"
+# The version of the row's newest change (byte order is (time, event id) order). Its output keeps the
+# default collation, so joining its event id to _cs_event_shards can use that table's key.
+NEWEST_VERSION = "(SELECT f.v FROM jsonb_each_text(t0.field_versions) AS f(k, v) ORDER BY f.v COLLATE \"C\" DESC LIMIT 1)"
 
 
 def _convert_table(bind, table: str, home: str) -> None:
+    """Convert one table's ids: data columns in place, then the rows whose key changes are moved.
+
+    Each id column joins _cs_event_shards on the event that set it (by key for a fact row, by its
+    version in field_versions otherwise), so canonical_id gets plain values and is inlined.
+    """
+    started = time.monotonic()
     spec = TABLE_SPECS[table]
     present = _columns(bind, table)
     keys = [c.name for c in spec.keys]
     id_keys = [c for c in keys if spec.kinds[c] is Kind.ID]
     id_data = [c for c in present if c not in keys and spec.kinds.get(c) is Kind.ID]
     fact = keys == ["event_id"]
-    row_shard = _shard_of_event("t.event_id") if fact else _shard_of_event(_event_of(NEWEST_VERSION))
+    match = " AND ".join(f"t.{c} = n.{c}" for c in keys)
 
+    updated = 0
     if id_data:
-        new = {c: f"{S}.canonical_id(t.{c}, {row_shard if fact else _column_shard(c)}, {home})" for c in id_data}
-        updated = bind.execute(text(
-            f"UPDATE {S}.{table} AS t SET {', '.join(f'{c} = {e}' for c, e in new.items())} "
-            f"WHERE ({', '.join(f't.{c}' for c in id_data)}, NULL) IS DISTINCT FROM "
-            f"({', '.join(new.values())}, NULL)")).rowcount
-    else:
-        updated = 0
+        if fact:
+            joins = "LEFT JOIN _cs_event_shards x ON x.event_id = t0.event_id"
+            shard = dict.fromkeys(id_data, "x.shard")
+        else:
+            joins = " ".join(f"LEFT JOIN _cs_event_shards x{i} ON x{i}.event_id = "
+                             f"{_event_of(f'(t0.field_versions ->> {chr(39)}{c}{chr(39)})')}"
+                             for i, c in enumerate(id_data))
+            shard = {c: f"x{i}.shard" for i, c in enumerate(id_data)}
+        converted = ", ".join(f"{S}.canonical_id(t0.{c}, {shard[c]}, {home}) AS {c}" for c in id_data)
+        updated = bind.exec_driver_sql(
+            f"UPDATE {S}.{table} AS t SET {', '.join(f'{c} = n.{c}' for c in id_data)} "
+            f"FROM (SELECT {', '.join(f't0.{c}' for c in keys)}, {converted} FROM {S}.{table} t0 {joins}) n "
+            f"WHERE {match} AND ({', '.join(f't.{c}' for c in id_data)}, NULL) IS DISTINCT FROM "
+            f"({', '.join(f'n.{c}' for c in id_data)}, NULL)").rowcount
 
-    merged = 0
+    moved = merged = 0
     if id_keys:
-        canonical = {c: f"{S}.canonical_id(t.{c}, {row_shard}, {home})" if c in id_keys else f"t.{c}" for c in keys}
+        canonical = ", ".join(f"{S}.canonical_id(t.{c}, x.shard, {home}) AS _cs_{c}" if c in id_keys
+                              else f"t.{c} AS _cs_{c}" for c in keys)
         bind.exec_driver_sql(
             f"CREATE TEMP TABLE _cs_moved ON COMMIT DROP AS SELECT * FROM ("
-            f"SELECT t.*, {', '.join(f'{e} AS _cs_{c}' for c, e in canonical.items())} FROM {S}.{table} t) m "
+            f"SELECT t.*, {canonical} FROM (SELECT t0.*, {NEWEST_VERSION} AS _cs_newest FROM {S}.{table} t0) t "
+            f"LEFT JOIN _cs_event_shards x ON x.event_id = {_event_of('t._cs_newest')}) m "
             f"WHERE ({', '.join(keys)}, NULL) IS DISTINCT FROM ({', '.join(f'_cs_{c}' for c in keys)}, NULL)")
         moved = bind.exec_driver_sql("SELECT count(*) FROM _cs_moved").scalar_one()
         if moved:
             before = bind.exec_driver_sql(f"SELECT count(*) FROM {S}.{table}").scalar_one()
             bind.exec_driver_sql(
-                f"DELETE FROM {S}.{table} t USING _cs_moved m WHERE {' AND '.join(f't.{c} = m.{c}' for c in keys)}")
+                f"DELETE FROM {S}.{table} t USING _cs_moved n WHERE {match}")
             data = [c for c in present if c not in keys and c not in ("last_event_at", "field_versions")]
             assign = [f"{c} = CASE WHEN {S}.newer(excluded.field_versions ->> '{c}', t.field_versions ->> '{c}') "
                       f"THEN excluded.{c} ELSE t.{c} END" for c in data]
@@ -158,10 +168,9 @@ def _convert_table(bind, table: str, home: str) -> None:
                     f"WHERE NOT t.field_versions @> excluded.field_versions")
             merged = before - bind.exec_driver_sql(f"SELECT count(*) FROM {S}.{table}").scalar_one()
         bind.exec_driver_sql("DROP TABLE _cs_moved")
-    else:
-        moved = 0
     if updated or moved:
-        log.info("ids converted", table=table, rows_updated=updated, keys_changed=moved, rows_merged=merged)
+        log.info("ids converted", table=table, rows_updated=updated, keys_changed=moved, rows_merged=merged,
+                 seconds=round(time.monotonic() - started, 1))
 
 
 def upgrade() -> None:
@@ -172,18 +181,24 @@ def upgrade() -> None:
              canvas_home_shard=home_shard if home_shard is not None else "unset: each event's own shard")
     for statement in FUNCTIONS:
         op.execute(statement)
+    started = time.monotonic()
+    # Every stored event's shard, read once (NULL: it names none).
     bind.exec_driver_sql(
-        f"CREATE TEMP TABLE _cs_event_shards ON COMMIT DROP AS SELECT event_id, shard FROM "
-        f"(SELECT event_id, {S}.event_shard(format, payload) AS shard FROM {S}.events) e WHERE shard IS NOT NULL")
+        f"CREATE TEMP TABLE _cs_event_shards ON COMMIT DROP AS "
+        f"SELECT event_id, {S}.event_shard(format, payload) AS shard FROM {S}.events")
     bind.exec_driver_sql("ALTER TABLE _cs_event_shards ADD PRIMARY KEY (event_id)")
     bind.exec_driver_sql("ANALYZE _cs_event_shards")
-
-    shard = _shard_of_event("e.event_id")
-    bind.exec_driver_sql(
-        f"UPDATE {S}.events e SET user_id = {S}.canonical_id(e.user_id, {shard}, {home}), "
-        f"context_id = {S}.canonical_id(e.context_id, {shard}, {home}) "
-        f"WHERE (e.user_id, e.context_id) IS DISTINCT FROM "
-        f"({S}.canonical_id(e.user_id, {shard}, {home}), {S}.canonical_id(e.context_id, {shard}, {home}))")
+    log.info("event shards read", seconds=round(time.monotonic() - started, 1))
+    started = time.monotonic()
+    user_id = f"{S}.canonical_id(e.user_id, x.shard, {home})"
+    context_id = f"{S}.canonical_id(e.context_id, x.shard, {home})"
+    updated = bind.exec_driver_sql(
+        f"UPDATE {S}.events t SET user_id = n.user_id, context_id = n.context_id "
+        f"FROM (SELECT e.event_id, {user_id} AS user_id, {context_id} AS context_id "
+        f"FROM {S}.events e JOIN _cs_event_shards x ON x.event_id = e.event_id) n "
+        f"WHERE t.event_id = n.event_id AND (t.user_id, t.context_id) IS DISTINCT FROM (n.user_id, n.context_id)"
+    ).rowcount
+    log.info("ids converted", table="events", rows_updated=updated, seconds=round(time.monotonic() - started, 1))
     for table, spec in sorted(TABLE_SPECS.items()):
         if spec.versioned and any(c.kind is Kind.ID for c in spec.all_columns()) and _columns(bind, table):
             _convert_table(bind, table, home)
