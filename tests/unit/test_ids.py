@@ -213,3 +213,13 @@ def test_event_rows_use_the_same_ids():
     out = normalize(_record(payload, "canvas"), IdPolicy(3))  # an institution whose home is shard 3
     assert (out.events[0].user_id, out.events[0].context_id) == (21070000000014012, 21070000000000565)
     assert out.shards == [2107]
+
+
+def test_an_event_column_that_is_not_an_id_is_left_empty_and_the_event_kept():
+    example = next(e for e in EXAMPLES if e.label == "canvas:submission_created#0")
+    payload = copy.deepcopy(example.payload)
+    payload["metadata"].update(user_id=10**23, context_id="not an id")  # kept as received in the payload
+    out = normalize(_record(payload, "canvas"), IdPolicy(HOME))
+    assert (out.events[0].user_id, out.events[0].context_id) == (None, None)
+    assert out.events[0].payload["metadata"]["user_id"] == 10**23
+    assert out.changes
