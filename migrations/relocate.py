@@ -80,7 +80,8 @@ def relocate_previous_release(connection: Connection, revisions: Collection[str]
     """Move a previous release's warehouse from ``source`` into ``target``; True when it did.
 
     Only a warehouse that is ours is moved: ``source`` holds an Alembic version table naming one of
-    ``revisions`` (this project's), and ``target`` holds none (it is not already a warehouse).
+    ``revisions`` (this project's) and the writer's ``merge_versions`` function, and ``target`` holds
+    no version table (it is not already a warehouse).
     """
     if source == target or not _has_table(connection, source, VERSION_TABLE):
         return False
@@ -89,7 +90,9 @@ def relocate_previous_release(connection: Connection, revisions: Collection[str]
                     previous=source, schema=target)
         return False
     stored = connection.execute(text(f"SELECT version_num FROM {source}.{VERSION_TABLE}")).scalars().all()
-    if not stored or any(version not in revisions for version in stored):
+    ours = connection.execute(text("SELECT to_regprocedure(:f) IS NOT NULL"),
+                              {"f": f"{source}.merge_versions(jsonb,jsonb)"}).scalar_one()
+    if not stored or any(version not in revisions for version in stored) or not ours:
         log.warning("schema holds an Alembic version table that is not canvas-stream's; left alone",
                     schema=source, versions=stored)
         return False

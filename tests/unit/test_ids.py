@@ -223,3 +223,21 @@ def test_an_event_column_that_is_not_an_id_is_left_empty_and_the_event_kept():
     assert (out.events[0].user_id, out.events[0].context_id) == (None, None)
     assert out.events[0].payload["metadata"]["user_id"] == 10**23
     assert out.changes
+
+
+def test_the_worker_logs_each_shard_and_warns_when_a_second_one_appears_with_no_home_set():
+    from structlog.testing import capture_logs
+
+    from processors.app import ShardReport
+
+    unset = ShardReport(None)
+    with capture_logs() as logs:
+        unset.update({2107: 5})
+        unset.update({2107: 3})
+        unset.update({3: 1})
+    assert [(e["event"], e.get("shard")) for e in logs if e["log_level"] == "info"] == [
+        ("events name a Canvas shard", 2107), ("events name a Canvas shard", 3)]
+    assert [e["shards"] for e in logs if e["log_level"] == "warning"] == [[3, 2107]]
+    with capture_logs() as logs:
+        ShardReport(2107).update({2107: 1, 3: 1})
+    assert not [e for e in logs if e["log_level"] == "warning"]  # a trust's other shard, with the home set
