@@ -95,3 +95,28 @@ async def test_a_previous_release_upgrades_in_place_and_replays_the_same(postgre
     finally:
         await engine.dispose()
         await services.drop_database(postgres_server_url, name)
+
+
+async def test_a_fresh_install_beside_canvas_data_2_leaves_its_schema_alone(postgres_server_url):
+    """CD2's `canvas` schema (same table names, an Alembic table of someone else's even) is never touched."""
+    name = f"cs_cd2_{uuid.uuid4().hex[:10]}"
+    url = await services.create_database(postgres_server_url, name)
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for statement in (f"CREATE SCHEMA {LEGACY_SCHEMA}",
+                              f"CREATE TABLE {LEGACY_SCHEMA}.courses (id bigint PRIMARY KEY, name varchar(255))",
+                              f"INSERT INTO {LEGACY_SCHEMA}.courses VALUES (565, 'Linear Algebra')",
+                              f"CREATE TABLE {LEGACY_SCHEMA}.alembic_version (version_num varchar(32) PRIMARY KEY)",
+                              f"INSERT INTO {LEGACY_SCHEMA}.alembic_version VALUES ('0001')"):
+                await conn.execute(text(statement))
+        output = await asyncio.to_thread(migrate, url)
+        assert "moved the previous release's warehouse" not in output
+        assert await rows(engine, f"SELECT id, name FROM {LEGACY_SCHEMA}.courses") == [(565, "Linear Algebra")]
+        assert await rows(engine, f"SELECT version_num FROM {LEGACY_SCHEMA}.alembic_version") == [("0001",)]
+        assert await rows(engine, f"SELECT count(*) FROM {S}.courses") == [(0,)]
+        heads = ScriptDirectory.from_config(migrations.alembic_config(url)).get_heads()
+        assert await rows(engine, f"SELECT version_num FROM {S}.alembic_version") == [(h,) for h in heads]
+    finally:
+        await engine.dispose()
+        await services.drop_database(postgres_server_url, name)
