@@ -62,7 +62,7 @@ async def _run(settings: Settings, action: str, pns_url: str, **kwargs: Any) -> 
 
 
 async def _record(settings: Settings, **subscription: Any) -> str | None:
-    """Record a subscription in canvas.lti_handler_subscriptions; the problem, or None."""
+    """Record a subscription in canvas_stream.lti_handler_subscriptions; the problem, or None."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from canvas_stream.lti_handlers import record_subscription
@@ -142,13 +142,18 @@ def set_handler(notice_type: str, handler: str, max_batch_size: int | None, pns_
                                        max_batch_size=max_batch_size))
     if handler:
         click.echo(f"subscribed {doc.get('notice_type', notice_type)} -> {doc.get('handler', handler)}")
+        if notice_type == "LtiHelloWorldNotice":
+            from processors.warehouse.schema import SCHEMA
+
+            click.echo(f"the platform sends an LtiHelloWorldNotice now: see {SCHEMA}.lti_deployments.hello_world_at")
     else:
         click.echo(f"unsubscribed {doc.get('notice_type', notice_type)}")
     click.echo(json.dumps(doc))
     checked = handler and notice_type == HELLO_WORLD
     if settings.database_url is None:
         if checked:
-            click.echo("the platform sends an LtiHelloWorldNotice now: see canvas.lti_deployments.hello_world_at "
+            click.echo("the platform sends an LtiHelloWorldNotice now: see "
+                       "canvas_stream.lti_deployments.hello_world_at "
                        "(set DATABASE_URL to have the ingress check it arrives)")
         return
     if deployment is None:
@@ -156,7 +161,8 @@ def set_handler(notice_type: str, handler: str, max_batch_size: int | None, pns_
     problem = asyncio.run(_record(settings, deployment_id=deployment, notice_type=notice_type, handler=handler,
                                   max_batch_size=max_batch_size, pns_url=url, set_at=set_at))
     if problem is not None:
-        click.echo(f"warning: subscribed, but not recorded in canvas.lti_handler_subscriptions: {problem}", err=True)
+        click.echo(f"warning: subscribed, but not recorded in canvas_stream.lti_handler_subscriptions: {problem}",
+                   err=True)
     elif checked:
         click.echo(f"the platform sends an LtiHelloWorldNotice now; the ingress warns (/readyz, "
                    f"canvas_stream_lti_hello_world_overdue_deployments) if none is stored within "

@@ -4,9 +4,9 @@ Canvas sends an ``LtiHelloWorldNotice`` at once when a handler is subscribed to 
 arrives, the handler URL is wrong, unreachable from Canvas, or refuses the notice (a deployment not
 in ``LTI_DEPLOYMENT_IDS``, a wrong ``LTI_CLIENT_ID``...), and every later notice is lost the same way:
 Canvas never resends one. So ``canvas-stream notice-handlers set`` records when it subscribed
-(``canvas.lti_handler_subscriptions``, taken before the call), and a deployment whose hello-world
+(``canvas_stream.lti_handler_subscriptions``, taken before the call), and a deployment whose hello-world
 subscription is older than ``LTI_HELLO_WORLD_WAIT_SECONDS`` without an ``LtiHelloWorldNotice`` in
-``canvas.lti_notices`` received since is *overdue*: the ingress's ``/readyz`` warns, a gauge counts
+``canvas_stream.lti_notices`` received since is *overdue*: the ingress's ``/readyz`` warns, a gauge counts
 it, and ``notice-handlers list`` says so.
 
 Plain SQL on tables declared in ``processors/warehouse/schema.py`` (the ingress imports no table
@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+from canvas_stream.settings import warehouse_sql
 
 if TYPE_CHECKING:  # sqlalchemy costs ~0.4 s to import; the CLI imports this module for every command
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,22 +36,23 @@ RECEIVED, WAITING, OVERDUE = "received", "waiting", "overdue"
 #: The subscription time is the CLI's clock, a notice's receipt the ingress's: allow this much skew.
 CLOCK_SKEW = timedelta(seconds=60)
 
-RECORD_SQL = """
-    INSERT INTO canvas.lti_handler_subscriptions (deployment_id, notice_type, handler, max_batch_size, pns_url, set_at)
+RECORD_SQL = warehouse_sql("""
+    INSERT INTO {schema}.lti_handler_subscriptions
+        (deployment_id, notice_type, handler, max_batch_size, pns_url, set_at)
     VALUES (:deployment_id, :notice_type, :handler, :max_batch_size, :pns_url, :set_at)
     ON CONFLICT (deployment_id, notice_type) DO UPDATE
         SET handler = excluded.handler, max_batch_size = excluded.max_batch_size, pns_url = excluded.pns_url,
             set_at = excluded.set_at
-"""
+""")
 # One index probe per subscription: lti_notices_type_time_idx leads with notice_type.
-CHECKS_SQL = """
+CHECKS_SQL = warehouse_sql("""
     SELECT s.deployment_id, s.set_at,
-           (SELECT max(n.received_at) FROM canvas.lti_notices n
+           (SELECT max(n.received_at) FROM {schema}.lti_notices n
              WHERE n.notice_type = 'LtiHelloWorldNotice' AND n.deployment_id = s.deployment_id) AS received_at
-    FROM canvas.lti_handler_subscriptions s
+    FROM {schema}.lti_handler_subscriptions s
     WHERE s.notice_type = 'LtiHelloWorldNotice' AND s.handler <> ''
     ORDER BY s.deployment_id
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)

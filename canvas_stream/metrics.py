@@ -33,7 +33,7 @@ JWKS_FETCH_FAILURES = Counter(
 CANVAS_ANSWERS_24H = Gauge(
     "canvas_stream_canvas_answers_24h",
     "Answers Canvas counts against a subscription over the last 24 h, all ingress replicas "
-    "(from canvas.ingress_answers): kind=timeout (slower than 15 s), error (other non-2xx), "
+    "(from canvas_stream.ingress_answers): kind=timeout (slower than 15 s), error (other non-2xx), "
     "foreign_tenant (403 refusals: they count against the sender's subscription, not ours)",
     ["route", "kind"],
 )
@@ -72,10 +72,12 @@ LTI_HELLO_WORLD_OVERDUE = Gauge(
 
 # -- worker ---------------------------------------------------------------------------------------
 
-EVENTS_WRITTEN = Counter("canvas_stream_worker_events", "Events committed to canvas.events")
+EVENTS_WRITTEN = Counter("canvas_stream_worker_events", "Events committed to canvas_stream.events")
 QUARANTINED = Counter("canvas_stream_worker_quarantined", "Messages quarantined")
 UNKNOWN_EVENTS = Counter("canvas_stream_unknown_events", "Events of names the mapping does not know", ["event_name"])
 UNKNOWN_FIELDS = Counter("canvas_stream_unknown_fields", "Event fields the mapping does not know", ["field"])
+EVENT_SHARDS = Counter("canvas_stream_event_shards",
+                       "Events per Canvas shard of their root account (see CANVAS_HOME_SHARD)", ["shard"])
 CONSUMER_LAG = Gauge(
     "canvas_stream_worker_consumer_lag",
     "Messages past the committed offset on each partition assigned to this worker (end offset - committed)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from pydantic import Field, SecretStr, field_validator
@@ -43,6 +44,14 @@ def _with_driver(url: str, drivername: str) -> str:
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         return url
     return parsed.set(drivername=drivername).render_as_string(hide_password=False)
+
+# Not `canvas`: Canvas Data 2's client (`dap initdb`) creates its tables there, with the same names.
+DEFAULT_WAREHOUSE_SCHEMA = "canvas_stream"
+DEFAULT_ANALYST_ROLE = "canvas_stream_analyst"
+# A PostgreSQL identifier that needs no quoting: the schema and role names are put into SQL text.
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Canvas global ids are shard * 10^13 + local id, and a bigint: shard ids stay below 922337.
+MAX_SHARD = 922336
 
 
 def async_database_url(url: str) -> str:
@@ -125,8 +134,23 @@ class Settings(BaseSettings):
         description="Ingress: every /live-events and /lti/notices answer (body read included) within this; "
                     "503 otherwise. Below Canvas's 15-second timeout.")
 
+    warehouse_schema: str = Field(
+        default=DEFAULT_WAREHOUSE_SCHEMA, description="PostgreSQL schema of every warehouse table, view and function.")
+    canvas_home_shard: int | None = Field(
+        default=None, ge=1, le=MAX_SHARD,
+        description="Shard of the institution's Canvas: its objects' ids are stored in local form (as CD2 does).")
+    analyst_role: str = Field(
+        default=DEFAULT_ANALYST_ROLE, description="Read-only group role the migrations create for analysts.")
+
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: str = Field(default="console", description="console or json.")
+
+    @field_validator("warehouse_schema", "analyst_role")
+    @classmethod
+    def _plain_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a lower-case PostgreSQL identifier (a-z, 0-9, _; at most 63 characters)")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -180,3 +204,12 @@ def mask_url(url: str) -> str:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def warehouse_sql(sql: str) -> str:
+    """``sql`` with ``{schema}`` replaced by the configured warehouse schema (``WAREHOUSE_SCHEMA``).
+
+    For the plain SQL of roles that do not import the warehouse's table definitions (the ingress);
+    the schema name is a validated identifier, so the substitution is safe.
+    """
+    return sql.replace("{schema}", get_settings().warehouse_schema)

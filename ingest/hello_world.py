@@ -90,7 +90,7 @@ class HelloWorldWatch:
                 raise
             except Exception as exc:
                 if self.error is None:
-                    log.warning("hello-world check: cannot read canvas.lti_handler_subscriptions",
+                    log.warning("hello-world check: cannot read canvas_stream.lti_handler_subscriptions",
                                 error=f"{exc.__class__.__name__}: {str(exc)[:200]}")
                 self.error = exc.__class__.__name__
             else:

@@ -4,7 +4,7 @@ Every notice JWT carries a ``nonce`` (Canvas: a random UUID per JWT). A notice i
 nonce was seen, within its token's lifetime, under another ``notice.id``; the same notice id sent
 again with the same nonce is not a replay but a duplicate (answered as before).
 
-Where the nonces live: ``canvas.lti_nonces`` in PostgreSQL, so every ingress replica sees every
+Where the nonces live: ``canvas_stream.lti_nonces`` in PostgreSQL, so every ingress replica sees every
 other's (the table is declared in ``processors/warehouse/schema.py``; the ingress writes it with
 plain SQL and imports no table definition, like :mod:`ingest.answers`). A row lives until its
 token's ``exp`` plus ``LTI_LEEWAY_SECONDS``: after that the token itself is refused, so the nonce
@@ -36,6 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from canvas_stream.metrics import LTI_NONCE_STORE_UNAVAILABLE
+from canvas_stream.settings import warehouse_sql
 
 __all__ = [
     "NonceBackend",
@@ -53,22 +54,23 @@ MAX_LIFETIME = 366 * 86400.0  # a token valid longer than a year is absurd; its 
 PURGE_BATCH = 1000
 PURGE_ROUNDS = 20
 
-# Plain SQL on canvas.lti_nonces (declared in processors/warehouse/schema.py). A nonce whose row
+# Plain SQL on canvas_stream.lti_nonces (declared in processors/warehouse/schema.py). A nonce whose row
 # expired (not purged yet) is taken over: that token is refused by its exp check anyway.
-CLAIM_SQL = text("""
-    INSERT INTO canvas.lti_nonces AS stored (nonce, notice_id, expires_at)
+CLAIM_SQL = text(warehouse_sql("""
+    INSERT INTO {schema}.lti_nonces AS stored (nonce, notice_id, expires_at)
     SELECT n, i, e FROM unnest(CAST(:nonces AS text[]), CAST(:notice_ids AS text[]),
                                CAST(:expires AS timestamptz[])) AS claimed(n, i, e)
     ON CONFLICT (nonce) DO UPDATE SET notice_id = excluded.notice_id, expires_at = excluded.expires_at,
                                       seen_at = now()
         WHERE stored.expires_at < now()
     RETURNING nonce
-""")
-OWNERS_SQL = text("SELECT nonce, notice_id FROM canvas.lti_nonces WHERE nonce = ANY(CAST(:nonces AS text[]))")
-PURGE_SQL = text("""
-    DELETE FROM canvas.lti_nonces WHERE nonce IN (
-        SELECT nonce FROM canvas.lti_nonces WHERE expires_at < now() LIMIT :limit FOR UPDATE SKIP LOCKED)
-""")
+"""))
+OWNERS_SQL = text(warehouse_sql(
+    "SELECT nonce, notice_id FROM {schema}.lti_nonces WHERE nonce = ANY(CAST(:nonces AS text[]))"))
+PURGE_SQL = text(warehouse_sql("""
+    DELETE FROM {schema}.lti_nonces WHERE nonce IN (
+        SELECT nonce FROM {schema}.lti_nonces WHERE expires_at < now() LIMIT :limit FOR UPDATE SKIP LOCKED)
+"""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +141,7 @@ class NonceBackend(Protocol):
 
 
 class PostgresNonces:
-    """``canvas.lti_nonces`` over a small pool (created on first use: a bad URL never stops the ingress)."""
+    """``canvas_stream.lti_nonces`` over a small pool (created on first use: a bad URL never stops the ingress)."""
 
     def __init__(self, database_url: str, *, purge_batch: int = PURGE_BATCH, purge_rounds: int = PURGE_ROUNDS) -> None:
         self._url = database_url
@@ -249,7 +251,7 @@ class ReplayGuard:
             self._skip_until = time.monotonic() + self.backoff
             LTI_NONCE_STORE_UNAVAILABLE.inc(len(claims))
             if self.store_error is None:  # once per outage, not per notice
-                log.warning("LTI nonce store (canvas.lti_nonces) unreachable; checking nonces against this "
+                log.warning("LTI nonce store (canvas_stream.lti_nonces) unreachable; checking nonces against this "
                             "replica's memory only", error=f"{exc.__class__.__name__}: {str(exc)[:200]}",
                             retry_in=self.backoff)
             self.store_error = exc.__class__.__name__

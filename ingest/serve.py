@@ -35,7 +35,7 @@ def run_ingress(settings: Settings, notice_ledger: NoticeLedger | None = None) -
     routes = "POST /live-events, POST /lti/notices" if settings.live_events_enabled else "POST /lti/notices"
     log.info("canvas-stream ingress listening", url=f"http://{settings.host}:{settings.port}", routes=routes,
              admin=f"http://{settings.host}:{settings.admin_port}",
-             canvas_budget="canvas.ingress_answers" if answers is not None else "off (DATABASE_URL not set)")
+             canvas_budget="canvas_stream.ingress_answers" if answers is not None else "off (DATABASE_URL not set)")
     # keepalive_timeout is armed when a connection opens and not reset by partial data, so it also
     # closes a client that never finishes its request headers (slowloris); the body has its own deadline.
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,

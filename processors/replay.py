@@ -1,4 +1,4 @@
-"""Rebuild the entity and fact tables from ``canvas.events`` (after a mapping fix or a new migration).
+"""Rebuild the entity and fact tables from ``events`` (after a mapping fix or a new migration).
 
 The stored payloads are exactly what the normalizers take, so a replay is the live path without
 Kafka: page through the events in id order, normalize, upsert. ``rebuild`` empties the derived
@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canvas_stream.records import SOURCE_LIVE_EVENT, SOURCE_LTI_NOTICE, Record, Verification
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.normalize.model import NormalizationError
 from processors.warehouse import tables
 from processors.warehouse.writer import QuarantineRow, insert_quarantine, upsert_changes
@@ -37,9 +37,12 @@ def stored_record(fmt: str, payload: dict, received_at) -> Record:
                   verification=Verification(signed=False))
 
 
-async def replay(engine: AsyncEngine, *, rebuild: bool = True, page_size: int = 2000,
+async def replay(engine: AsyncEngine, ids: IdPolicy, *, rebuild: bool = True, page_size: int = 2000,
                  progress: Callable[[int], None] | None = None) -> ReplayStats:
-    """Re-normalize every stored event; returns counts. ``progress`` is called with events done per page."""
+    """Re-normalize every stored event; returns counts. ``progress`` is called with events done per page.
+
+    ``ids`` must be the workers' (the home shard setting), or the rebuilt ids differ from theirs.
+    """
     stats = ReplayStats()
     derived = [t for t in tables.warehouse_tables()]
     if rebuild:
@@ -63,7 +66,7 @@ async def replay(engine: AsyncEngine, *, rebuild: bool = True, page_size: int = 
             quarantined: list[QuarantineRow] = []
             for row in page:
                 try:
-                    normalized = normalize(stored_record(row.format, row.payload, row.received_at))
+                    normalized = normalize(stored_record(row.format, row.payload, row.received_at), ids)
                 except NormalizationError as exc:
                     quarantined.append(QuarantineRow(f"replay {row.event_id}: {exc}", str(row.payload), "replay"))
                     continue

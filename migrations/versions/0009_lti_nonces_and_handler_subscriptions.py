@@ -5,7 +5,7 @@ rewrite. Both are operational (written by the ingress and by `canvas-stream noti
 not derived from events, so `canvas-stream replay` leaves them alone.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007b
 Create Date: 2026-12-03
 """
 
@@ -13,10 +13,12 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from processors.warehouse.schema import SCHEMA  # the configured schema (WAREHOUSE_SCHEMA)
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0009"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007b"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -37,11 +39,11 @@ def upgrade() -> None:
         sa.Column("seen_at", TIME, server_default=sa.text("now()"), nullable=False,
                   comment="When an ingress replica first recorded it."),
         sa.PrimaryKeyConstraint("nonce"),
-        schema="canvas",
+        schema=SCHEMA,
         comment="LTI notice nonces seen by any ingress replica within their token's lifetime: replay protection "
                 "(operational; not event data).",
     )
-    op.create_index("lti_nonces_expires_at_idx", "lti_nonces", ["expires_at"], unique=False, schema="canvas")
+    op.create_index("lti_nonces_expires_at_idx", "lti_nonces", ["expires_at"], unique=False, schema=SCHEMA)
     op.create_table(
         "lti_handler_subscriptions",
         sa.Column("deployment_id", sa.Text(), nullable=False,
@@ -57,7 +59,7 @@ def upgrade() -> None:
                   comment="When `canvas-stream notice-handlers set` sent it (taken before the call: Canvas sends "
                           "the LtiHelloWorldNotice at once)."),
         sa.PrimaryKeyConstraint("deployment_id", "notice_type"),
-        schema="canvas",
+        schema=SCHEMA,
         comment="Notice handlers subscribed with `canvas-stream notice-handlers set`, per deployment and type; "
                 "the hello-world check waits from set_at (operational; kept apart from lti_deployments, which "
                 "`canvas-stream replay` rebuilds from events).",
@@ -65,6 +67,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("lti_handler_subscriptions", schema="canvas")
-    op.drop_index("lti_nonces_expires_at_idx", table_name="lti_nonces", schema="canvas")
-    op.drop_table("lti_nonces", schema="canvas")
+    op.drop_table("lti_handler_subscriptions", schema=SCHEMA)
+    op.drop_index("lti_nonces_expires_at_idx", table_name="lti_nonces", schema=SCHEMA)
+    op.drop_table("lti_nonces", schema=SCHEMA)

@@ -22,6 +22,7 @@ from canvas_stream.tenancy import caliper_item_root_account_uuid
 
 from .apply import apply_mapping
 from .canvas import canonical_json
+from .ids import IdPolicy, caliper_event_shard
 from .model import EventRow, NormalizationError, Normalized, parse_time
 
 CANVAS_URN = "urn:instructure:canvas:"
@@ -161,7 +162,7 @@ def _canvas_id(value: Any) -> int | None:
         value = ident
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit() and int(value) < 2**63:
+    if isinstance(value, str) and len(value) <= 19 and value.isascii() and value.isdigit() and int(value) < 2**63:
         return int(value)
     return None
 
@@ -284,7 +285,7 @@ def caliper_event_name(item: Mapping[str, Any]) -> str:
     return rule.event if rule else f"caliper:{item.get('type')}/{item.get('action')}"
 
 
-def normalize_caliper(record: Record) -> Normalized:
+def normalize_caliper(record: Record, ids: IdPolicy) -> Normalized:
     payload = record.payload
     data = payload.get("data")
     if not isinstance(data, list):
@@ -306,6 +307,10 @@ def normalize_caliper(record: Record) -> Normalized:
             event_time = None  # not a Canvas event we map: store it anyway
         name = rule.event if rule else f"caliper:{item.get('type')}/{item.get('action')}"
         meta = caliper_meta(item, rule)
+        shard = caliper_event_shard(item)
+        event_ids = ids.for_event(shard)
+        if shard is not None:
+            out.shards.append(shard)
         out.events.append(
             EventRow(
                 event_id=event_id,
@@ -313,9 +318,9 @@ def normalize_caliper(record: Record) -> Normalized:
                 format="caliper",
                 event_time=event_time,
                 received_at=record.received_datetime,
-                user_id=meta.get("user_id"),
+                user_id=event_ids.lenient(meta.get("user_id")),
                 context_type=meta.get("context_type"),
-                context_id=meta.get("context_id"),
+                context_id=event_ids.lenient(meta.get("context_id")),
                 payload={**envelope, "data": [item]},
                 subscription=record.delivery.delivered_by if record.delivery else None,
                 root_account_uuid=caliper_item_root_account_uuid(item),
@@ -325,7 +330,7 @@ def normalize_caliper(record: Record) -> Normalized:
             out.unknown_events.append(name)
             continue
         applied = apply_mapping(rule.event, meta, caliper_body(item, rule), event_id=event_id,
-                                event_time=event_time, label=f"caliper:{rule.event}")
+                                event_time=event_time, ids=event_ids, label=f"caliper:{rule.event}")
         if applied is None:  # a rule without a mapping: a bug, surfaced rather than hidden
             out.unknown_events.append(name)
             continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from ingest.publish import ensure_topic
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.warehouse import tables
 from processors.warehouse.writer import collapse
 from tests.support.corpus import load_examples
@@ -30,7 +30,7 @@ async def test_every_corpus_example_lands_in_the_warehouse(engine, kafka_bootstr
     expected_events = {}
     changes = []
     for ex in examples:
-        normalized = normalize(ex.record())
+        normalized = normalize(ex.record(), IdPolicy())  # the worker runs with no home shard set
         changes.extend(normalized.changes)
         for event in normalized.events:
             expected_events[event.event_id] = event

@@ -97,9 +97,9 @@ async def test_ingress_and_worker_write_only_json_lines(jwks, kafka_bootstrap, m
             from sqlalchemy import text
 
             async with engine.connect() as conn:
-                return (await conn.execute(text("select count(*) from canvas.events"))).scalar_one() == 1
+                return (await conn.execute(text("select count(*) from canvas_stream.events"))).scalar_one() == 1
 
-        await wait_until(stored, timeout=60, message="the event in canvas.events")
+        await wait_until(stored, timeout=60, message="the event in canvas_stream.events")
     finally:
         await asyncio.to_thread(ingress.stop)
         await asyncio.to_thread(worker.stop)

@@ -63,7 +63,7 @@ async def test_hello_world_overdue_until_received(platform, tool_key, lti_jwks, 
     try:
         async with engine.connect() as conn:
             row = (await conn.execute(text(
-                "SELECT handler, pns_url, set_at, now() - set_at AS age FROM canvas.lti_handler_subscriptions "
+                "SELECT handler, pns_url, set_at, now() - set_at AS age FROM canvas_stream.lti_handler_subscriptions "
                 "WHERE deployment_id = :d AND notice_type = 'LtiHelloWorldNotice'"), {"d": deployment})).one()
         assert (row.handler, row.pns_url) == (handler, platform.pns_url)
         assert 0 <= row.age.total_seconds() < 120

@@ -162,7 +162,7 @@ async def test_batch_of_three_types_and_a_forged_notice(clients, worker, db):
     t = tables
     ids = [nid(hello), nid(copy_), nid(ap)]
     await wait_until(lambda: count(db, t.lti_notices, t.lti_notices.c.notice_id.in_(ids)), timeout=90,
-                     message=f"3 notices in canvas.lti_notices; worker log:\n{worker.output()}")
+                     message=f"3 notices in canvas_stream.lti_notices; worker log:\n{worker.output()}")
     await wait_until(lambda: _n_at_least(db, t.lti_notices, 3, t.lti_notices.c.notice_id.in_(ids)), timeout=30,
                      message="all 3 notices")
     assert await count(db, t.lti_notices, t.lti_notices.c.notice_id == nid(forged)) == 0
@@ -378,7 +378,7 @@ async def test_a_replayed_nonce_is_rejected_per_notice_on_every_replica(clients,
     assert statuses(doc) == ["duplicate"], doc  # the same notice re-sent stays a duplicate
 
     async with db.connect() as conn:
-        row = (await conn.execute(text("SELECT notice_id, expires_at FROM canvas.lti_nonces WHERE nonce = :n"),
+        row = (await conn.execute(text("SELECT notice_id, expires_at FROM canvas_stream.lti_nonces WHERE nonce = :n"),
                                   {"n": original["nonce"]})).one()
     assert row.notice_id == nid(original)
     assert row.expires_at.timestamp() == original["exp"] + 60  # exp + LTI_LEEWAY_SECONDS
@@ -404,10 +404,10 @@ async def test_expired_nonces_are_purged_in_bounded_batches_and_taken_over(db, d
     try:
         async with db.begin() as conn:
             await conn.execute(text(
-                "INSERT INTO canvas.lti_nonces (nonce, notice_id, expires_at) "
+                "INSERT INTO canvas_stream.lti_nonces (nonce, notice_id, expires_at) "
                 "SELECT :tag || '-' || i, 'old', now() - interval '1 minute' FROM generate_series(1, 5) i"),
                 {"tag": tag})
-            await conn.execute(text("INSERT INTO canvas.lti_nonces (nonce, notice_id, expires_at) "
+            await conn.execute(text("INSERT INTO canvas_stream.lti_nonces (nonce, notice_id, expires_at) "
                                     "VALUES (:n, 'live', now() + interval '1 hour')"), {"n": f"{tag}-live"})
         # An expired row not purged yet is taken over: its token is refused by its exp anyway.
         owners = await store.claim([NonceClaim(f"{tag}-1", "new", time.time() + 3600),
@@ -415,7 +415,7 @@ async def test_expired_nonces_are_purged_in_bounded_batches_and_taken_over(db, d
         assert owners == {f"{tag}-1": "new", f"{tag}-live": "live"}
         assert await store.purge() >= 4  # the other four expired rows, two per statement
         async with db.connect() as conn:
-            left = dict((await conn.execute(text("SELECT nonce, notice_id FROM canvas.lti_nonces "
+            left = dict((await conn.execute(text("SELECT nonce, notice_id FROM canvas_stream.lti_nonces "
                                                  "WHERE nonce LIKE :p"), {"p": f"{tag}-%"})).all())
         assert left == {f"{tag}-1": "new", f"{tag}-live": "live"}
     finally:

@@ -1,5 +1,5 @@
 """Migration 0009 upgrades an existing warehouse in place: its notices and deployments stay,
-canvas.lti_nonces and canvas.lti_handler_subscriptions appear (and work: the ingress's nonce claim
+canvas_stream.lti_nonces and canvas_stream.lti_handler_subscriptions appear (and work: the ingress's nonce claim
 and the hello-world query run on them), and a downgrade removes only them."""
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ async def test_0009_adds_the_nonce_and_subscription_tables_in_place(postgres_ser
     engine = create_async_engine(url)
     nonces = PostgresNonces(url)
     try:
-        await asyncio.to_thread(migrate.upgrade, url, "0006")
+        await asyncio.to_thread(migrate.upgrade, url, "0007b")
         async with engine.begin() as conn:
             await conn.execute(text(
-                "insert into canvas.lti_notices (notice_id, notice_type, deployment_id, received_at) "
+                "insert into canvas_stream.lti_notices (notice_id, notice_type, deployment_id, received_at) "
                 "values ('hello-1', 'LtiHelloWorldNotice', '106:abc', now())"))
-            await conn.execute(text("insert into canvas.lti_deployments (deployment_id, client_id) "
+            await conn.execute(text("insert into canvas_stream.lti_deployments (deployment_id, client_id) "
                                     "values ('106:abc', '100')"))
         await asyncio.to_thread(migrate.upgrade, url)
 
@@ -44,9 +44,11 @@ async def test_0009_adds_the_nonce_and_subscription_tables_in_place(postgres_ser
         async with engine.connect() as conn:
             [check] = await read_hello_world_checks(conn)
             assert (check.deployment_id, check.hello_world_received_at is not None) == ("106:abc", True)
-            assert (await conn.execute(text("select count(*) from canvas.lti_notices"))).scalar_one() == 1
-            assert (await conn.execute(text("select client_id from canvas.lti_deployments"))).scalar_one() == "100"
-            comment = (await conn.execute(text("select obj_description('canvas.lti_nonces'::regclass)"))).scalar()
+            assert (await conn.execute(text("select count(*) from canvas_stream.lti_notices"))).scalar_one() == 1
+            client = text("select client_id from canvas_stream.lti_deployments")
+            assert (await conn.execute(client)).scalar_one() == "100"
+            described = text("select obj_description('canvas_stream.lti_nonces'::regclass)")
+            comment = (await conn.execute(described)).scalar()
             assert comment and "replay protection" in comment
 
         await nonces.close()
@@ -54,8 +56,8 @@ async def test_0009_adds_the_nonce_and_subscription_tables_in_place(postgres_ser
         async with engine.connect() as conn:
             for table in NEW_TABLES:
                 assert (await conn.execute(text(f"select to_regclass('canvas.{table}')"))).scalar_one() is None
-            assert (await conn.execute(text("select count(*) from canvas.lti_notices"))).scalar_one() == 1
-            assert (await conn.execute(text("select count(*) from canvas.lti_deployments"))).scalar_one() == 1
+            assert (await conn.execute(text("select count(*) from canvas_stream.lti_notices"))).scalar_one() == 1
+            assert (await conn.execute(text("select count(*) from canvas_stream.lti_deployments"))).scalar_one() == 1
     finally:
         await nonces.close()
         await engine.dispose()

@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 
 from canvas_stream.records import SOURCE_LTI_NOTICE, Record, Verification
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.normalize.apply import COMPILED, MappingError, compile_target
 from processors.normalize.event_map import (
     EVENTS,
@@ -23,6 +23,8 @@ from processors.normalize.event_map import (
 from processors.normalize.notices import CLAIM, FORMAT_LTI_NOTICE
 from processors.warehouse import schema, tables
 from processors.warehouse.schema import TABLE_SPECS, Kind
+
+IDS = IdPolicy()
 
 TARGETS = [(name, target) for name, spec in EVENTS.items() for target in spec.targets]
 
@@ -148,7 +150,7 @@ KIND_TYPES = {Kind.TEXT: str, Kind.TIME: datetime, Kind.JSON: (dict, list), Kind
 
 @pytest.mark.parametrize("ntype", sorted(NOTICES))
 def test_lti_notice_changes_name_schema_columns_of_the_right_kind(ntype):
-    out = normalize(_notice(ntype))
+    out = normalize(_notice(ntype), IDS)
     expected = {"lti_notices", "lti_deployments"} | {
         "LtiContextCopyNotice": {"context_copies"},
         "LtiAssetProcessorSubmissionNotice": {"asset_processor_submissions"},
