@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 
@@ -206,10 +207,25 @@ def get_settings() -> Settings:
     return Settings()
 
 
+@lru_cache(maxsize=1)
+def configured_warehouse_schema() -> str:
+    """``WAREHOUSE_SCHEMA`` (case-insensitive, like every setting), validated, without reading the others.
+
+    Modules read it at import (the table definitions, the ingress's SQL); reading only this one setting
+    keeps a bad unrelated setting (e.g. ``PORT=abc``) from failing an import instead of being reported
+    as one line by the CLI. :class:`Settings` validates the same value the same way.
+    """
+    value = next((v for k, v in os.environ.items() if k.upper() == "WAREHOUSE_SCHEMA"), DEFAULT_WAREHOUSE_SCHEMA)
+    if not _IDENTIFIER.match(value):
+        raise SettingError("WAREHOUSE_SCHEMA", "must be a lower-case PostgreSQL identifier (a-z, 0-9, _; at most "
+                                               "63 characters)")
+    return value
+
+
 def warehouse_sql(sql: str) -> str:
     """``sql`` with ``{schema}`` replaced by the configured warehouse schema (``WAREHOUSE_SCHEMA``).
 
     For the plain SQL of roles that do not import the warehouse's table definitions (the ingress);
     the schema name is a validated identifier, so the substitution is safe.
     """
-    return sql.replace("{schema}", get_settings().warehouse_schema)
+    return sql.replace("{schema}", configured_warehouse_schema())

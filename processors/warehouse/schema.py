@@ -21,9 +21,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from canvas_stream.settings import get_settings
+from canvas_stream.settings import configured_warehouse_schema
 
-SCHEMA: str = get_settings().warehouse_schema
+SCHEMA: str = configured_warehouse_schema()
 # Where releases before migration 0007 kept everything, and where Canvas Data 2's client puts its
 # own tables: never ours to create in; migrations/env.py moves a previous release's warehouse out.
 LEGACY_SCHEMA = "canvas"
