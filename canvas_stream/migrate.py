@@ -10,10 +10,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from canvas_stream.settings import SettingError, async_database_url, mask_url, plain_database_url
+from canvas_stream.settings import (
+    SettingError,
+    async_database_url,
+    configured_warehouse_schema,
+    mask_url,
+    plain_database_url,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-VERSION_TABLE = "canvas.alembic_version"  # migrations/env.py keeps it in the warehouse schema
+# migrations/env.py keeps Alembic's version table in the warehouse schema (WAREHOUSE_SCHEMA).
+VERSION_TABLE = f"{configured_warehouse_schema()}.alembic_version"
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 

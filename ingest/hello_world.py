@@ -59,8 +59,10 @@ class HelloWorldWatch:
     def detail(self) -> dict[str, Any]:
         """The ``lti_hello_world`` part of /readyz."""
         now = self._clock()
+        overdue = self.in_state(OVERDUE)
+        LTI_HELLO_WORLD_OVERDUE.set(len(overdue))  # the gauge agrees with what /readyz says at this moment
         body: dict[str, Any] = {
-            "overdue": [c.as_json(now, self.wait_seconds) for c in self.in_state(OVERDUE)],
+            "overdue": [c.as_json(now, self.wait_seconds) for c in overdue],
             "waiting": [c.as_json(now, self.wait_seconds) for c in self.in_state(WAITING)],
             "wait_seconds": self.wait_seconds,
         }

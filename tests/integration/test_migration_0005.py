@@ -27,7 +27,7 @@ async def test_upgrade_from_0004_keeps_events_and_adds_the_answer_ledger(postgre
         async with engine.connect() as conn:
             assert (await conn.execute(text("select event_id from canvas_stream.events"))).scalars().all() == ["kept"]
             indexes = set((await conn.execute(text(
-                "select indexname from pg_indexes where schemaname = 'canvas' "
+                "select indexname from pg_indexes where schemaname = 'canvas_stream' "
                 "and tablename in ('events', 'ingress_answers')"))).scalars())
             assert {"events_received_at_idx", "ingress_answers_minute_idx", "ingress_answers_pkey"} <= indexes
             valid = (await conn.execute(text(
