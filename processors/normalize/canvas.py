@@ -7,11 +7,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from canvas_stream.records import Record
+from canvas_stream.records import Record, arrival_of
 from canvas_stream.tenancy import canvas_root_account_uuid
 
 from .apply import apply_mapping
 from .event_map import resolve_event_name
+from .happening import metadata_columns
 from .model import EventRow, NormalizationError, Normalized, parse_time, to_id
 
 
@@ -49,6 +50,8 @@ def normalize_canvas(record: Record) -> Normalized:
         raise NormalizationError(f"{name[:60]}: body is not an object")
 
     event_id = canvas_event_id(payload)
+    mapped = resolve_event_name(name, body)
+    applied = apply_mapping(mapped, meta, body, event_id=event_id, event_time=event_time, label=name)
     out = Normalized()
     out.events.append(
         EventRow(
@@ -63,10 +66,11 @@ def normalize_canvas(record: Record) -> Normalized:
             payload={"metadata": meta, "body": body},
             subscription=record.delivery.delivered_by if record.delivery else None,
             root_account_uuid=canvas_root_account_uuid(meta),
+            happening_id=applied.happening_id if applied is not None else event_id,
+            arrival=arrival_of(record),
+            **metadata_columns(meta, _safe_id),
         )
     )
-    mapped = resolve_event_name(name, body)
-    applied = apply_mapping(mapped, meta, body, event_id=event_id, event_time=event_time, label=name)
     if applied is None:
         out.unknown_events.append(name)
         return out
