@@ -19,6 +19,12 @@ row) and `field_versions` (per column, the event time and id that set it: each c
 value of the latest event that carried it). Deleted objects keep their row with
 `workflow_state = 'deleted'`.
 
+One happening, counted once: `events` has a row per delivery, and a happening delivered in both
+formats (a Canvas and a Caliper subscription) is two rows sharing `happening_id`; fact tables
+(`grade_changes`, `asset_accesses`, `logins`, ...) are keyed by `happening_id`, one row per
+happening, and name one delivery in `event_id`. Entities a Caliper envelope describes beside its
+events are in `caliper_entities`, not `events`.
+
 Views: `current_grades`, `active_enrollments`, `active_enrollment_counts`, `daily_active_users`.
 Functions: `canvas.local_id(id)` and `canvas.shard_id(id)` split a global id (the Canvas UI and
 URLs show local ids), e.g. `WHERE canvas.local_id(course_id) = 565`.
