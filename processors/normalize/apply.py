@@ -277,8 +277,8 @@ def apply_mapping(
     version = make_version(event_time, event_id)
     flat = flatten_body(body, compiled.flatten) if compiled.flatten else body
     problems: list[str] = []
-    rows: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-    by_happening: list[tuple[str, dict[str, Any], dict[str, Any], str]] = []  # keyed by the happening
+    changes: list[RowChange] = []
+    by_happening: list[tuple[dict[str, Any], str]] = []  # keys still missing the happening id, and its column
     for plan in compiled.plans:
         key: dict[str, Any] | None = {}
         happening_column = None
@@ -322,13 +322,11 @@ def apply_mapping(
             fields.update(plan.constants)
         if key is None:
             continue
-        rows.append((plan.table, key, fields))
+        changes.append(RowChange(table=plan.table, key=key, fields=fields, version=version))
         if happening_column is not None:
-            by_happening.append((plan.table, key, fields, happening_column))
-    happening = happening_id(event_id, event_name, meta, event_time, object_of(event_name, rows))
-    for _, key, _, column in by_happening:
+            by_happening.append((key, happening_column))
+    happening = happening_id(event_id, event_name, meta, event_time, object_of(event_name, changes))
+    for key, column in by_happening:  # the change holds this dict: filled in place, once
         key[column] = happening
-    changes = [RowChange(table=table, key=key, fields=fields, version=version)
-               for table, key, fields in rows if key]
     unknown = [f"{label}.{k}" for k in flat if k not in compiled.known]
     return Applied(changes=changes, unknown_fields=unknown + problems, happening_id=happening)

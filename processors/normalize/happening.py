@@ -24,15 +24,17 @@ itself (``happening_id == event_id``), which never merges two happenings.
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+import math
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from .event_map import BOTH_FORMATS
+from .model import RowChange
 
 # Bumped if the derivation ever changes (ids would change, so a replay is needed).
 DERIVATION = "happening/1"
+_SEPARATOR = "\x1f"  # ASCII unit separator: not part of an id, a name or a request id
 
 
 def cause_of(meta: Mapping[str, Any]) -> str | None:
@@ -46,14 +48,15 @@ def cause_of(meta: Mapping[str, Any]) -> str | None:
     return None
 
 
-def object_of(event_name: str, rows: Iterable[tuple[str, Mapping[str, Any], Mapping[str, Any]]]) -> list[Any] | None:
-    """The object columns of a correlated event type, from its ``(table, key, fields)`` rows; None when
-    the type is not correlated or the event names no object."""
+def object_of(event_name: str, changes: Iterable[RowChange]) -> list[Any] | None:
+    """The object columns of a correlated event type, read from its row changes; None when the type is
+    not correlated or the event names no object."""
     where = BOTH_FORMATS.get(event_name)
     if where is None:
         return None
-    for table, key, fields in rows:
-        if table == where.table:
+    for change in changes:
+        if change.table == where.table:
+            key, fields = change.key, change.fields
             values = [key[c] if c in key else fields.get(c) for c in where.columns]
             return values if any(v is not None for v in values) else None
     return None
@@ -62,27 +65,31 @@ def object_of(event_name: str, rows: Iterable[tuple[str, Mapping[str, Any], Mapp
 def happening_id(event_id: str, event_name: str, meta: Mapping[str, Any], event_time: datetime | None,
                  obj: list[Any] | None) -> str:
     """The happening id of one event: derived from cause, type, object and second, else the event id."""
-    cause = cause_of(meta)
-    if cause is None or obj is None or event_time is None:
+    if obj is None or event_time is None:
         return event_id
-    second = event_time.astimezone(UTC).replace(microsecond=0).isoformat()
-    text = json.dumps([DERIVATION, cause, event_name, obj, second], separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    cause = cause_of(meta)
+    if cause is None:
+        return event_id
+    second = math.floor(event_time.timestamp())  # whole seconds since the epoch, UTC
+    values = _SEPARATOR.join(f"{type(v).__name__}:{v}" for v in obj)  # ids and names, typed
+    text = _SEPARATOR.join((DERIVATION, cause, event_name, values, str(second)))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def metadata_columns(meta: Mapping[str, Any], to_id: Any) -> dict[str, Any]:
+def metadata_columns(meta: Mapping[str, Any], to_id: Callable[[Any], int | None]) -> dict[str, Any]:
     """What an event's metadata says about the acting user and the request, as ``events`` columns.
 
     ``to_id`` reads a Canvas id the way the event's ``user_id`` is read (None when it is not one).
     """
+    real_user, root_account = meta.get("real_user_id"), meta.get("root_account_id")
     return {
         "request_id": _text(meta.get("request_id")),
-        "real_user_id": to_id(meta.get("real_user_id")),
+        "real_user_id": None if real_user is None else to_id(real_user),
         "user_login": _text(meta.get("user_login")),
         "user_sis_id": _text(meta.get("user_sis_id")),
-        "root_account_id": to_id(meta.get("root_account_id")),
+        "root_account_id": None if root_account is None else to_id(root_account),
     }
