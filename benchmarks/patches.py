@@ -48,12 +48,13 @@ def executemany_writer() -> None:
         key_names = [c.name for c in table.primary_key.columns]
         data_columns = [c for c in table.c if c.name not in key_names and c.name not in tables.VERSION_COLUMNS]
         set_: dict[str, Any] = {
-            c.name: case((func.canvas.newer(excluded.field_versions[c.name].astext,
+            c.name: case((getattr(func, tables.SCHEMA).newer(excluded.field_versions[c.name].astext,
                                             table.c.field_versions[c.name].astext), excluded[c.name]),
                          else_=table.c[c.name])
             for c in data_columns
         }
-        set_["field_versions"] = func.canvas.merge_versions(table.c.field_versions, excluded.field_versions)
+        set_["field_versions"] = getattr(func, tables.SCHEMA).merge_versions(table.c.field_versions,
+                                                                             excluded.field_versions)
         set_["last_event_at"] = func.greatest(table.c.last_event_at, excluded.last_event_at)
         return stmt.on_conflict_do_update(index_elements=key_names, set_=set_,
                                           where=not_(table.c.field_versions.contains(excluded.field_versions)))
@@ -139,9 +140,9 @@ def unnest_writer() -> None:
             if c.name in keys or c.name in tables.VERSION_COLUMNS:
                 continue
             n = q(c.name)
-            sets.append(f"{n} = CASE WHEN canvas.newer(EXCLUDED.field_versions ->> '{c.name}', "
+            sets.append(f"{n} = CASE WHEN {tables.SCHEMA}.newer(EXCLUDED.field_versions ->> '{c.name}', "
                         f"{full}.field_versions ->> '{c.name}') THEN EXCLUDED.{n} ELSE {full}.{n} END")
-        sets.append(f"field_versions = canvas.merge_versions({full}.field_versions, EXCLUDED.field_versions)")
+        sets.append(f"field_versions = {tables.SCHEMA}.merge_versions({full}.field_versions, EXCLUDED.field_versions)")
         sets.append(f"last_event_at = greatest({full}.last_event_at, EXCLUDED.last_event_at)")
         sql = (f"INSERT INTO {full} ({names}) SELECT {select} FROM unnest({args}) AS u({names}) "
                f"ON CONFLICT ({', '.join(q(k) for k in keys)}) DO UPDATE SET {', '.join(sets)} "

@@ -26,6 +26,7 @@ from typing import Any
 from canvas_stream.embedded.broker import EmbeddedKafka
 from canvas_stream.embedded.process import free_port
 from ingest.publish import ensure_topic
+from processors.warehouse.schema import SCHEMA
 
 from . import infra, limits, load
 from .infra import Proc
@@ -183,7 +184,7 @@ class Bench:
         """md5 over every warehouse table's rows (received_at comes from the topic, so equal runs match)."""
         names = self.sql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = "
                          "'canvas' AND tablename <> 'quarantine'").split(",")
-        parts = [self.sql(f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM canvas.{n} t")
+        parts = [self.sql(f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {SCHEMA}.{n} t")
                  for n in names]
         return ",".join(p[:8] for p in parts)
 
@@ -273,7 +274,7 @@ class Bench:
         r.put("limit.kafka_produce_msg_s", produced)
         r.put("limit.kafka_consume_msg_s", consumed)
 
-        log("limit: PostgreSQL COPY of the same canvas.events rows")
+        log("limit: PostgreSQL COPY of the same events rows")
         rows = limits.event_rows(records[: self.mode.copy_rows])
         r.put("limit.pg_copy_rows_s", asyncio.run(limits.copy_rate(self.pg.url, rows)))
         if self.pg.lz4:
@@ -338,7 +339,7 @@ class Bench:
             workers = [self.worker(topic, group) for _ in range(n)]
             try:
                 ready = time.perf_counter() - started
-                out = self.drain("canvas.events", distinct, workers)
+                out = self.drain(f"{SCHEMA}.events", distinct, workers)
                 cpu = sum(w.cpu_seconds() for w in workers)
                 pg_cpu = self.pg_cpu()
                 if n == 1:
@@ -391,7 +392,7 @@ class Bench:
         started = time.perf_counter()
         res = self.closed(url)
         time.sleep(0.5)
-        out = self.drain("canvas.events", min(self.topic_size(topic) - before, len(self.pool)), [worker, ingress],
+        out = self.drain(f"{SCHEMA}.events", min(self.topic_size(topic) - before, len(self.pool)), [worker, ingress],
                          since=started)
         self.res.put("ours.e2e", {"ingress_rate": res.rate, "committed_rate": out["rate"], "rows": out["rows"],
                                   "p99_ms": res.p99_ms})
@@ -473,7 +474,7 @@ class Bench:
             worker = self.worker(topic, f"g-{uuid.uuid4().hex[:6]}", wrap=wrap)
             try:
                 spy = profile.start(worker.pid, 600)
-                out = self.drain("canvas.events", filled, [worker])
+                out = self.drain(f"{SCHEMA}.events", filled, [worker])
                 self.res.put(label, {"rate_under_profiler": out["rate"],
                                      "top": profile.summarize(profile.finish(spy))})
             finally:
@@ -533,16 +534,16 @@ class Bench:
                 log(f"experiment {rep + 1}/{reps}: worker {label}")
                 self.truncate()
                 if compression:
-                    self.sql(f"ALTER TABLE canvas.events ALTER COLUMN payload SET COMPRESSION {compression}")
+                    self.sql(f"ALTER TABLE {SCHEMA}.events ALTER COLUMN payload SET COMPRESSION {compression}")
                 worker = self.worker(topic, f"g-{uuid.uuid4().hex[:6]}", wrap=wrap or None, **extra)
                 try:
-                    out = self.drain("canvas.events", distinct, [worker])
+                    out = self.drain(f"{SCHEMA}.events", distinct, [worker])
                     cpu = worker.cpu_seconds()
                     pg_cpu = self.pg_cpu()
                 finally:
                     worker.stop()
                     if compression:
-                        self.sql("ALTER TABLE canvas.events ALTER COLUMN payload SET COMPRESSION pglz")
+                        self.sql(f"ALTER TABLE {SCHEMA}.events ALTER COLUMN payload SET COMPRESSION pglz")
                 digest = self.checksum() if rep == 0 else baseline_digest
                 baseline_digest = digest if label == "baseline" else baseline_digest
                 wruns.setdefault(label, []).append({"rate": out["rate"], "cpu_us": cpu / max(out["rows"], 1) * 1e6,
@@ -570,7 +571,7 @@ class Bench:
                 started = time.perf_counter()
                 res = self.closed(url)
                 time.sleep(0.5)
-                out = self.drain("canvas.events", min(self.topic_size(topic) - before, len(self.pool)),
+                out = self.drain(f"{SCHEMA}.events", min(self.topic_size(topic) - before, len(self.pool)),
                                  [worker, ingress], since=started)
                 self.res.put("exp.e2e.all_suggestions", {"ingress_rate": res.rate, "committed_rate": out["rate"],
                                                          "p99_ms": res.p99_ms})

@@ -110,17 +110,19 @@ def replay(keep: bool, page_size: int) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
     from tqdm import tqdm
 
+    from processors.normalize import IdPolicy
     from processors.replay import count_events
     from processors.replay import replay as run_replay
 
     settings = _settings()
+    ids = IdPolicy(settings.canvas_home_shard)
 
     async def go() -> None:
         engine = create_async_engine(settings.require_database_url())
         try:
             total = await count_events(engine)
             with tqdm(total=total, unit="event", desc="replay") as bar:
-                stats = await run_replay(engine, rebuild=not keep, page_size=page_size, progress=bar.update)
+                stats = await run_replay(engine, ids, rebuild=not keep, page_size=page_size, progress=bar.update)
         finally:
             await engine.dispose()
         click.echo(f"replayed {stats.events} events into {stats.rows} rows; {stats.events_updated} events rewritten, "

@@ -25,7 +25,7 @@ from canvas_stream.settings import Settings
 
 @click.group(name="quarantine")
 def quarantine() -> None:
-    """See and replay messages the workers could not store (canvas.quarantine)."""
+    """See and replay messages the workers could not store (the quarantine table)."""
 
 
 async def _rows(settings: Settings, limit: int, include_resolved: bool) -> list[dict[str, Any]]:

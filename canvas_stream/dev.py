@@ -24,12 +24,13 @@ from canvas_stream.cli_send import DEFAULT_KEY
 from canvas_stream.devkeys import DevJwks, dev_key_path, ensure_dev_key
 from canvas_stream.embedded.broker import EmbeddedKafka
 from canvas_stream.embedded.database import EmbeddedPostgres
-from canvas_stream.settings import Settings, plain_database_url
+from canvas_stream.settings import Settings, plain_database_url, warehouse_sql
 from canvas_stream.tenancy import binding_problem
 from ingest.publish import ensure_topic
 
 FIRST_EVENT_TYPE = "course_created"
-ROWS_QUERY = "SELECT event_name, format, event_time, received_at FROM canvas.events ORDER BY received_at DESC LIMIT 5"
+ROWS_QUERY = warehouse_sql("SELECT event_name, format, event_time, received_at FROM {schema}.events "
+                           "ORDER BY received_at DESC LIMIT 5")
 INSTALL_LOCAL = "pip install 'canvas-stream[local]'"
 
 

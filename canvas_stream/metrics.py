@@ -33,7 +33,7 @@ JWKS_FETCH_FAILURES = Counter(
 CANVAS_ANSWERS_24H = Gauge(
     "canvas_stream_canvas_answers_24h",
     "Answers Canvas counts against a subscription over the last 24 h, all ingress replicas "
-    "(from canvas.ingress_answers): kind=timeout (slower than 15 s), error (other non-2xx), "
+    "(from canvas_stream.ingress_answers): kind=timeout (slower than 15 s), error (other non-2xx), "
     "foreign_tenant (403 refusals: they count against the sender's subscription, not ours)",
     ["route", "kind"],
 )
@@ -47,12 +47,37 @@ CANVAS_ANSWERS_UPDATED = Gauge(
     "When canvas_stream_canvas_answers_24h was last read from PostgreSQL (unix time)",
 )
 
+RESPONSE_DEADLINE_EXCEEDED = Counter(
+    "canvas_stream_ingress_deadline_exceeded",
+    "Answers on Canvas's routes given as 503 because RESPONSE_DEADLINE_SECONDS passed (something hung), by route",
+    ["route"],
+)
+LATE_ACKNOWLEDGEMENTS = Counter(
+    "canvas_stream_ingress_late_acknowledgements",
+    "Publishes acknowledged (or spooled) after their request was already answered 503 at the deadline: "
+    "durable; the sender's retry is a duplicate the warehouse absorbs",
+)
+LTI_NONCE_REPLAYS = Counter(
+    "canvas_stream_lti_nonce_replays", "LTI notices rejected because their nonce was seen under another notice id"
+)
+LTI_NONCE_STORE_UNAVAILABLE = Counter(
+    "canvas_stream_lti_nonce_store_unavailable",
+    "LTI notices whose nonce was checked against this replica's memory only (PostgreSQL unreachable)",
+)
+LTI_HELLO_WORLD_OVERDUE = Gauge(
+    "canvas_stream_lti_hello_world_overdue_deployments",
+    "LTI deployments whose LtiHelloWorldNotice handler was set more than LTI_HELLO_WORLD_WAIT_SECONDS ago "
+    "without an LtiHelloWorldNotice stored since (from PostgreSQL)",
+)
+
 # -- worker ---------------------------------------------------------------------------------------
 
-EVENTS_WRITTEN = Counter("canvas_stream_worker_events", "Events committed to canvas.events")
+EVENTS_WRITTEN = Counter("canvas_stream_worker_events", "Events committed to canvas_stream.events")
 QUARANTINED = Counter("canvas_stream_worker_quarantined", "Messages quarantined")
 UNKNOWN_EVENTS = Counter("canvas_stream_unknown_events", "Events of names the mapping does not know", ["event_name"])
 UNKNOWN_FIELDS = Counter("canvas_stream_unknown_fields", "Event fields the mapping does not know", ["field"])
+EVENT_SHARDS = Counter("canvas_stream_event_shards",
+                       "Events per Canvas shard of their root account (see CANVAS_HOME_SHARD)", ["shard"])
 CONSUMER_LAG = Gauge(
     "canvas_stream_worker_consumer_lag",
     "Messages past the committed offset on each partition assigned to this worker (end offset - committed)",

@@ -2,7 +2,7 @@
 
 The ingress publishes what it verified (source, key id, issuer, times, the decoded payload and the
 raw body), so a worker never needs signing keys and a replay can re-normalize from the topic or
-from ``canvas.events``. Pure: no I/O.
+from the ``events`` table. Pure: no I/O.
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def fresh_happening(deliveries: Sequence[dict[str, Any]], *, rng: random.Random,
 
 
 def event_ids(event: dict[str, Any]) -> list[str]:
-    """The ids the warehouse gives this event in ``canvas.events.event_id``."""
+    """The ids the warehouse gives this event in ``canvas_stream.events.event_id``."""
     if detect_format(event) == FORMAT_CANVAS:
         from processors.normalize.canvas import canvas_event_id
 

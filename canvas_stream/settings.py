@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from functools import lru_cache
 
 from pydantic import Field, SecretStr, field_validator
@@ -44,6 +46,14 @@ def _with_driver(url: str, drivername: str) -> str:
         return url
     return parsed.set(drivername=drivername).render_as_string(hide_password=False)
 
+# Not `canvas`: Canvas Data 2's client (`dap initdb`) creates its tables there, with the same names.
+DEFAULT_WAREHOUSE_SCHEMA = "canvas_stream"
+DEFAULT_ANALYST_ROLE = "canvas_stream_analyst"
+# A PostgreSQL identifier that needs no quoting: the schema and role names are put into SQL text.
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Canvas global ids are shard * 10^13 + local id, and a bigint: shard ids stay below 922337.
+MAX_SHARD = 922336
+
 
 def async_database_url(url: str) -> str:
     """Accept ``postgresql://`` (what psql and most tools use) and select the asyncpg driver."""
@@ -81,7 +91,6 @@ class Settings(BaseSettings):
     live_events_leeway_seconds: int = Field(default=1800, ge=0, description="exp leeway (retries span 20 min).")
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
     # Tenant binding (canvas_stream.tenancy): which Canvas may deliver live events to this installation.
-    live_events_enabled: bool = Field(default=True, description="Serve POST /live-events (false: LTI notices only).")
     live_events_root_account_uuids: str | None = Field(default=None, description="Comma list of root account uuids.")
     live_events_subscription_ids: str | None = Field(default=None, description="Comma list of subscription ids.")
     live_events_allow_any_account: bool = Field(default=False, description="Run unbound: any Canvas account.")
@@ -102,6 +111,9 @@ class Settings(BaseSettings):
     lti_private_key_file: str | None = None
     lti_pns_url: str | None = None
     lti_tool_key_id: str | None = None
+    lti_hello_world_wait_seconds: float = Field(
+        default=300.0, gt=0,
+        description="After `notice-handlers set` for LtiHelloWorldNotice: warn when none arrived within this.")
 
     worker_batch_size: int = Field(default=1000, ge=1, description="Most events per database transaction.")
     worker_batch_seconds: float = Field(default=0.2, gt=0, description="Longest wait to fill a batch.")
@@ -118,9 +130,28 @@ class Settings(BaseSettings):
     spool_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     http_read_timeout_seconds: float = Field(
         default=15.0, gt=0, description="Ingress: close a connection whose request (headers or body) is slower.")
+    response_deadline_seconds: float = Field(
+        default=10.0, gt=0, lt=15,
+        description="Ingress: every /live-events and /lti/notices answer (body read included) within this; "
+                    "503 otherwise. Below Canvas's 15-second timeout.")
+
+    warehouse_schema: str = Field(
+        default=DEFAULT_WAREHOUSE_SCHEMA, description="PostgreSQL schema of every warehouse table, view and function.")
+    canvas_home_shard: int | None = Field(
+        default=None, ge=1, le=MAX_SHARD,
+        description="Shard of the institution's Canvas: its objects' ids are stored in local form (as CD2 does).")
+    analyst_role: str = Field(
+        default=DEFAULT_ANALYST_ROLE, description="Read-only group role the migrations create for analysts.")
 
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: str = Field(default="console", description="console or json.")
+
+    @field_validator("warehouse_schema", "analyst_role")
+    @classmethod
+    def _plain_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a lower-case PostgreSQL identifier (a-z, 0-9, _; at most 63 characters)")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -174,3 +205,27 @@ def mask_url(url: str) -> str:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+@lru_cache(maxsize=1)
+def configured_warehouse_schema() -> str:
+    """``WAREHOUSE_SCHEMA`` (case-insensitive, like every setting), validated, without reading the others.
+
+    Modules read it at import (the table definitions, the ingress's SQL); reading only this one setting
+    keeps a bad unrelated setting (e.g. ``PORT=abc``) from failing an import instead of being reported
+    as one line by the CLI. :class:`Settings` validates the same value the same way.
+    """
+    value = next((v for k, v in os.environ.items() if k.upper() == "WAREHOUSE_SCHEMA"), DEFAULT_WAREHOUSE_SCHEMA)
+    if not _IDENTIFIER.match(value):
+        raise SettingError("WAREHOUSE_SCHEMA", "must be a lower-case PostgreSQL identifier (a-z, 0-9, _; at most "
+                                               "63 characters)")
+    return value
+
+
+def warehouse_sql(sql: str) -> str:
+    """``sql`` with ``{schema}`` replaced by the configured warehouse schema (``WAREHOUSE_SCHEMA``).
+
+    For the plain SQL of roles that do not import the warehouse's table definitions (the ingress);
+    the schema name is a validated identifier, so the substitution is safe.
+    """
+    return sql.replace("{schema}", configured_warehouse_schema())

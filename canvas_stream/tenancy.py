@@ -88,7 +88,7 @@ def caliper_item_root_account_uuids(item: Any) -> list[str]:
 
 
 def caliper_item_root_account_uuid(item: Any) -> str | None:
-    """The root account of one Caliper item (for ``canvas.events.root_account_uuid``)."""
+    """The root account of one Caliper item (for ``canvas_stream.events.root_account_uuid``)."""
     found = caliper_item_root_account_uuids(item)
     return found[0] if found else None
 

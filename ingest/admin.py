@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from canvas_stream.settings import Settings
 from ingest.answers import replica_name
 from ingest.app import ANSWERS_KEY, LIVE_JWKS_KEY, PUBLISHER_KEY, SETTINGS_KEY, healthz, readyz
+from ingest.lti_routes import LTI_STATE_KEY
 from ingest.status_page import render_status
 from ingest.status_sources import StatusSources
 
@@ -38,6 +39,8 @@ def create_admin_app(public: web.Application) -> web.Application:
     admin[SETTINGS_KEY] = settings = public[SETTINGS_KEY]
     admin[PUBLISHER_KEY] = publisher = public[PUBLISHER_KEY]
     admin[LIVE_JWKS_KEY] = public[LIVE_JWKS_KEY]
+    if LTI_STATE_KEY in public:
+        admin[LTI_STATE_KEY] = public[LTI_STATE_KEY]
     answers = public.get(ANSWERS_KEY)
     if answers is not None:
         admin[ANSWERS_KEY] = answers

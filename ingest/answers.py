@@ -2,7 +2,7 @@
 
 ``answers_middleware`` times each request and labels it with its route template and status code.
 Answers on the routes Canvas delivers to also go to an :class:`AnswerLedger`, which upserts this
-replica's per-minute tallies into ``canvas.ingress_answers`` every few seconds and reads the
+replica's per-minute tallies into ``canvas_stream.ingress_answers`` every few seconds and reads the
 24-hour sums over all replicas back (for the gauges, ``/readyz`` and the status page). The
 database is never on the answer path: an unreachable database only delays the figures.
 """
@@ -29,6 +29,7 @@ from canvas_stream.metrics import (
     CANVAS_DEACTIVATION_THRESHOLD,
     INGRESS_REQUEST_DURATION,
 )
+from canvas_stream.settings import warehouse_sql
 from ingest.budget import COUNTED_ROUTES, ERROR, FOREIGN_TENANT, THRESHOLDS, TIMEOUT, Budget, Tally, budget_from_rows
 
 log = structlog.get_logger(__name__)
@@ -36,22 +37,22 @@ log = structlog.get_logger(__name__)
 UNMATCHED_ROUTE = "unmatched"  # 404s: never the raw path (unbounded label values)
 CLIENT_GONE = 499  # the client closed the connection before the answer (nginx's convention)
 
-BUDGET_SQL = text("""
+BUDGET_SQL = text(warehouse_sql("""
     SELECT route,
            coalesce(sum(slow) FILTER (WHERE code <> 403), 0) AS timeouts,
            coalesce(sum(answers - slow) FILTER (WHERE code <> 403 AND code NOT BETWEEN 200 AND 299), 0) AS errors,
            coalesce(sum(answers) FILTER (WHERE code = 403), 0) AS foreign_tenant
-    FROM canvas.ingress_answers
+    FROM {schema}.ingress_answers
     WHERE minute > now() - interval '24 hours'
     GROUP BY route
-""")
+"""))
 
 # Plain SQL: the ingress does not import the warehouse's table definitions (schema.py declares the table).
-UPSERT_SQL = text("""
-    INSERT INTO canvas.ingress_answers (minute, route, replica, code, answers, slow)
+UPSERT_SQL = text(warehouse_sql("""
+    INSERT INTO {schema}.ingress_answers (minute, route, replica, code, answers, slow)
     VALUES (:minute, :route, :replica, :code, :answers, :slow)
     ON CONFLICT (minute, route, replica, code) DO UPDATE SET answers = excluded.answers, slow = excluded.slow
-""")
+"""))
 
 for _kind, _threshold in THRESHOLDS.items():
     CANVAS_DEACTIVATION_THRESHOLD.labels(_kind).set(_threshold)
@@ -134,7 +135,7 @@ class AnswerLedger:
                 raise
             except Exception as exc:
                 if not self._failing:  # once per outage, not every few seconds
-                    log.warning("answer ledger: cannot reach canvas.ingress_answers; keeping counts in memory",
+                    log.warning("answer ledger: cannot reach canvas_stream.ingress_answers; keeping counts in memory",
                                 error=f"{exc.__class__.__name__}: {str(exc)[:200]}")
                 self._failing = True
             await asyncio.sleep(self.flush_every)

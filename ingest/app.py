@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import structlog
@@ -13,10 +12,19 @@ from canvas_stream.settings import Settings
 from canvas_stream.tenancy import DeliveryKind, TenantPolicy, token_subscription_id
 from ingest.answers import AnswerLedger, answers_middleware
 from ingest.binding import admit
+from ingest.deadline import (
+    NotAcknowledgedInTime,
+    deadline_middleware,
+    publish_within_deadline,
+    read_body,
+    settle_late_publishes,
+)
+from ingest.hello_world import HelloWorldWatch
 from ingest.http import PUBLISHER_KEY, SETTINGS_KEY, error
 from ingest.jwks import JwksCache, KeyUnavailable
 from ingest.live_events import BadBody, build_record, classify_body
-from ingest.lti_routes import NoticeLedger, add_lti_routes
+from ingest.lti_routes import LTI_STATE_KEY, NoticeLedger, add_lti_routes
+from ingest.nonces import NonceBackend
 from ingest.publish import KafkaPublisher, PublishFailed
 from ingest.spool import Spool
 from ingest.verify import TokenPolicy, TokenRejected, verify_with
@@ -48,8 +56,7 @@ async def post_live_event(request: web.Request) -> web.Response:
 
 async def _handle_live_event(request: web.Request, settings: Settings) -> web.Response:
     try:
-        async with asyncio.timeout(settings.http_read_timeout_seconds):  # a slow body is not a reason to wait
-            raw = await request.read()
+        raw = await read_body(request, settings.http_read_timeout_seconds)  # a slow body is not a reason to wait
     except web.HTTPRequestEntityTooLarge:
         return error(413, "body too large")
     except TimeoutError:
@@ -79,11 +86,12 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
         return error(403, f"refused: {refusal.value}")
     delivery = Delivery(method=DELIVERY_HTTPS, subscription_id=subscription)
     key, record = build_record(payload, verification, raw, delivery=delivery)
-    try:
-        await request.app[PUBLISHER_KEY].publish(key, record.to_bytes())
-    except PublishFailed as exc:
-        log.warning("publish failed", error=str(exc))
-        return error(503, exc.public)
+    [outcome] = await publish_within_deadline(request, request.app[PUBLISHER_KEY].publish, [(key, record.to_bytes())])
+    if isinstance(outcome, PublishFailed | NotAcknowledgedInTime):
+        log.warning("publish failed", error=str(outcome) or outcome.__class__.__name__)
+        return error(503, outcome.public)
+    if outcome is not None:
+        raise outcome
     return web.json_response({"status": "accepted", "format": record.format})
 
 
@@ -116,12 +124,21 @@ async def readyz(request: web.Request) -> web.Response:
     if spool is not None:  # with a spool, events are still accepted (durably) while the broker is down
         body["spool"] = spool
         broker = broker or spool["bytes"] < spool["max_bytes"]
+    warnings: list[str] = []
     answers = request.app.get(ANSWERS_KEY)
     if answers is not None:
         budget = answers.budget
         body["canvas_budget"] = budget.as_dict() if budget is not None else "unknown (PostgreSQL not read yet)"
-        if budget is not None and budget.warnings():
-            body["warnings"] = budget.warnings()
+        if budget is not None:
+            warnings.extend(budget.warnings())
+    lti = request.app.get(LTI_STATE_KEY)
+    if lti is not None and lti.policy is not None:  # LTI notices configured (LTI_CLIENT_ID)
+        body["lti_nonces"] = lti.replays.state
+        if lti.hello_world is not None:
+            body["lti_hello_world"] = lti.hello_world.detail()
+            warnings.extend(lti.hello_world.warnings())
+    if warnings:  # warnings never change the status code
+        body["warnings"] = warnings
     ok = broker and (keys or not keys_needed)
     return web.json_response(body, status=200 if ok else 503)
 
@@ -133,14 +150,20 @@ def create_app(
     live_events_jwks: JwksCache | None = None,
     notice_ledger: NoticeLedger | None = None,
     answers: AnswerLedger | None = None,
+    nonce_store: NonceBackend | None = None,
+    hello_world: HelloWorldWatch | None = None,
 ) -> web.Application:
     """Build the public ingress; collaborators can be injected (tests use real ones on loopback).
 
     ``notice_ledger``: where stored LTI notice ids are looked up (none: in-memory ids only).
+    ``nonce_store``: the LTI nonces every replica shares (none: this replica's memory only).
+    ``hello_world``: the hello-world check of LTI deployments, shown in /readyz (none: not checked).
     ``answers`` (run_ingress passes one when DATABASE_URL is set) records Canvas's answers in
     PostgreSQL for the 24-hour deactivation budget. /metrics and /status are on the admin app.
     """
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[answers_middleware(answers)])
+    # Outermost first: the answer ledger times and counts the deadline's 503s too.
+    middlewares = [answers_middleware(answers), deadline_middleware(settings.response_deadline_seconds)]
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS_KEY] = settings
     app[PUBLISHER_KEY] = publisher or KafkaPublisher(
         settings.require_kafka(), settings.kafka_topic, ack_timeout=settings.kafka_ack_timeout_seconds,
@@ -157,7 +180,8 @@ def create_app(
         app.router.add_post("/live-events", post_live_event)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    add_lti_routes(app, settings, notice_ledger)  # POST /lti/notices[/{deployment_id}], GET /.well-known/jwks.json
+    # POST /lti/notices[/{deployment_id}], GET /.well-known/jwks.json
+    add_lti_routes(app, settings, notice_ledger, nonce_store, hello_world)
 
     async def lifecycle(app: web.Application):
         await app[PUBLISHER_KEY].start()
@@ -166,6 +190,7 @@ def create_app(
         yield
         if answers is not None:
             await answers.stop()
+        await settle_late_publishes(app, settings.kafka_ack_timeout_seconds)
         await app[PUBLISHER_KEY].stop()
         await app[LIVE_JWKS_KEY].close()
 

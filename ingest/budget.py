@@ -7,7 +7,7 @@ any other non-2xx answer is an error. Our 403 refusals of a foreign tenant are c
 weigh on the sender's subscription, not on ours.
 
 Each ingress replica tallies its answers per minute, route and status code here, and
-:mod:`ingest.answers` upserts the tallies into ``canvas.ingress_answers``; the 24-hour figures are
+:mod:`ingest.answers` upserts the tallies into ``canvas_stream.ingress_answers``; the 24-hour figures are
 sums over that table, so they cover every replica and survive restarts.
 """
 

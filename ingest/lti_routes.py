@@ -5,7 +5,9 @@ acknowledged every valid notice of the batch; otherwise 503 says which ones are 
 Duplicates (same ``notice.id``) are answered from a bounded in-memory set of recently accepted
 ids and, when a :class:`NoticeLedger` is wired in (the CLI does when DATABASE_URL is set), from
 the warehouse (best effort: the worker's primary key on ``notice_id`` is what guarantees a notice
-is never stored twice).
+is never stored twice). A notice whose nonce was seen under another notice id is a replay and is
+rejected (:mod:`ingest.nonces`). The whole answer is bounded by the response deadline
+(:mod:`ingest.deadline`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ from prometheus_client import Counter
 
 from canvas_stream.errors import Refused
 from canvas_stream.keys import KeyFileError, load_private_key, public_jwk
+from canvas_stream.metrics import LTI_NONCE_REPLAYS
 from canvas_stream.records import Verification, now_iso
 from canvas_stream.settings import Settings
+from ingest.deadline import NotAcknowledgedInTime, publish_within_deadline, read_body
+from ingest.hello_world import HelloWorldWatch
 from ingest.http import PUBLISHER_KEY, error
 from ingest.jwks import JwksCache, KeyUnavailable
+from ingest.nonces import NonceBackend, ReplayGuard, claim_for
 from ingest.notices import (
     STATUS_ACCEPTED,
     STATUS_DUPLICATE,
@@ -50,6 +56,7 @@ RESPONSES = Counter("canvas_stream_lti_responses_total", "LTI notice batch answe
 
 RECENT_IDS = 10_000
 READ_TIMEOUT = 10.0  # seconds for the whole body; a slow sender must not hold a handler
+REPLAY_ERROR = "invalid notice: nonce already used by another notice (replay)"
 
 
 class RecentNotices:
@@ -108,7 +115,8 @@ class StoredNotices:
 class LtiState:
     """Everything the LTI routes keep between requests."""
 
-    def __init__(self, settings: Settings, jwks: JwksCache, ledger: NoticeLedger | None = None) -> None:
+    def __init__(self, settings: Settings, jwks: JwksCache, ledger: NoticeLedger | None = None,
+                 nonces: NonceBackend | None = None, hello_world: HelloWorldWatch | None = None) -> None:
         self.settings = settings
         self.jwks = jwks
         try:
@@ -117,6 +125,8 @@ class LtiState:
             self.policy = None
         self.recent = RecentNotices()
         self.stored = StoredNotices(ledger)
+        self.replays = ReplayGuard(nonces)
+        self.hello_world = hello_world
         self.tool_jwks = _tool_jwks(settings)
 
 
@@ -164,8 +174,7 @@ async def post_notices(request: web.Request) -> web.Response:
     state = request.app[LTI_STATE_KEY]
     path_deployment_id = request.match_info.get("deployment_id")
     try:
-        async with asyncio.timeout(getattr(state.settings, "http_read_timeout_seconds", READ_TIMEOUT)):
-            raw = await request.read()
+        raw = await read_body(request, getattr(state.settings, "http_read_timeout_seconds", READ_TIMEOUT))
     except web.HTTPRequestEntityTooLarge:
         RESPONSES.labels("413").inc()
         return error(413, "body too large")
@@ -203,7 +212,8 @@ async def post_notices(request: web.Request) -> web.Response:
         results.append(result)
         valid.append((result, slot.token, kid))
 
-    await _publish_new(request.app, state, valid, path_deployment_id)
+    valid = await _reject_replays(state, valid)
+    await _publish_new(request, state, valid, path_deployment_id)
 
     for r in results:
         NOTICES.labels(r.status).inc()
@@ -215,7 +225,32 @@ async def post_notices(request: web.Request) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
-async def _publish_new(app: web.Application, state: LtiState, valid: list[tuple[NoticeResult, str, str]],
+async def _reject_replays(state: LtiState, valid: list[tuple[NoticeResult, str, str]]
+                          ) -> list[tuple[NoticeResult, str, str]]:
+    """Reject the notices whose nonce was seen under another notice id; the rest go on."""
+    if not valid:
+        return valid
+    now = time.time()
+    leeway = state.policy.leeway if state.policy is not None else 0.0
+    claims = []
+    for result, _, _ in valid:
+        assert result.notice is not None
+        c = result.notice.claims
+        claims.append(claim_for(c["nonce"], result.notice_id or "", float(c["exp"]), leeway, now))
+    verdicts = await state.replays.replays(claims)
+    kept = []
+    for item, replay in zip(valid, verdicts, strict=True):
+        if replay:
+            result = item[0]
+            LTI_NONCE_REPLAYS.inc()
+            log.warning("lti notice nonce replayed under another notice id; rejected", notice_id=result.notice_id)
+            result.status, result.error = STATUS_REJECTED, REPLAY_ERROR
+        else:
+            kept.append(item)
+    return kept
+
+
+async def _publish_new(request: web.Request, state: LtiState, valid: list[tuple[NoticeResult, str, str]],
                        path_deployment_id: str | None) -> None:
     """Mark duplicates, then publish the rest and wait for every broker acknowledgement."""
     if not valid:
@@ -236,10 +271,14 @@ async def _publish_new(app: web.Application, state: LtiState, valid: list[tuple[
         key, record = build_record(result.notice, verification, token, client_id=state.policy.client_id,
                                    path_deployment_id=path_deployment_id)
         pending.append((result, key, record.to_bytes()))
-    publisher = app[PUBLISHER_KEY]
-    outcomes = await asyncio.gather(*(publisher.publish(k, v) for _, k, v in pending), return_exceptions=True)
+    publisher = request.app[PUBLISHER_KEY]
+    outcomes = await publish_within_deadline(request, publisher.publish, [(k, v) for _, k, v in pending])
     for (result, _, _), outcome in zip(pending, outcomes, strict=True):
-        if isinstance(outcome, BaseException):
+        if isinstance(outcome, NotAcknowledgedInTime):
+            log.warning("notice not acknowledged within the response deadline", notice_id=result.notice_id)
+            result.status = STATUS_FAILED
+            result.error = "event store did not acknowledge within the response deadline; it may still be stored"
+        elif outcome is not None:
             log.warning("notice publish failed", notice_id=result.notice_id, error=str(outcome)[:200])
             result.status = STATUS_FAILED
             result.error = "event store unavailable; not stored"
@@ -253,17 +292,29 @@ async def get_tool_jwks(request: web.Request) -> web.Response:
     return web.json_response(body, headers={"Cache-Control": "public, max-age=300"})
 
 
-def add_lti_routes(app: web.Application, settings: Settings, ledger: NoticeLedger | None = None) -> None:
-    """Register the LTI routes with their own platform key cache (never the live-events one)."""
+def add_lti_routes(app: web.Application, settings: Settings, ledger: NoticeLedger | None = None,
+                   nonces: NonceBackend | None = None, hello_world: HelloWorldWatch | None = None) -> None:
+    """Register the LTI routes with their own platform key cache (never the live-events one).
+
+    ``nonces``: the shared nonce store (none: this replica's memory only); ``hello_world``: the
+    hello-world check shown in /readyz (none: not checked)."""
     jwks = JwksCache(settings.lti_platform_jwks_url, refetch_cooldown=settings.jwks_refetch_cooldown_seconds)
-    app[LTI_STATE_KEY] = LtiState(settings, jwks, ledger)
+    app[LTI_STATE_KEY] = LtiState(settings, jwks, ledger, nonces, hello_world)
     app.router.add_post("/lti/notices", post_notices)
     app.router.add_post("/lti/notices/{deployment_id}", post_notices)
     app.router.add_get("/.well-known/jwks.json", get_tool_jwks)
 
-    async def close_lti(app: web.Application) -> None:
+    async def lti_lifecycle(app: web.Application):
         state = app[LTI_STATE_KEY]
+        if state.policy is not None:
+            await state.replays.start()
+            if state.hello_world is not None:
+                await state.hello_world.start()
+        yield
+        if state.hello_world is not None:
+            await state.hello_world.stop()
+        await state.replays.stop()
         await state.jwks.close()
         await state.stored.close()
 
-    app.on_cleanup.append(close_lti)
+    app.cleanup_ctx.append(lti_lifecycle)

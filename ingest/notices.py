@@ -192,6 +192,8 @@ def validate_notice(claims: dict[str, Any], policy: NoticePolicy, *, path_deploy
     nonce = claims.get("nonce")
     if not isinstance(nonce, str) or not nonce:
         raise TokenRejected("missing claim 'nonce'")
+    if len(nonce) > MAX_ID_LEN:  # it becomes a key of canvas_stream.lti_nonces
+        raise TokenRejected("nonce too long")
     notice = claims.get(CLAIM_NOTICE)
     if not isinstance(notice, dict):
         raise TokenRejected("missing notice claim")

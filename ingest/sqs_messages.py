@@ -85,7 +85,7 @@ class Plan:
 
 
 def quarantine_record(message: SqsMessage, reason: str, raw: bytes) -> tuple[bytes, Record]:
-    """A record the worker stores in ``canvas.quarantine`` with ``reason`` and the body as received
+    """A record the worker stores in ``canvas_stream.quarantine`` with ``reason`` and the body as received
     (bytes that are not UTF-8 escaped, as the ingress does)."""
     record = Record(
         source=SOURCE_LIVE_EVENT,

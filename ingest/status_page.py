@@ -159,7 +159,7 @@ def _budget(s: StatusSnapshot) -> str:
     out = ['<section id="budget"><h2>Canvas deactivation budget, last 24 hours</h2>',
            f'<p class="meta">Canvas switches a subscription off after about {TIMEOUT_THRESHOLD:,} timeouts (answers '
            f"slower than 15 s) or {ERROR_THRESHOLD:,} other errors (non-2xx) in 24 hours. Summed over every ingress "
-           "replica from <code>canvas.ingress_answers</code>; 403 refusals of foreign tenants count against the "
+           "replica from <code>canvas_stream.ingress_answers</code>; 403 refusals of foreign tenants count against the "
            "sender's subscription and are shown apart. Warns at "
            f"{WARN_FRACTION:.0%}.</p>"]
     if s.budget is None:

@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from canvas_stream.settings import Settings
+from canvas_stream.settings import Settings, warehouse_sql
 from ingest.answers import BUDGET_SQL, AnswerLedger
 from ingest.budget import budget_from_rows
 from ingest.status_page import AnswerCount, NewestEvent, PartitionLag, StatusSnapshot, minutes_of_last_hour
@@ -30,35 +30,35 @@ T = TypeVar("T")
 
 SOURCE_TIMEOUT = 5.0
 
-EVENTS_PER_MINUTE_SQL = text("""
+EVENTS_PER_MINUTE_SQL = text(warehouse_sql("""
     SELECT date_trunc('minute', received_at) AS minute, format, count(*) AS n
-    FROM canvas.events
+    FROM {schema}.events
     WHERE received_at >= date_trunc('minute', now()) - interval '59 minutes'
     GROUP BY 1, 2
-""")
+"""))
 # Newest event time per event name without reading the whole table: a loose index scan over
 # events_name_time_idx (one index probe per distinct name).
-NEWEST_PER_TYPE_SQL = text("""
+NEWEST_PER_TYPE_SQL = text(warehouse_sql("""
     WITH RECURSIVE names(name) AS (
-        SELECT min(event_name) FROM canvas.events
+        SELECT min(event_name) FROM {schema}.events
         UNION ALL
-        SELECT (SELECT min(event_name) FROM canvas.events WHERE event_name > names.name)
+        SELECT (SELECT min(event_name) FROM {schema}.events WHERE event_name > names.name)
         FROM names WHERE names.name IS NOT NULL
     )
     SELECT name AS event_name,
-           (SELECT max(event_time) FROM canvas.events WHERE event_name = names.name) AS newest
+           (SELECT max(event_time) FROM {schema}.events WHERE event_name = names.name) AS newest
     FROM names WHERE name IS NOT NULL
-""")
-ANSWERS_SQL = text("""
+"""))
+ANSWERS_SQL = text(warehouse_sql("""
     SELECT route, code,
            sum(answers) FILTER (WHERE minute >= now() - interval '1 hour') AS last_hour,
            sum(answers) AS last_24h
-    FROM canvas.ingress_answers
+    FROM {schema}.ingress_answers
     WHERE minute > now() - interval '24 hours'
     GROUP BY route, code
     ORDER BY route, code
-""")
-QUARANTINE_SQL = text("SELECT count(*) FILTER (WHERE NOT resolved), count(*) FROM canvas.quarantine")
+"""))
+QUARANTINE_SQL = text(warehouse_sql("SELECT count(*) FILTER (WHERE NOT resolved), count(*) FROM {schema}.quarantine"))
 
 
 class StatusSources:
@@ -121,7 +121,7 @@ class StatusSources:
             raise RuntimeError("DATABASE_URL is not set on this ingress")
         async with engine.connect() as conn:
             await conn.execute(text("SET statement_timeout = '4s'"))
-            now_minute = (await conn.execute(text("SELECT date_trunc('minute', now())"))).scalar_one()
+            now_minute = (await conn.execute(text(warehouse_sql("SELECT date_trunc('minute', now())")))).scalar_one()
             per_minute = list(await conn.execute(EVENTS_PER_MINUTE_SQL))
             answers = [AnswerCount(r.route, r.code, int(r.last_hour or 0), int(r.last_24h or 0))
                        for r in await conn.execute(ANSWERS_SQL)]

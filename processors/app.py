@@ -20,6 +20,7 @@ from canvas_stream.loop import install_fast_loop
 from canvas_stream.metrics import (
     BATCH_COMMIT_DURATION,
     EVENT_AGE,
+    EVENT_SHARDS,
     EVENTS_WRITTEN,
     LAST_COMMIT,
     QUARANTINED,
@@ -29,6 +30,7 @@ from canvas_stream.metrics import (
 from canvas_stream.probes import database_probe
 from canvas_stream.settings import Settings
 from processors.batch import PreparedBatch, prepare
+from processors.normalize import IdPolicy
 from processors.sink import WarehouseSink
 from processors.watchdog import WorkerHealth
 
@@ -47,6 +49,30 @@ def observe_commit(batch: PreparedBatch, seconds: float) -> None:
             for event in item.normalized.events:
                 if event.event_time is not None:
                     EVENT_AGE.observe(max(0.0, now - event.event_time.timestamp()))
+
+
+class ShardReport:
+    """Logs each Canvas shard that events name, once, so an operator can tell CANVAS_HOME_SHARD.
+
+    With the setting unset each event's own shard counts as home, which is right only while events
+    name one shard: a second one is logged as a warning.
+    """
+
+    def __init__(self, home_shard: int | None) -> None:
+        self.home_shard = home_shard
+        self.seen: set[int] = set()
+
+    def update(self, shards: dict[int, int]) -> None:
+        for shard, count in shards.items():
+            if shard not in self.seen and len(self.seen) < MAX_LABELS:
+                self.seen.add(shard)
+                home = "unset (each event's own shard)" if self.home_shard is None else self.home_shard
+                log.info("events name a Canvas shard", shard=shard, canvas_home_shard=home)
+                if self.home_shard is None and len(self.seen) == 2:
+                    log.warning("events name more than one Canvas shard and CANVAS_HOME_SHARD is unset: one object "
+                                "may get two ids; set CANVAS_HOME_SHARD to the institution's shard",
+                                shards=sorted(self.seen))
+            EVENT_SHARDS.labels(str(shard)).inc(count)
 
 
 def _forbid_commit(events: Any) -> None:
@@ -85,6 +111,8 @@ def create_app(settings: Settings) -> faust.App:
     )
     sink = WarehouseSink(engine)
     app.warehouse_sink = sink  # type: ignore[attr-defined]
+    ids = IdPolicy(settings.canvas_home_shard)
+    shards = ShardReport(settings.canvas_home_shard)
     topic = app.topic(settings.kafka_topic, partitions=settings.kafka_partitions)
     seen_unknown: set[str] = set()
 
@@ -100,7 +128,7 @@ def create_app(settings: Settings) -> faust.App:
     async def load_warehouse(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
             try:
-                batch = prepare([e.message.value for e in events])
+                batch = prepare([e.message.value for e in events], ids)
                 started = time.perf_counter()
                 await sink.write(batch)
             except BaseException:
@@ -109,8 +137,9 @@ def create_app(settings: Settings) -> faust.App:
             observe_commit(batch, time.perf_counter() - started)
             EVENTS_WRITTEN.inc(len(batch.items) - len(batch.quarantined()))
             QUARANTINED.inc(len(batch.quarantined()))
-            report_unknown(UNKNOWN_EVENTS, batch.unknown_events, "unknown event name; stored in canvas.events only")
+            report_unknown(UNKNOWN_EVENTS, batch.unknown_events, "unknown event name; stored in events only")
             report_unknown(UNKNOWN_FIELDS, batch.unknown_fields, "unknown event field; kept in the payload")
+            shards.update(batch.shards)
 
     @app.on_partitions_assigned.connect
     async def log_assignment(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:

@@ -35,7 +35,7 @@ from canvas_stream.records import (
     Verification,
     record_from_arrival,
 )
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.normalize.model import EventRow, Normalized
 from processors.warehouse import tables
 from processors.warehouse.schema import TABLE_SPECS
@@ -100,7 +100,7 @@ async def _update_events(conn: AsyncConnection, rows: list[EventRow]) -> int:
     return max(result.rowcount, 0)
 
 
-def _replay_one(row) -> tuple[Normalized | None, QuarantineRow | None]:
+def _replay_one(row, ids: IdPolicy) -> tuple[Normalized | None, QuarantineRow | None]:
     """Normalize one stored event as the worker did; a failure becomes a quarantine row holding the record."""
     try:
         record = stored_record(row.format, row.payload, row.received_at, row.arrival)
@@ -109,15 +109,18 @@ def _replay_one(row) -> tuple[Normalized | None, QuarantineRow | None]:
         return None, QuarantineRow(f"replay {row.event_id}: {exc}", legacy.to_bytes().decode("utf-8"), "replay")
     raw = record.to_bytes().decode("utf-8")
     try:
-        return normalize(record), None
+        return normalize(record, ids), None
     except Exception as exc:  # the normalizer's error or bug: quarantined as on the live path, never fatal
         return None, QuarantineRow(f"replay {row.event_id}: {exc.__class__.__name__}: {str(exc)[:300]}", raw,
                                    "replay")
 
 
-async def replay(engine: AsyncEngine, *, rebuild: bool = True, page_size: int = 2000,
+async def replay(engine: AsyncEngine, ids: IdPolicy, *, rebuild: bool = True, page_size: int = 2000,
                  progress: Callable[[int], None] | None = None) -> ReplayStats:
-    """Re-normalize every stored event; returns counts. ``progress`` is called with events done per page."""
+    """Re-normalize every stored event; returns counts. ``progress`` is called with events done per page.
+
+    ``ids`` must be the workers' (the home shard setting), or the rebuilt ids differ from theirs.
+    """
     stats = ReplayStats()
     if rebuild:
         async with engine.begin() as conn:
@@ -142,7 +145,7 @@ async def replay(engine: AsyncEngine, *, rebuild: bool = True, page_size: int = 
             not_events: list[str] = []
             quarantined: list[QuarantineRow] = []
             for row in page:
-                normalized, problem = _replay_one(row)
+                normalized, problem = _replay_one(row, ids)
                 if normalized is None:
                     quarantined.append(problem)  # type: ignore[arg-type]
                     continue

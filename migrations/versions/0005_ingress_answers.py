@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from processors.warehouse.schema import SCHEMA  # the configured schema (WAREHOUSE_SCHEMA)
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0005"
@@ -33,19 +35,19 @@ def upgrade() -> None:
         sa.Column("slow", sa.BigInteger(), nullable=False,
                   comment="How many of them took 15 s or more (Canvas: a timeout)."),
         sa.PrimaryKeyConstraint("minute", "route", "replica", "code"),
-        schema="canvas",
+        schema=SCHEMA,
         comment="Ingress answers to Canvas per minute, route, replica and status: the source of the 24-hour "
                 "deactivation budget (operational; not event data).",
     )
-    op.create_index("ingress_answers_minute_idx", "ingress_answers", ["minute"], unique=False, schema="canvas")
+    op.create_index("ingress_answers_minute_idx", "ingress_answers", ["minute"], unique=False, schema=SCHEMA)
     with op.get_context().autocommit_block():
-        op.create_index("events_received_at_idx", "events", ["received_at"], unique=False, schema="canvas",
+        op.create_index("events_received_at_idx", "events", ["received_at"], unique=False, schema=SCHEMA,
                         postgresql_concurrently=True, if_not_exists=True)
 
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        op.drop_index("events_received_at_idx", table_name="events", schema="canvas",
+        op.drop_index("events_received_at_idx", table_name="events", schema=SCHEMA,
                       postgresql_concurrently=True, if_exists=True)
-    op.drop_index("ingress_answers_minute_idx", table_name="ingress_answers", schema="canvas")
-    op.drop_table("ingress_answers", schema="canvas")
+    op.drop_index("ingress_answers_minute_idx", table_name="ingress_answers", schema=SCHEMA)
+    op.drop_table("ingress_answers", schema=SCHEMA)

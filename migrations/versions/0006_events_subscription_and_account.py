@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from processors.warehouse.schema import SCHEMA  # the configured schema (WAREHOUSE_SCHEMA)
+
 revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
@@ -30,22 +32,22 @@ ACCOUNT_COMMENT = (
 
 # A Canvas-format row keeps {metadata, body}; a Caliper row keeps its one data[] item.
 BACKFILL = """
-UPDATE canvas.events SET root_account_uuid = COALESCE(
+UPDATE {schema}.events SET root_account_uuid = COALESCE(
     NULLIF(payload #>> '{metadata,root_account_uuid}', ''),
     NULLIF(payload #>> '{data,0,extensions,com.instructure.canvas,root_account_uuid}', ''),
     NULLIF(payload #>> '{data,0,actor,extensions,com.instructure.canvas,root_account_uuid}', ''))
 WHERE format IN ('canvas', 'caliper') AND root_account_uuid IS NULL
-"""
+""".replace("{schema}", SCHEMA)
 
 
 def upgrade() -> None:
     op.add_column("events", sa.Column("subscription", sa.Text(), nullable=True, comment=SUBSCRIPTION_COMMENT),
-                  schema="canvas")
+                  schema=SCHEMA)
     op.add_column("events", sa.Column("root_account_uuid", sa.Text(), nullable=True, comment=ACCOUNT_COMMENT),
-                  schema="canvas")
+                  schema=SCHEMA)
     op.execute(BACKFILL)
 
 
 def downgrade() -> None:
-    op.drop_column("events", "root_account_uuid", schema="canvas")
-    op.drop_column("events", "subscription", schema="canvas")
+    op.drop_column("events", "root_account_uuid", schema=SCHEMA)
+    op.drop_column("events", "subscription", schema=SCHEMA)

@@ -20,7 +20,7 @@ and moves those entities (docs/operations.md).
 The schema name is read from the one setting (``processors.warehouse.schema.SCHEMA``).
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0009
 Create Date: 2026-12-03
 """
 
@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql
 from processors.warehouse.schema import SCHEMA
 
 revision: str = "0010"
-down_revision: str | None = "0006"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -28,6 +28,7 @@ from processors.warehouse.schema import Kind
 from .apply import Invalid, apply_mapping, coerce
 from .canvas import canonical_json
 from .happening import metadata_columns
+from .ids import IdPolicy, caliper_event_shard
 from .model import EventRow, NormalizationError, Normalized, RowChange, make_version, parse_time
 
 CANVAS_URN = "urn:instructure:canvas:"
@@ -167,7 +168,7 @@ def _canvas_id(value: Any) -> int | None:
         value = ident
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit() and int(value) < 2**63:
+    if isinstance(value, str) and len(value) <= 19 and value.isascii() and value.isdigit() and int(value) < 2**63:
         return int(value)
     return None
 
@@ -329,7 +330,7 @@ def entity_change(item: Mapping[str, Any], sensor: Any, send_time: Any, problems
                      version=make_version(sent, f"entity:{digest}"))
 
 
-def normalize_caliper(record: Record) -> Normalized:
+def normalize_caliper(record: Record, ids: IdPolicy) -> Normalized:
     payload = record.payload
     data = payload.get("data")
     if not isinstance(data, list):
@@ -357,10 +358,14 @@ def normalize_caliper(record: Record) -> Normalized:
             event_time = None  # not a Canvas event we map: store it anyway
         name = rule.event if rule else f"caliper:{item.get('type')}/{item.get('action')}"
         meta = caliper_meta(item, rule)
+        shard = caliper_event_shard(item)
+        event_ids = ids.for_event(shard)
+        if shard is not None:
+            out.shards.append(shard)
         applied = None
         if rule is not None:
             applied = apply_mapping(rule.event, meta, caliper_body(item, rule), event_id=event_id,
-                                    event_time=event_time, label=f"caliper:{rule.event}")
+                                    event_time=event_time, ids=event_ids, label=f"caliper:{rule.event}")
         out.events.append(
             EventRow(
                 event_id=event_id,
@@ -368,15 +373,15 @@ def normalize_caliper(record: Record) -> Normalized:
                 format="caliper",
                 event_time=event_time,
                 received_at=record.received_datetime,
-                user_id=meta.get("user_id"),
+                user_id=event_ids.lenient(meta.get("user_id")),
                 context_type=meta.get("context_type"),
-                context_id=meta.get("context_id"),
+                context_id=event_ids.lenient(meta.get("context_id")),
                 payload={**envelope, "data": [item]},
                 subscription=subscription,
                 root_account_uuid=meta.get("root_account_uuid"),
                 happening_id=applied.happening_id if applied is not None else event_id,
                 arrival=arrival,
-                **metadata_columns(meta, _canvas_id),
+                **metadata_columns(meta, event_ids.lenient),
             )
         )
         if applied is None:  # unknown, or a rule without a mapping: a bug, surfaced rather than hidden

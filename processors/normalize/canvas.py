@@ -13,7 +13,8 @@ from canvas_stream.tenancy import canvas_root_account_uuid
 from .apply import apply_mapping
 from .event_map import resolve_event_name
 from .happening import metadata_columns
-from .model import EventRow, NormalizationError, Normalized, parse_time, to_id
+from .ids import IdPolicy, canvas_event_shard
+from .model import EventRow, NormalizationError, Normalized, parse_time
 
 
 def canonical_json(value: Any) -> str:
@@ -27,14 +28,7 @@ def canvas_event_id(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(event).encode()).hexdigest()
 
 
-def _safe_id(value: Any) -> int | None:
-    try:
-        return to_id(value)
-    except NormalizationError:
-        return None
-
-
-def normalize_canvas(record: Record) -> Normalized:
+def normalize_canvas(record: Record, ids: IdPolicy) -> Normalized:
     payload = record.payload
     meta = payload.get("metadata")
     if not isinstance(meta, dict):
@@ -50,9 +44,12 @@ def normalize_canvas(record: Record) -> Normalized:
         raise NormalizationError(f"{name[:60]}: body is not an object")
 
     event_id = canvas_event_id(payload)
+    shard = canvas_event_shard(meta)
+    event_ids = ids.for_event(shard)
+    out = Normalized(shards=[] if shard is None else [shard])
     mapped = resolve_event_name(name, body)
-    applied = apply_mapping(mapped, meta, body, event_id=event_id, event_time=event_time, label=name)
-    out = Normalized()
+    applied = apply_mapping(mapped, meta, body, event_id=event_id, event_time=event_time, ids=event_ids,
+                            label=name)
     out.events.append(
         EventRow(
             event_id=event_id,
@@ -60,15 +57,15 @@ def normalize_canvas(record: Record) -> Normalized:
             format="canvas",
             event_time=event_time,
             received_at=record.received_datetime,
-            user_id=_safe_id(meta.get("user_id")),
+            user_id=event_ids.lenient(meta.get("user_id")),
             context_type=meta.get("context_type") if isinstance(meta.get("context_type"), str) else None,
-            context_id=_safe_id(meta.get("context_id")),
+            context_id=event_ids.lenient(meta.get("context_id")),
             payload={"metadata": meta, "body": body},
             subscription=record.delivery.delivered_by if record.delivery else None,
             root_account_uuid=canvas_root_account_uuid(meta),
             happening_id=applied.happening_id if applied is not None else event_id,
             arrival=arrival_of(record),
-            **metadata_columns(meta, _safe_id),
+            **metadata_columns(meta, event_ids.lenient),
         )
     )
     if applied is None:

@@ -102,7 +102,7 @@ class Target:
 
     ``key``: key column -> source. ``rename``: body key -> column (default: same name).
     ``extra``: column -> source, set in addition to the body's fields. ``ignore``: body keys that
-    are known but deliberately not stored in this table (they stay in ``canvas.events.payload``).
+    are known but deliberately not stored in this table (they stay in ``events.payload``).
     """
 
     table: str

@@ -1,6 +1,6 @@
 """LTI PNS notices (verified claims) to an event row and row changes. Pure: no I/O.
 
-Every notice, known type or not, becomes a ``canvas.events`` row and a ``canvas.lti_notices`` row
+Every notice, known type or not, becomes an ``events`` row and an ``lti_notices`` row
 keyed by ``notice.id`` (so a repeated delivery is a no-op). The documented types also feed typed
 tables. Versions are (notice timestamp, iat, notice id): Canvas's "Resubmit All Files" sends the
 same submission under a new notice id, possibly with the same timestamp, and the later-issued

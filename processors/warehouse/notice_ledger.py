@@ -19,7 +19,7 @@ LTI_NOTICES = tables.metadata.tables[f"{tables.SCHEMA}.lti_notices"]
 
 
 class WarehouseNoticeLedger:
-    """Looks notice ids up in ``canvas.lti_notices`` over a one-connection pool."""
+    """Looks notice ids up in ``canvas_stream.lti_notices`` over a one-connection pool."""
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url

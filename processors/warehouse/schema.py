@@ -1,6 +1,6 @@
 """The warehouse schema, declared once as plain data: every table, its key, columns, kinds and comments.
 
-Pure: no SQLAlchemy here. ``processors.warehouse.tables`` builds the SQLAlchemy tables (and so
+No SQLAlchemy here. ``processors.warehouse.tables`` builds the SQLAlchemy tables (and so
 Alembic's target and the data dictionary) from these declarations, and it alone maps a column
 kind to an SQL type. The normalizers read the kinds to coerce values, and the event map is
 checked against these columns when it is compiled, so every row change a normalizer produces
@@ -14,6 +14,10 @@ Fact tables (one row per happening: grade changes, page views, logins, ...) are 
 ``happening_id``, not by the delivery's event id: an institution subscribed in both formats gets
 each happening twice (a Canvas and a Caliper event), and a fact must be counted once (see
 ``processors.normalize.happening``).
+
+:data:`SCHEMA`, the PostgreSQL schema everything lives in, is the one value read from the
+environment (``WAREHOUSE_SCHEMA``, default ``canvas_stream``), once, at import: everything that
+names the schema (tables, writer, migrations, views, docs generators, tests) takes it from here.
 """
 
 from __future__ import annotations
@@ -22,13 +26,18 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA = "canvas"
+from canvas_stream.settings import configured_warehouse_schema
+
+SCHEMA: str = configured_warehouse_schema()
+# Where releases before migration 0007 kept everything, and where Canvas Data 2's client puts its
+# own tables: never ours to create in; migrations/env.py moves a previous release's warehouse out.
+LEGACY_SCHEMA = "canvas"
 
 
 class Kind(enum.Enum):
     """What a column holds: how a normalizer coerces a value to it, and (in tables.py) its SQL type."""
 
-    ID = "id"  # bigint Canvas id (string, number or urn)
+    ID = "id"  # bigint Canvas id (string, number or urn), stored in CD2's form (processors/normalize/ids.py)
     INT = "int"  # bigint count/position
     FLOAT = "float"
     BOOL = "bool"
@@ -54,6 +63,7 @@ class Col:
 class IndexSpec:
     name: str
     columns: tuple[str, ...]
+    where: str | None = None  # an SQL predicate: a partial index
 
 
 @dataclass(frozen=True)
@@ -157,7 +167,8 @@ _table(
     indexes=(IndexSpec("events_name_time_idx", ("event_name", "event_time")),
              IndexSpec("events_context_idx", ("context_id", "event_time")),
              IndexSpec("events_received_at_idx", ("received_at",)),
-             IndexSpec("events_happening_idx", ("happening_id",))),
+             IndexSpec("events_happening_idx", ("happening_id",)),
+             IndexSpec("events_user_time_idx", ("user_id", "event_time"))),
     versioned=False, fed_by=("every event",),
 )
 _table(
@@ -169,6 +180,7 @@ _table(
     C("retried_at", TIME, "When an operator last retried it."),
     C("resolved", BOOL, nullable=False, server_default="false"),
     comment="Authentic deliveries that broke normalization or a constraint; nothing is dropped.",
+    indexes=(IndexSpec("quarantine_unresolved_idx", ("received_at",), where="NOT resolved"),),
     versioned=False, fed_by=("any event that fails",),
 )
 
@@ -191,19 +203,19 @@ _table(
 # --- entities ---------------------------------------------------------------------------------
 
 _table(
-    "accounts", _id("Canvas global account id."),
+    "accounts", _id("Canvas account id."),
     C("name"), C("root_account_id", ID), C("root_account_uuid"), C("parent_account_id", ID),
     C("external_status"), WS, C("domain"), C("default_time_zone"), C("default_locale"),
     comment="Current state of each account.",
 )
 _table(
-    "account_notifications", _id("Canvas global account notification id."),
+    "account_notifications", _id("Canvas account notification id."),
     C("subject"), C("message", TEXT, "HTML message of the announcement."), C("icon"),
     C("start_at", TIME), C("end_at", TIME),
     comment="Global announcements (account notifications).",
 )
 _table(
-    "courses", _id("Canvas global course id."),
+    "courses", _id("Canvas course id."),
     C("name"), C("course_code"), C("account_id", ID), C("root_account_id", ID), C("enrollment_term_id", ID),
     C("sis_source_id"), C("uuid"), C("workflow_state"), C("created_at", TIME), C("updated_at", TIME),
     C("start_at", TIME), C("conclude_at", TIME),
@@ -211,7 +223,7 @@ _table(
     comment="Current state of each course.",
 )
 _table(
-    "course_sections", _id("Canvas global course section id."),
+    "course_sections", _id("Canvas course section id."),
     C("course_id", ID), C("name"), C("sis_source_id"), C("sis_batch_id", ID), C("integration_id"),
     C("root_account_id", ID), C("enrollment_term_id", ID),
     C("nonxlist_course_id", ID, "The course the section belonged to before it was cross-listed."),
@@ -219,29 +231,32 @@ _table(
     C("restrict_enrollments_to_section_dates", BOOL), C("start_at", TIME), C("end_at", TIME),
     C("stuck_sis_fields", JSON, "Fields changed outside SIS that SIS imports will not overwrite."), WS,
     comment="Current state of each course section.",
+    indexes=(IndexSpec("course_sections_course_idx", ("course_id",)),),
 )
 _table(
-    "users", _id("Canvas global user id."),
+    "users", _id("Canvas user id."),
     C("name"), C("short_name"), C("sortable_name"), C("uuid"), C("workflow_state"), C("user_login"),
     C("user_sis_id"), C("created_at", TIME), C("updated_at", TIME),
     comment="Current state of each user.",
 )
 _table(
     "user_account_associations",
-    [C("user_id", ID, "Canvas global user id."), C("account_id", ID, "Canvas global account id.")],
+    [C("user_id", ID, "Canvas user id."), C("account_id", ID, "Canvas account id.")],
     C("account_uuid"), C("is_admin", BOOL), C("created_at", TIME), C("updated_at", TIME),
     comment="Which accounts each user is associated with.",
 )
 _table(
-    "enrollments", _id("Canvas global enrollment id."),
+    "enrollments", _id("Canvas enrollment id."),
     C("course_id", ID), C("course_section_id", ID), C("user_id", ID), C("user_name"),
     C("type", TEXT, "StudentEnrollment, TeacherEnrollment, ..."), C("workflow_state"),
     C("associated_user_id", ID), C("limit_privileges_to_course_section", BOOL),
     C("created_at", TIME), C("updated_at", TIME),
     comment="Current state of each enrollment.",
+    indexes=(IndexSpec("enrollments_course_idx", ("course_id",)), IndexSpec("enrollments_user_idx", ("user_id",)),
+             IndexSpec("enrollments_section_idx", ("course_section_id",))),
 )
 _table(
-    "enrollment_states", [C("enrollment_id", ID, "Canvas global enrollment id.")],
+    "enrollment_states", [C("enrollment_id", ID, "Canvas enrollment id.")],
     C("state", TEXT, "Effective state (e.g. active, pending_invited, completed, deleted)."),
     C("state_is_current", BOOL, "False when the state must be recalculated."),
     C("access_is_current", BOOL), C("restricted_access", BOOL, "True when term/course dates restrict access."),
@@ -249,7 +264,7 @@ _table(
     comment="Current computed state of each enrollment (EnrollmentState).",
 )
 _table(
-    "assignment_groups", _id("Canvas global assignment group id."),
+    "assignment_groups", _id("Canvas assignment group id."),
     C("course_id", ID, "The context of the group (always a course)."), C("context_type"), C("name"),
     C("position", INT), C("group_weight", FLOAT, "Percent weight when the course weights groups."),
     C("rules", TEXT, "Drop rules, e.g. 'drop_lowest:1\\n'."), C("sis_source_id"),
@@ -257,7 +272,7 @@ _table(
     comment="Current state of each assignment group.",
 )
 _table(
-    "assignments", _id("Canvas global assignment id."),
+    "assignments", _id("Canvas assignment id."),
     C("course_id", ID), C("context_type"), C("assignment_group_id", ID), C("title"), C("description"),
     C("points_possible", FLOAT), C("due_at", TIME), C("unlock_at", TIME), C("lock_at", TIME),
     C("submission_types"), C("workflow_state"), C("created_at", TIME), C("updated_at", TIME),
@@ -266,9 +281,10 @@ _table(
     C("lti_resource_link_id_duplicated_from"), C("assignment_id_duplicated_from", ID),
     C("domain_duplicated_from"), C("domain"),
     comment="Current state of each assignment.",
+    indexes=(IndexSpec("assignments_course_idx", ("course_id",)),),
 )
 _table(
-    "assignment_overrides", _id("Canvas global assignment override id."),
+    "assignment_overrides", _id("Canvas assignment override id."),
     C("assignment_id", ID), C("quiz_id", ID),
     C("type", TEXT, "Who the override applies to: CourseSection, Group or ADHOC (a list of students)."),
     C("course_section_id", ID), C("group_id", ID), C("due_at", TIME), C("all_day", BOOL),
@@ -276,7 +292,7 @@ _table(
     comment="Current state of each assignment override (different dates for a section, group or students).",
 )
 _table(
-    "submissions", _id("Canvas global submission id."),
+    "submissions", _id("Canvas submission id."),
     C("assignment_id", ID), C("user_id", ID), C("grader_id", ID), C("workflow_state"), C("score", FLOAT),
     C("grade"), C("submission_type"), C("attempt", INT), C("late", BOOL), C("missing", BOOL),
     C("submitted_at", TIME), C("graded_at", TIME), C("updated_at", TIME),
@@ -285,15 +301,17 @@ _table(
     C("course_id", ID), C("submission_status", TEXT, "Custom grade status name."),
     C("submission_status_id", ID, "Custom grade status id."),
     comment="Current state of each submission, from submission events and grade_change.",
+    indexes=(IndexSpec("submissions_assignment_idx", ("assignment_id",)),
+             IndexSpec("submissions_user_idx", ("user_id",))),
 )
 _table(
-    "submission_comments", _id("Canvas global submission comment id."),
+    "submission_comments", _id("Canvas submission comment id."),
     C("submission_id", ID), C("user_id", ID, "The author."), C("body"), C("created_at", TIME),
     C("attachment_ids", JSON, "Ids of attached files."),
     comment="Comments on submissions.",
 )
 _table(
-    "quizzes", _id("Canvas global (classic) quiz id."),
+    "quizzes", _id("Canvas (classic) quiz id."),
     C("assignment_id", ID), C("context_id", ID), C("context_type"), C("context_uuid"), C("title"),
     C("description"), C("quiz_type", TEXT, "practice_quiz, assignment, graded_survey or survey."),
     C("points_possible", FLOAT), C("due_at", TIME), C("lock_at", TIME), C("unlock_at", TIME),
@@ -308,20 +326,20 @@ _table(
     comment="Current state of each classic quiz.",
 )
 _table(
-    "quiz_submissions", _id("Canvas global quiz submission id."),
+    "quiz_submissions", _id("Canvas quiz submission id."),
     C("quiz_id", ID), C("user_id", ID, "The student (metadata user / Caliper assignee)."),
     C("submitted_at", TIME, "Time of the quiz_submitted event."),
     comment="Quiz submissions (quiz_submitted).",
 )
 _table(
-    "discussion_topics", _id("Canvas global discussion topic id."),
+    "discussion_topics", _id("Canvas discussion topic id."),
     C("context_id", ID), C("context_type"), C("title"), C("body", TEXT, "HTML message of the topic."),
     C("assignment_id", ID, "Set for graded discussions."), C("is_announcement", BOOL), C("lock_at", TIME),
     C("updated_at", TIME), WS,
     comment="Current state of each discussion topic and announcement.",
 )
 _table(
-    "discussion_entries", _id("Canvas global discussion entry id."),
+    "discussion_entries", _id("Canvas discussion entry id."),
     C("discussion_topic_id", ID), C("parent_discussion_entry_id", ID, "Set for replies to an entry."),
     C("user_id", ID, "The author."), C("text", TEXT, "HTML of the entry."), C("created_at", TIME),
     C("assignment_id", ID, "Set for graded discussions (discussion_entry_submitted)."),
@@ -329,47 +347,47 @@ _table(
     comment="Discussion entries (posts and replies).",
 )
 _table(
-    "wiki_pages", _id("Canvas global wiki page id."),
+    "wiki_pages", _id("Canvas wiki page id."),
     C("title"), C("body", TEXT, "HTML of the page."), WS,
     comment="Current state of each wiki page.",
 )
 _table(
-    "attachments", _id("Canvas global attachment (file) id."),
+    "attachments", _id("Canvas attachment (file) id."),
     C("context_id", ID), C("context_type"), C("user_id", ID, "Uploader."), C("folder_id", ID),
     C("display_name"), C("filename"), C("content_type", TEXT, "MIME type."), C("lock_at", TIME),
     C("unlock_at", TIME), C("created_at", TIME), C("updated_at", TIME), WS,
     comment="Current state of each file.",
 )
 _table(
-    "modules", _id("Canvas global context module id."),
+    "modules", _id("Canvas context module id."),
     C("context_id", ID), C("context_type"), C("name"), C("position", INT), WS,
     comment="Current state of each module (Canvas ContextModule).",
 )
 _table(
-    "module_items", _id("Canvas global module item (content tag) id."),
+    "module_items", _id("Canvas module item (content tag) id."),
     C("module_id", ID), C("context_id", ID), C("context_type"), C("position", INT), WS,
     comment="Current state of each module item.",
 )
 _table(
-    "groups", _id("Canvas global group id."),
+    "groups", _id("Canvas group id."),
     C("name", TEXT, "group_name in the event."), C("context_id", ID), C("context_type"), C("account_id", ID),
     C("group_category_id", ID), C("group_category_name"), C("max_membership", INT), C("uuid"), WS,
     comment="Current state of each group.",
 )
 _table(
-    "group_categories", _id("Canvas global group category (group set) id."),
+    "group_categories", _id("Canvas group category (group set) id."),
     C("name", TEXT, "group_category_name in the event."), C("context_id", ID), C("context_type"),
     C("group_limit", INT, "Maximum members per group."),
     comment="Current state of each group category (group set).",
 )
 _table(
-    "group_memberships", _id("Canvas global group membership id."),
+    "group_memberships", _id("Canvas group membership id."),
     C("group_id", ID), C("user_id", ID), C("group_name"), C("group_category_id", ID),
     C("group_category_name"), C("workflow_state", TEXT, "accepted, invited, requested or deleted."),
     comment="Current state of each group membership.",
 )
 _table(
-    "learning_outcomes", _id("Canvas global learning outcome id."),
+    "learning_outcomes", _id("Canvas learning outcome id."),
     C("context_id", ID), C("context_type"), C("title"), C("display_name"), C("short_description"),
     C("description"), C("vendor_guid"), C("calculation_method"),
     C("calculation_int", INT, "Parameter of the calculation method (e.g. decaying average weight)."),
@@ -377,54 +395,54 @@ _table(
     comment="Current state of each learning outcome.",
 )
 _table(
-    "learning_outcome_groups", _id("Canvas global learning outcome group id."),
+    "learning_outcome_groups", _id("Canvas learning outcome group id."),
     C("context_id", ID), C("context_type"), C("title"), C("description"), C("vendor_guid"),
     C("parent_outcome_group_id", ID), C("updated_at", TIME), WS,
     comment="Current state of each learning outcome group.",
 )
 _table(
-    "learning_outcome_links", _id("Canvas global learning outcome link (content tag) id."),
+    "learning_outcome_links", _id("Canvas learning outcome link (content tag) id."),
     C("context_id", ID), C("context_type"), C("learning_outcome_id", ID), C("learning_outcome_group_id", ID),
     C("updated_at", TIME), WS,
     comment="Current state of each link of an outcome into an outcome group.",
 )
 _table(
-    "outcome_calculation_methods", _id("Canvas global outcome calculation method id."),
+    "outcome_calculation_methods", _id("Canvas outcome calculation method id."),
     C("context_id", ID), C("context_type"), C("calculation_method"), C("calculation_int", INT),
     C("updated_at", TIME), WS,
     comment="Current outcome calculation method per context.",
 )
 _table(
-    "outcome_proficiencies", _id("Canvas global outcome proficiency id."),
+    "outcome_proficiencies", _id("Canvas outcome proficiency id."),
     C("context_id", ID), C("context_type"), C("outcome_proficiency_ratings", JSON, "The mastery scale."),
     C("updated_at", TIME), WS,
     comment="Current outcome proficiency (mastery scale) per context.",
 )
 _table(
-    "rubric_assessments", _id("Canvas global rubric assessment id."),
+    "rubric_assessments", _id("Canvas rubric assessment id."),
     C("artifact_id", ID), C("artifact_type", TEXT, "What was assessed, e.g. Submission."),
     C("assessment_type", TEXT, "grading, peer_review or provisional_grade."), C("aligned_to_outcomes", BOOL),
     C("context_uuid"), C("attempt", INT), C("submitted_at", TIME), C("created_at", TIME), C("updated_at", TIME),
     comment="Current state of each rubric assessment.",
 )
 _table(
-    "conversations", _id("Canvas global conversation id."),
+    "conversations", _id("Canvas conversation id."),
     C("updated_at", TIME), C("last_forwarded_at", TIME, "Time of the latest conversation_forwarded event."),
     comment="Conversations (inbox threads).",
 )
 _table(
-    "conversation_messages", _id("Canvas global conversation message id."),
+    "conversation_messages", _id("Canvas conversation message id."),
     C("conversation_id", ID), C("author_id", ID), C("created_at", TIME),
     comment="Messages in conversations.",
 )
 _table(
-    "lti_resource_links", _id("Canvas global LTI resource link id."),
+    "lti_resource_links", _id("Canvas LTI resource link id."),
     C("resource_link_uuid"), C("lookup_uuid"), C("context_id", ID), C("context_type"),
     C("context_external_tool_id", ID), C("url"), WS,
     comment="Current state of each LTI 1.3 resource link.",
 )
 _table(
-    "content_migrations", _id("Canvas global content migration id."),
+    "content_migrations", _id("Canvas content migration id."),
     C("context_id", ID), C("context_type"), C("context_uuid"), C("migration_type"),
     C("import_quizzes_next", BOOL), C("lti_context_id"), C("source_course_lti_id"), C("source_course_uuid"),
     C("destination_course_lti_id"), C("domain"),
@@ -433,18 +451,18 @@ _table(
     comment="Content migrations (course copies and imports).",
 )
 _table(
-    "master_migrations", _id("Canvas global blueprint (master) migration id."),
+    "master_migrations", _id("Canvas blueprint (master) migration id."),
     C("master_template_id", ID), C("account_id", ID), C("account_uuid"), C("blueprint_course_id", ID),
     C("blueprint_course_uuid"), C("started_at", TIME, "Time of master_migration_started."),
     comment="Blueprint course syncs.",
 )
 _table(
-    "sis_batches", _id("Canvas global SIS import id."),
+    "sis_batches", _id("Canvas SIS import id."),
     C("account_id", ID), WS,
     comment="Current state of each SIS import.",
 )
 _table(
-    "scores", _id("Canvas global score id."),
+    "scores", _id("Canvas score id."),
     C("enrollment_id", ID), C("user_id", ID), C("course_id", ID),
     C("grading_period_id", ID, "Null for the course total."), C("override_score", FLOAT),
     C("override_status", TEXT, "Custom grade status of the final grade."),
@@ -484,6 +502,7 @@ _table(
     C("real_user_id", ID, "The masquerading user when an admin graded as grader_id; NULL otherwise."),
     ROOT_ACCOUNT_UUID,
     comment="One row per grade_change happening (history), however many subscriptions delivered it.",
+    indexes=(IndexSpec("grade_changes_submission_idx", ("submission_id", "event_time")),),
 )
 _table(
     "course_grade_changes", _fact(), DELIVERY,
@@ -521,6 +540,8 @@ _table(
     C("client_ip"), C("session_id"), C("user_agent"), C("developer_key_id", ID),
     REAL_USER, USER_LOGIN, USER_SIS, ROOT_ACCOUNT_UUID,
     comment="One row per asset_accessed happening (page views), however many subscriptions delivered it.",
+    indexes=(IndexSpec("asset_accesses_context_idx", ("context_id", "event_time")),
+             IndexSpec("asset_accesses_user_idx", ("user_id", "event_time"))),
 )
 _table(
     "logins", _fact(), DELIVERY,
@@ -627,4 +648,31 @@ _table(
             "deactivation budget (operational; not event data).",
     indexes=(IndexSpec("ingress_answers_minute_idx", ("minute",)),),
     versioned=False, fed_by=("every ingress answer on a Canvas route",),
+)
+_table(
+    "lti_nonces",
+    [C("nonce", TEXT, "nonce claim of a verified LTI notice (Canvas: a random UUID per notice JWT).")],
+    C("notice_id", TEXT, "notice.id of the notice that carried it first; the same nonce under another notice id "
+      "is a replay and is rejected.", nullable=False),
+    C("expires_at", TIME, "exp of that notice's JWT plus LTI_LEEWAY_SECONDS: the token is refused after this "
+      "anyway, so the ingress purges the row.", nullable=False),
+    C("seen_at", TIME, "When an ingress replica first recorded it.", nullable=False, server_default="now()"),
+    comment="LTI notice nonces seen by any ingress replica within their token's lifetime: replay protection "
+            "(operational; not event data).",
+    indexes=(IndexSpec("lti_nonces_expires_at_idx", ("expires_at",)),),
+    versioned=False, fed_by=("the ingress, for every verified LTI notice",),
+)
+_table(
+    "lti_handler_subscriptions",
+    [C("deployment_id", TEXT, "LTI deployment_id the platform's notice-handlers endpoint answered for."),
+     C("notice_type", TEXT, "Notice type subscribed, e.g. LtiHelloWorldNotice.")],
+    C("handler", TEXT, "Handler URL subscribed; '' after an unsubscribe.", nullable=False),
+    C("max_batch_size", INT, "max_batch_size sent with the subscription, if any."),
+    C("pns_url", TEXT, "The platform's notice-handlers URL the subscription was sent to."),
+    C("set_at", TIME, "When `canvas-stream notice-handlers set` sent it (taken before the call: Canvas sends "
+      "the LtiHelloWorldNotice at once).", nullable=False),
+    comment="Notice handlers subscribed with `canvas-stream notice-handlers set`, per deployment and type; "
+            "the hello-world check waits from set_at (operational; kept apart from lti_deployments, which "
+            "`canvas-stream replay` rebuilds from events).",
+    versioned=False, fed_by=("canvas-stream notice-handlers set",),
 )

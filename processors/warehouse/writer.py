@@ -102,12 +102,13 @@ def _upsert_statement(table: Table):
     """
     stmt = insert(table)
     excluded = stmt.excluded
+    functions = getattr(func, table.schema)  # newer() and merge_versions() live beside the tables
     key_names = [c.name for c in table.primary_key.columns]
     data_columns = [c for c in table.c if c.name not in key_names and c.name not in tables.VERSION_COLUMNS]
     set_: dict[str, Any] = {
         c.name: case(
             (
-                func.canvas.newer(
+                functions.newer(
                     excluded.field_versions[c.name].astext, table.c.field_versions[c.name].astext
                 ),
                 excluded[c.name],
@@ -116,7 +117,7 @@ def _upsert_statement(table: Table):
         )
         for c in data_columns
     }
-    set_["field_versions"] = func.canvas.merge_versions(table.c.field_versions, excluded.field_versions)
+    set_["field_versions"] = functions.merge_versions(table.c.field_versions, excluded.field_versions)
     set_["last_event_at"] = func.greatest(table.c.last_event_at, excluded.last_event_at)
     return stmt.on_conflict_do_update(
         index_elements=key_names,

@@ -152,7 +152,7 @@ async def test_database_outage_is_not_a_stall_and_a_real_stall_exits(jwks, own_p
     try:
         lock = blocker.transaction()
         await lock.start()
-        await blocker.execute("LOCK TABLE canvas.events IN ACCESS EXCLUSIVE MODE")
+        await blocker.execute("LOCK TABLE canvas_stream.events IN ACCESS EXCLUSIVE MODE")
         stalled_at = time.monotonic()
         await sender.send(events[30:45])
         code = await asyncio.to_thread(worker.proc.wait, 60)

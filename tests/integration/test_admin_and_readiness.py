@@ -15,6 +15,7 @@ from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
 
 
 async def ingress(bootstrap: str, topic: str, jwks_url: str, **overrides) -> TestClient:
+    overrides.setdefault("live_events_allow_any_account", True)  # binding: test_tenant_binding.py
     settings = Settings(kafka_bootstrap_servers=bootstrap, kafka_topic=topic, live_events_jwks_url=jwks_url,
                         live_events_issuer=ISSUER, kafka_ack_timeout_seconds=3, **overrides)
     app = create_app(settings, publisher=KafkaPublisher(bootstrap, topic, ack_timeout=3),

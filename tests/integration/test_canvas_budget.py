@@ -1,4 +1,4 @@
-"""Canvas's 24-hour budget from canvas.ingress_answers: summed over replicas, surviving restarts,
+"""Canvas's 24-hour budget from canvas_stream.ingress_answers: summed over replicas, surviving restarts,
 fed by the real ingress's answers, exported as gauges and warned about in /readyz."""
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ async def test_the_ingress_records_its_answers_and_readyz_warns_at_ten_percent(
         jwks, kafka_bootstrap, unique_topic, engine, migrated_database_url):
     topic = f"{unique_topic}budget"
     await ensure_topic(kafka_bootstrap, topic, 1)
-    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=topic, live_events_jwks_url=jwks.url,
+    settings = Settings(live_events_allow_any_account=True,
+            kafka_bootstrap_servers=kafka_bootstrap, kafka_topic=topic, live_events_jwks_url=jwks.url,
                         live_events_issuer=ISSUER, kafka_ack_timeout_seconds=3, database_url=migrated_database_url)
     ledger = AnswerLedger(migrated_database_url, flush_every=0.2, replica="this-ingress")
     app = create_app(settings, publisher=KafkaPublisher(kafka_bootstrap, topic, ack_timeout=3),
@@ -96,12 +97,12 @@ async def test_the_ingress_records_its_answers_and_readyz_warns_at_ten_percent(
         async def stored() -> dict[int, int]:
             async with engine.connect() as conn:
                 rows = await conn.execute(text(
-                    "select code, sum(answers) from canvas.ingress_answers where replica = 'this-ingress' "
+                    "select code, sum(answers) from canvas_stream.ingress_answers where replica = 'this-ingress' "
                     "group by code"))
                 counts = {int(code): int(n) for code, n in rows}
             return counts if counts == {200: 1, 401: 3} else {}
 
-        await wait_until(stored, timeout=15, message="the answers in canvas.ingress_answers")
+        await wait_until(stored, timeout=15, message="the answers in canvas_stream.ingress_answers")
         body = (await (await client.get("/readyz")).json())
         assert "warnings" not in body
         async with engine.begin() as conn:  # another replica had a bad day: 2,797 errors

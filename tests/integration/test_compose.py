@@ -132,9 +132,11 @@ def test_https_profile_runs_caddy_in_front_of_the_ingress(config: dict[str, Any]
 
 
 def test_the_ingress_port_is_published_on_loopback_only_unless_asked(config: dict[str, Any]) -> None:
-    assert config["services"]["ingress"]["ports"] == ["127.0.0.1:8080:8080/tcp"]
+    # The admin port (status page, metrics) is published on loopback only, always.
+    assert config["services"]["ingress"]["ports"] == ["127.0.0.1:8080:8080/tcp", "127.0.0.1:9090:9090/tcp"]
     wider = _compose_config(POSTGRES_PASSWORD="pw", INGRESS_PUBLISH="0.0.0.0:8080")
-    assert yaml.safe_load(wider.stdout)["services"]["ingress"]["ports"] == ["0.0.0.0:8080:8080/tcp"]
+    assert yaml.safe_load(wider.stdout)["services"]["ingress"]["ports"] == ["0.0.0.0:8080:8080/tcp",
+                                                                            "127.0.0.1:9090:9090/tcp"]
 
 
 def test_the_lti_private_key_is_a_compose_secret(config: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from ingest.publish import ensure_topic
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.replay import replay
 from processors.warehouse import tables
 from processors.warehouse.writer import collapse
@@ -45,7 +45,7 @@ async def test_every_corpus_example_lands_in_the_warehouse(engine, kafka_bootstr
     expected_events = {}
     changes = []
     for ex in examples:
-        normalized = normalize(ex.record())
+        normalized = normalize(ex.record(), IdPolicy())  # the worker runs with no home shard set
         changes.extend(normalized.changes)
         for event in normalized.events:
             expected_events[event.event_id] = event
@@ -115,7 +115,7 @@ async def test_every_corpus_example_lands_in_the_warehouse(engine, kafka_bootstr
     stored_notices = {r.notice_id: r for r in await _rows(engine, tables.lti_notices)}
     assert len(stored_notices) == len(notices)
     assert all(r.jwt and r.kid == lti.KID and r.client_id == LTI_CLIENT_ID for r in stored_notices.values())
-    stats = await replay(engine, page_size=17)
+    stats = await replay(engine, IdPolicy(), page_size=17)
     assert stats.quarantined == 0 and stats.events_updated == 0
     assert await snapshot(engine) == live
 

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream.embedded.process import free_port
+from processors.warehouse.schema import SCHEMA
 from tests.support.events import example, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
 from tests.support.sqs import aws_env, create_queue, send_bodies, sqs_client
@@ -101,7 +102,7 @@ async def count_events(database_url: str) -> int:
     engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://", 1))
     try:
         async with engine.connect() as conn:
-            return (await conn.execute(text("select count(*) from canvas.events"))).scalar_one()
+            return (await conn.execute(text(f"select count(*) from {SCHEMA}.events"))).scalar_one()
     except Exception:
         return -1
     finally:
@@ -183,7 +184,8 @@ async def test_dev_prints_the_command_that_sends_a_first_event_and_the_psql_line
                 await asyncio.sleep(0.5)
             assert "course_created" in shown and "canvas" in shown, shown
             rows = await asyncio.to_thread(subprocess.run, [*psql_command[:2], "-At", "-c",
-                                           f"select event_name from canvas.events where event_id = '{event_id}'"],
+                                           f"select event_name from canvas_stream.events "
+                                           f"where event_id = '{event_id}'"],
                                            env=user_env(), capture_output=True, text=True, timeout=60)
             assert rows.stdout.split() == ["course_created"], rows.stdout + rows.stderr
 

@@ -11,12 +11,15 @@ from sqlalchemy import func, select, text
 
 from canvas_stream.records import Record, Verification
 from processors.batch import prepare
+from processors.normalize import IdPolicy
 from processors.replay import replay
 from processors.sink import WarehouseSink
 from processors.warehouse import tables
 from tests.support.corpus import CORPUS
 from tests.support.happenings import FACT_TABLES, paired_happenings, record
 from tests.support.lti import CLAIM, KID, jwt_of, notice
+
+IDS = IdPolicy()  # no home shard set: each event's own shard counts as home
 
 S = tables.SCHEMA
 ENVELOPE = json.loads((CORPUS.parent / "caliper-envelopes" / "mixed_payload.json").read_text())
@@ -25,7 +28,7 @@ ENVELOPE = json.loads((CORPUS.parent / "caliper-envelopes" / "mixed_payload.json
 async def write(engine, payloads: list[dict], per_batch: int = 5) -> None:
     sink = WarehouseSink(engine)
     for start in range(0, len(payloads), per_batch):
-        batch = prepare([record(p).to_bytes() for p in payloads[start:start + per_batch]])
+        batch = prepare([record(p).to_bytes() for p in payloads[start:start + per_batch]], IDS)
         assert batch.quarantined() == []
         await sink.write(batch)
 
@@ -110,7 +113,7 @@ async def test_replay_moves_an_entity_stored_as_an_event_before_0010(engine):
             event_id=item["id"], happening_id=item["id"], event_name="caliper:CourseSection/None", format="caliper",
             received_at=func.now(), payload=payload))
     await write(engine, [paired_happenings(1, types=["grade_change"])[0][0]])
-    stats = await replay(engine)
+    stats = await replay(engine, IDS)
     assert stats.entities_moved == 1 and stats.quarantined == 0
     async with engine.connect() as conn:
         names = (await conn.execute(select(tables.events.c.event_name))).scalars().all()
@@ -127,7 +130,7 @@ async def test_replay_rebuilds_lti_notices_whole(engine):
                   payload=claims, verification=Verification(signed=True, kid=KID, issuer=claims["iss"],
                                                             verified_at="2025-03-19T11:24:26+00:00"),
                   raw=token, extra={"client_id": "the-configured-client", "path_deployment_id": None})
-    await WarehouseSink(engine).write(prepare([live.to_bytes()]))
+    await WarehouseSink(engine).write(prepare([live.to_bytes()], IDS))
     names = ["lti_notices", "lti_deployments", "context_copies"]
     before = await snapshot(engine, names)
     stored = before["lti_notices"][0]
@@ -135,5 +138,5 @@ async def test_replay_rebuilds_lti_notices_whole(engine):
     assert stored[columns.index("jwt")] == token and stored[columns.index("kid")] == KID
     assert stored[columns.index("client_id")] == "the-configured-client" != claims["aud"]
     assert stored[columns.index("notice_id")] == claims[CLAIM + "notice"]["id"]
-    await replay(engine)
+    await replay(engine, IDS)
     assert await snapshot(engine, names) == before

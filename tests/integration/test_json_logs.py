@@ -70,9 +70,11 @@ async def test_ingress_and_worker_write_only_json_lines(jwks, kafka_bootstrap, m
     port, status_port = free_port(), free_port()
     common = dict(LOG_FORMAT="json", KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic,
                   DATABASE_URL=migrated_database_url)
-    ingress = Role("ingress", role_env(**common, PORT=str(port), HOST="127.0.0.1", LIVE_EVENTS_JWKS_URL=jwks.url,
+    ingress = Role("ingress", role_env(LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true",
+            **common, PORT=str(port), HOST="127.0.0.1", LIVE_EVENTS_JWKS_URL=jwks.url,
                                        LIVE_EVENTS_ISSUER=ISSUER))
-    worker = Role("worker", role_env(**common, KAFKA_PARTITIONS="2", WORKER_GROUP_ID=f"{topic}-g",
+    worker = Role("worker", role_env(LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true",
+            **common, KAFKA_PARTITIONS="2", WORKER_GROUP_ID=f"{topic}-g",
                                      WORKER_STATUS_PORT=str(status_port), WORKER_BATCH_SECONDS="0.1"))
     try:
         await asyncio.to_thread(ingress.start)
@@ -95,9 +97,9 @@ async def test_ingress_and_worker_write_only_json_lines(jwks, kafka_bootstrap, m
             from sqlalchemy import text
 
             async with engine.connect() as conn:
-                return (await conn.execute(text("select count(*) from canvas.events"))).scalar_one() == 1
+                return (await conn.execute(text("select count(*) from canvas_stream.events"))).scalar_one() == 1
 
-        await wait_until(stored, timeout=60, message="the event in canvas.events")
+        await wait_until(stored, timeout=60, message="the event in canvas_stream.events")
     finally:
         await asyncio.to_thread(ingress.stop)
         await asyncio.to_thread(worker.stop)
@@ -119,7 +121,8 @@ async def test_a_crash_is_one_json_line_with_a_structured_traceback(role_name, k
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = str(taken.getsockname()[1])
-        env = role_env(LOG_FORMAT="json", KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=f"{unique_topic}x",
+        env = role_env(LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true",
+                LOG_FORMAT="json", KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=f"{unique_topic}x",
                        DATABASE_URL=migrated_database_url, HOST="127.0.0.1")
         if role_name == "ingress":
             env.update(PORT=str(free_port()), ADMIN_PORT=busy)

@@ -21,28 +21,28 @@ async def test_upgrade_from_0004_keeps_events_and_adds_the_answer_ledger(postgre
         await asyncio.to_thread(migrate.upgrade, url, "0004")
         async with engine.begin() as conn:
             await conn.execute(text(
-                "insert into canvas.events (event_id, event_name, format, received_at, payload) "
+                "insert into canvas_stream.events (event_id, event_name, format, received_at, payload) "
                 "values ('kept', 'course_created', 'canvas', now(), '{}'::jsonb)"))
         await asyncio.to_thread(migrate.upgrade, url)
         async with engine.connect() as conn:
-            assert (await conn.execute(text("select event_id from canvas.events"))).scalars().all() == ["kept"]
+            assert (await conn.execute(text("select event_id from canvas_stream.events"))).scalars().all() == ["kept"]
             indexes = set((await conn.execute(text(
                 "select indexname from pg_indexes where schemaname = 'canvas' "
                 "and tablename in ('events', 'ingress_answers')"))).scalars())
             assert {"events_received_at_idx", "ingress_answers_minute_idx", "ingress_answers_pkey"} <= indexes
             valid = (await conn.execute(text(
-                "select indisvalid from pg_index where indexrelid = 'canvas.events_received_at_idx'::regclass"
+                "select indisvalid from pg_index where indexrelid = 'canvas_stream.events_received_at_idx'::regclass"
             ))).scalar_one()
             assert valid is True
         async with engine.begin() as conn:
             await conn.execute(text(
-                "insert into canvas.ingress_answers "
+                "insert into canvas_stream.ingress_answers "
                 "values (date_trunc('minute', now()), '/live-events', 'r', 503, 2, 0)"))
         await asyncio.to_thread(migrate.downgrade, url, "0004")
         async with engine.connect() as conn:
-            left = (await conn.execute(text("select to_regclass('canvas.ingress_answers')"))).scalar_one()
+            left = (await conn.execute(text("select to_regclass('canvas_stream.ingress_answers')"))).scalar_one()
             assert left is None
-            assert (await conn.execute(text("select count(*) from canvas.events"))).scalar_one() == 1
+            assert (await conn.execute(text("select count(*) from canvas_stream.events"))).scalar_one() == 1
     finally:
         await engine.dispose()
         await databases.drop_database(postgres_server_url, name)

@@ -1,5 +1,5 @@
 """Migration 0006 upgrades a warehouse that already holds events in place: the two new columns of
-canvas.events appear, root_account_uuid is backfilled from the stored payloads, nothing else changes."""
+canvas_stream.events appear, root_account_uuid is backfilled from the stored payloads, nothing else changes."""
 
 from __future__ import annotations
 
@@ -31,13 +31,13 @@ async def test_0006_adds_the_columns_in_place_and_backfills_the_root_account(pos
             rows = [("e-canvas", "canvas", CANVAS), ("e-caliper", "caliper", CALIPER),
                     ("e-caliper-none", "caliper", CALIPER_NO_ACCOUNT), ("e-notice", "lti_notice", NOTICE)]
             await conn.executemany(
-                "insert into canvas.events (event_id, event_name, format, received_at, payload) "
+                "insert into canvas_stream.events (event_id, event_name, format, received_at, payload) "
                 "values ($1, 'x', $2, '2024-01-01T00:00:00Z', $3::jsonb)",
                 [(i, f, json.dumps(p)) for i, f, p in rows])
             await asyncio.to_thread(migrate.upgrade, url)
             got = {r["event_id"]: (r["subscription"], r["root_account_uuid"], json.loads(r["payload"]))
                    for r in await conn.fetch("select event_id, subscription, root_account_uuid, payload "
-                                             "from canvas.events")}
+                                             "from canvas_stream.events")}
             assert got == {
                 "e-canvas": (None, "CanvasFormatAccount", CANVAS),
                 "e-caliper": (None, "CaliperActorAccount", CALIPER),
@@ -46,7 +46,8 @@ async def test_0006_adds_the_columns_in_place_and_backfills_the_root_account(pos
             }
             comments = {r["attname"]: r["comment"] for r in await conn.fetch(
                 "select attname, col_description(attrelid, attnum) as comment from pg_attribute "
-                "where attrelid = 'canvas.events'::regclass and attname in ('subscription', 'root_account_uuid')")}
+                "where attrelid = 'canvas_stream.events'::regclass "
+                "and attname in ('subscription', 'root_account_uuid')")}
             assert "SQS queue" in comments["subscription"] and "root_account_uuid" in comments["root_account_uuid"]
 
             await asyncio.to_thread(migrate.downgrade, url, "0005")
@@ -54,7 +55,7 @@ async def test_0006_adds_the_columns_in_place_and_backfills_the_root_account(pos
                 "select column_name from information_schema.columns where table_schema = 'canvas' "
                 "and table_name = 'events'")}
             assert "subscription" not in columns and "root_account_uuid" not in columns
-            assert await conn.fetchval("select count(*) from canvas.events") == 4
+            assert await conn.fetchval("select count(*) from canvas_stream.events") == 4
         finally:
             await conn.close()
     finally:

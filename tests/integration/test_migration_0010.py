@@ -17,12 +17,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream import migrate
 from canvas_stream.settings import plain_database_url
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.replay import replay
 from processors.warehouse.schema import SCHEMA
 from tests.support import databases
 from tests.support.happenings import paired_happenings, record
 from tests.support.lti import CLAIM, KID, jwt_of, notice
+
+IDS = IdPolicy()  # no home shard set: each event's own shard counts as home
 
 S = SCHEMA
 PERSON = {"id": "https://lms.example.org/users/4711", "type": "Person", "name": "Ada"}
@@ -43,7 +45,7 @@ async def test_0010_upgrades_in_place_and_replay_merges_what_it_could_not(postgr
     url = await databases.create_database(postgres_server_url, name)
     engine = create_async_engine(url)
     canvas, caliper = _previous_release_rows()
-    ids = {fmt: normalize(record(p)).events[0].event_id for fmt, p in (("canvas", canvas), ("caliper", caliper))}
+    ids = {fmt: normalize(record(p), IDS).events[0].event_id for fmt, p in (("canvas", canvas), ("caliper", caliper))}
     claims = notice("LtiContextCopyNotice")
     token = jwt_of(claims)
     notice_id = claims[CLAIM + "notice"]["id"]
@@ -88,7 +90,7 @@ async def test_0010_upgrades_in_place_and_replay_merges_what_it_could_not(postgr
             notice_before = dict(await conn.fetchrow(
                 f"select jwt, kid, client_id, claims from {S}.lti_notices"))
 
-            stats = await replay(engine)
+            stats = await replay(engine, IDS)
             assert stats.quarantined == 0 and stats.entities_moved == 1
             happenings = {r["event_id"]: r["happening_id"] for r in await conn.fetch(
                 f"select event_id, happening_id from {S}.events")}

@@ -42,12 +42,12 @@ async def test_migrations_match_the_table_definitions_and_downgrade_cleanly(post
             async with engine.connect() as conn:
                 diff = await conn.run_sync(_diff)
                 assert diff == [], f"models and migrations differ: {diff}"
-                comment = (await conn.execute(text("select obj_description('canvas.events'::regclass)"))).scalar()
+                comment = (await conn.execute(text(f"select obj_description('{SCHEMA}.events'::regclass)"))).scalar()
                 assert comment and "distinct event" in comment
             await asyncio.to_thread(migrate.downgrade, url, "base")
             async with engine.connect() as conn:
                 left = (await conn.execute(text(
-                    "select count(*) from information_schema.tables where table_schema = 'canvas' "
+                    f"select count(*) from information_schema.tables where table_schema = '{SCHEMA}' "
                     "and table_name <> 'alembic_version'"))).scalar()
                 assert left == 0
             await asyncio.to_thread(migrate.upgrade, url)  # and up again

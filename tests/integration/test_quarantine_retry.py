@@ -19,6 +19,7 @@ from ingest.publish import ensure_topic
 from processors import batch as batch_module
 from processors import replay as replay_module
 from processors.batch import prepare
+from processors.normalize import IdPolicy
 from processors.normalize.model import NormalizationError
 from processors.replay import replay
 from processors.sink import WarehouseSink
@@ -26,12 +27,14 @@ from processors.warehouse import tables
 from tests.support.corpus import load_examples
 from tests.support.procs import Role, role_env, running, wait_until
 
+IDS = IdPolicy()  # no home shard set: each event's own shard counts as home
+
 BROKEN = {"grade_change", "logged_in", "logged_out"}  # the event types the buggy mapping refuses
 
 
 def buggy(normalize):
-    def refuse_some(record):
-        out = normalize(record)
+    def refuse_some(record, ids):
+        out = normalize(record, ids)
         if any(e.event_name in BROKEN for e in out.events):
             raise NormalizationError("mapping bug: cannot map this event yet")
         return out
@@ -62,7 +65,7 @@ async def test_records_quarantined_by_a_mapping_bug_are_retried_into_their_rows_
     examples = [e for e in load_examples() if e.kind == "event"]
     messages = [e.record().to_bytes() for e in examples]
     sink = WarehouseSink(engine)
-    await sink.write(prepare(messages))
+    await sink.write(prepare(messages, IDS))
     expected = await snapshot(engine)
     assert expected["grade_changes"] and expected["logins"]
 
@@ -71,12 +74,12 @@ async def test_records_quarantined_by_a_mapping_bug_are_retried_into_their_rows_
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {tables.SCHEMA}.logins, {tables.SCHEMA}.grade_changes"))
     login_messages = [m for m, e in zip(messages, examples, strict=True) if e.doc in ("logged_in", "logged_out")]
-    live = prepare(login_messages)
+    live = prepare(login_messages, IDS)
     assert len(live.quarantined()) == len(login_messages) >= 2
     await sink.write(live)
     # ... and in a replay: every grade_change (and login) row it meets is quarantined as its record.
     monkeypatch.setattr(replay_module, "normalize", buggy(replay_module.normalize))
-    stats = await replay(engine)
+    stats = await replay(engine, IDS)
     assert stats.quarantined > len(login_messages)
     rows = await quarantine(engine)
     assert {r.source for r in rows} == {"replay", "live_event"}

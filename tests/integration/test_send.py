@@ -50,7 +50,8 @@ async def stack(engine, kafka_bootstrap, unique_topic, migrated_database_url, tm
     key = ensure_dev_key(tmp_path)
     async with JwksServer([jwk_for(rsa_key("current"), "current")]) as upstream:
         with DevJwks(key, upstream.url) as jwks:
-            env = role_env(DATABASE_URL=migrated_database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+            env = role_env(LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true",
+                    DATABASE_URL=migrated_database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
                            KAFKA_TOPIC=topic, KAFKA_PARTITIONS="2", WORKER_GROUP_ID=f"{topic}-workers",
                            WORKER_BATCH_SECONDS="0.1", PORT=str(port), HOST="127.0.0.1", LIVE_EVENTS_JWKS_URL=jwks.url)
             ingress, worker = Role("ingress", env), Role("worker", env)
@@ -101,7 +102,8 @@ async def test_an_ingress_without_the_dev_key_set_refuses_the_test_key(kafka_boo
     port = free_port()
     ensure_dev_key(tmp_path)
     async with JwksServer([jwk_for(rsa_key("current"), "current")]) as canvas_keys:
-        env = role_env(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic, PORT=str(port), HOST="127.0.0.1",
+        env = role_env(LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true",
+                KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic, PORT=str(port), HOST="127.0.0.1",
                        LIVE_EVENTS_JWKS_URL=canvas_keys.url)
         with running(Role("ingress", env)):
             result = None

@@ -99,7 +99,7 @@ async def test_messages_become_rows_with_their_queue_and_root_account(
     with running(*roles):
         async def stored() -> list:
             found = await rows(migrated_database_url, "select event_id, format, subscription, root_account_uuid "
-                                                      "from canvas.events order by format")
+                                                      "from canvas_stream.events order by format")
             return found if len(found) >= 2 else []
 
         found = await until(stored, "two events stored", *roles, timeout=90)
@@ -107,7 +107,7 @@ async def test_messages_become_rows_with_their_queue_and_root_account(
             (caliper["data"][0]["id"], "caliper"), (canvas_event_id(canvas), "canvas")]
         assert {r["subscription"] for r in found} == {queue}  # the queue is the subscription
         assert {r["root_account_uuid"] for r in found} == {OUR_ACCOUNT}
-        course = await rows(migrated_database_url, f"select name from canvas.courses where id = "
+        course = await rows(migrated_database_url, f"select name from canvas_stream.courses where id = "
                                                    f"{int(canvas['body']['course_id'])}")
         assert [r["name"] for r in course] == ["sqs-a course 1"]
 
@@ -150,14 +150,15 @@ async def test_a_thousand_messages_with_duplicates_and_a_non_event(
     roles = (*pollers, worker(migrated_database_url, kafka_bootstrap, topic))
     with running(*roles):
         async def all_stored() -> bool:
-            got = {r["event_id"] for r in await rows(migrated_database_url, "select event_id from canvas.events")}
+            stored = await rows(migrated_database_url, "select event_id from canvas_stream.events")
+            got = {r["event_id"] for r in stored}
             assert got <= expected, f"{len(got - expected)} events never sent"
             return got == expected
 
         await until(all_stored, "700 events stored", *roles, timeout=240, interval=1)
         quarantined = await until(
-            lambda: rows(migrated_database_url, "select reason, source, raw from canvas.quarantine"),
-            "the non-event in canvas.quarantine", *roles, timeout=30)
+            lambda: rows(migrated_database_url, "select reason, source, raw from canvas_stream.quarantine"),
+            "the non-event in canvas_stream.quarantine", *roles, timeout=30)
         assert len(quarantined) == 1
         assert "not an event" in quarantined[0]["reason"] and "not valid JSON" in quarantined[0]["reason"]
         assert "this is not an event {" in quarantined[0]["raw"]  # kept as received
@@ -168,7 +169,7 @@ async def test_a_thousand_messages_with_duplicates_and_a_non_event(
         assert sum(total(s, "canvas_stream_sqs_deleted_total") for s in samples) >= 1000
         assert sum(total(s, "canvas_stream_sqs_published_total") for s in samples) >= 999
         assert sum(total(s, "canvas_stream_sqs_quarantined_total") for s in samples) >= 1
-    subscriptions = await rows(migrated_database_url, "select distinct subscription from canvas.events")
+    subscriptions = await rows(migrated_database_url, "select distinct subscription from canvas_stream.events")
     assert {r["subscription"] for r in subscriptions} <= set(queues)
 
 
@@ -186,7 +187,8 @@ async def test_other_tenants_are_refused_deleted_and_counted(
         expected = {canvas_event_id(ours), no_account["data"][0]["id"]}
 
         async def stored() -> bool:
-            got = {r["event_id"] for r in await rows(migrated_database_url, "select event_id from canvas.events")}
+            stored = await rows(migrated_database_url, "select event_id from canvas_stream.events")
+            got = {r["event_id"] for r in stored}
             assert got <= expected, "another tenant's event was stored"
             return got == expected
 

@@ -86,7 +86,8 @@ async def test_status_page_in_chromium_matches_the_database(jwks, kafka_bootstra
     port, admin_port, status_port = free_port(), free_port(), free_port()
     common = dict(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic, DATABASE_URL=migrated_database_url,
                   WORKER_GROUP_ID=group, KAFKA_PARTITIONS=str(PARTITIONS))
-    ingress = Role("ingress", role_env(**common, PORT=str(port), ADMIN_PORT=str(admin_port), HOST="127.0.0.1",
+    ingress = Role("ingress", role_env(LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true",
+            **common, PORT=str(port), ADMIN_PORT=str(admin_port), HOST="127.0.0.1",
                                        LIVE_EVENTS_JWKS_URL=jwks.url, LIVE_EVENTS_ISSUER=ISSUER,
                                        SPOOL_DIR=str(tmp_path / "spool")))
     worker = Role("worker", role_env(**common, WORKER_STATUS_PORT=str(status_port), WORKER_BATCH_SECONDS="0.1"))
@@ -139,10 +140,10 @@ async def test_status_page_in_chromium_matches_the_database(jwks, kafka_bootstra
 
         async def settled() -> dict | None:
             async with engine.connect() as conn:
-                events = (await conn.execute(text("select count(*) from canvas.events"))).scalar_one()
-                quarantined = (await conn.execute(text("select count(*) from canvas.quarantine"))).scalar_one()
+                events = (await conn.execute(text("select count(*) from canvas_stream.events"))).scalar_one()
+                quarantined = (await conn.execute(text("select count(*) from canvas_stream.quarantine"))).scalar_one()
                 answers = (await conn.execute(text(
-                    "select coalesce(sum(answers), 0) from canvas.ingress_answers"))).scalar_one()
+                    "select coalesce(sum(answers), 0) from canvas_stream.ingress_answers"))).scalar_one()
             async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{status_port}/readyz") as r:
                 lag = (await r.json()).get("lag")
             done = events == sum(sent.values()) and quarantined == 1 and answers == 10 and lag == 0
@@ -168,14 +169,14 @@ async def test_status_page_in_chromium_matches_the_database(jwks, kafka_bootstra
 
         async with engine.connect() as conn:
             by_format = {f: int(n) for f, n in await conn.execute(text(
-                "select format, count(*) from canvas.events where received_at >= date_trunc('minute', now()) "
+                "select format, count(*) from canvas_stream.events where received_at >= date_trunc('minute', now()) "
                 "- interval '59 minutes' group by format"))}
             unresolved = (await conn.execute(text(
-                "select count(*) from canvas.quarantine where not resolved"))).scalar_one()
+                "select count(*) from canvas_stream.quarantine where not resolved"))).scalar_one()
             answers = {(r, str(c)): int(n) for r, c, n in await conn.execute(text(
-                "select route, code, sum(answers) from canvas.ingress_answers group by route, code"))}
+                "select route, code, sum(answers) from canvas_stream.ingress_answers group by route, code"))}
             newest = {name: t for name, t in await conn.execute(text(
-                "select event_name, max(event_time) from canvas.events group by event_name"))}
+                "select event_name, max(event_time) from canvas_stream.events group by event_name"))}
 
         assert by_format == sent
         assert page.values("events-last-hour", "data-format") == by_format

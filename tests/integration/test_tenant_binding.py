@@ -12,10 +12,12 @@ import time
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 
 from canvas_stream.embedded.process import free_port
 from canvas_stream.records import record_from_bytes
+from ingest.admin import create_admin_app
 from ingest.publish import ensure_topic
 from tests.integration.test_ingress import CALIPER_EVENT, CANVAS_EVENT, claims, published
 from tests.support.events import make_client
@@ -85,8 +87,13 @@ async def test_correctly_signed_foreign_events_get_403_and_are_not_published(
     assert response.status == 403
     assert await response.json() == {"error": f"refused: {reason}"}
     assert refused(reason) == before + 1
-    metrics = await (await bound.get("/metrics")).text()
-    assert "canvas_stream_live_events_refused_total" in metrics
+    admin = TestClient(TestServer(create_admin_app(bound.server.app)))  # metrics are on the admin port
+    await admin.start_server()
+    try:
+        metrics = await (await admin.get("/metrics")).text()
+    finally:
+        await admin.close()
+    assert f'canvas_stream_live_events_refused_total{{delivery="https-signed",reason="{reason}"}}' in metrics
     assert await published(kafka_bootstrap, topic, 0) == []
 
 

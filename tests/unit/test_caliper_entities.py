@@ -5,19 +5,21 @@ from __future__ import annotations
 import copy
 import json
 
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.normalize.caliper import is_entity
 from processors.normalize.model import parse_time
 from processors.warehouse.writer import collapse
 from tests.support.corpus import CORPUS
 from tests.support.happenings import record
 
+IDS = IdPolicy()  # no home shard set: each event's own shard counts as home
+
 ENVELOPE = json.loads((CORPUS.parent / "caliper-envelopes" / "mixed_payload.json").read_text())
 PERSON = "https://lms.example.org/users/4711"
 
 
 def test_the_spec_shaped_envelope_gives_three_events_and_four_entities():
-    out = normalize(record(ENVELOPE))
+    out = normalize(record(ENVELOPE), IDS)
     assert [e.event_name for e in out.events] == [
         "caliper:AssessmentEvent/Started", "caliper:AssessmentEvent/Submitted", "caliper:GradeEvent/Graded"]
     assert not any("None" in e.event_name for e in out.events)
@@ -42,7 +44,7 @@ def test_the_latest_describe_by_send_time_wins_per_column_in_any_order():
     later = copy.deepcopy(ENVELOPE)
     later["sendTime"] = "2024-10-03T09:30:00.000Z"
     later["data"] = [dict(ENVELOPE["data"][0], name="Ada Example", dateModified="2024-10-03T08:00:00.000Z")]
-    changes = [c for env in (ENVELOPE, later) for c in normalize(record(env)).changes]
+    changes = [c for env in (ENVELOPE, later) for c in normalize(record(env), IDS).changes]
     for order in (changes, changes[::-1]):
         person = next(m for m in collapse(order) if m.key == {"id": PERSON})
         assert person.fields["name"] == "Ada Example"
@@ -63,7 +65,7 @@ def test_what_is_an_entity():
 def test_an_entity_without_an_id_or_with_a_bad_time_is_still_kept():
     envelope = {"sensor": "s", "sendTime": "not a time", "dataVersion": "v",
                 "data": [{"type": "Person"}, {"id": "p", "type": "Person", "dateCreated": "yesterday"}]}
-    out = normalize(record(envelope))
+    out = normalize(record(envelope), IDS)
     assert [e.event_name for e in out.events] == ["caliper:Person/None"]
     assert [(c.table, c.key, c.fields["send_time"]) for c in out.changes] == [("caliper_entities", {"id": "p"}, None)]
     assert sorted(out.unknown_fields) == ["caliper:entity.dateCreated:invalid", "caliper:envelope.sendTime:invalid"]

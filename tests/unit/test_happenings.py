@@ -8,18 +8,21 @@ from collections import Counter
 
 import pytest
 
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.normalize.caliper import RULES
 from processors.normalize.event_map import BOTH_FORMATS
 from processors.normalize.happening import cause_of, happening_id
+from processors.normalize.ids import canvas_event_shard
 from processors.warehouse.writer import collapse
 from tests.support.happenings import FACT_TABLES, fact_counts, paired_happenings, record
+
+IDS = IdPolicy()  # no home shard set: each event's own shard counts as home
 
 PAIRS = paired_happenings(3)
 
 
 def _normalized(payloads):
-    return [normalize(record(p)) for p in payloads]
+    return [normalize(record(p), IDS) for p in payloads]
 
 
 def _changes(outs):
@@ -71,7 +74,7 @@ def _pair(name: str = "grade_change") -> tuple[dict, dict]:
 
 
 def _happening(payload: dict) -> str:
-    return normalize(record(payload)).events[0].happening_id
+    return normalize(record(payload), IDS).events[0].happening_id
 
 
 def test_time_precision_does_not_split_a_happening_but_another_second_does():
@@ -106,7 +109,7 @@ def test_without_a_request_or_job_the_event_is_its_own_happening():
     canvas, caliper = _pair()
     del canvas["metadata"]["request_id"]
     del caliper["data"][0]["extensions"]["com.instructure.canvas"]["request_id"]
-    out = normalize(record(canvas))
+    out = normalize(record(canvas), IDS)
     assert out.events[0].happening_id == out.events[0].event_id
     assert [c.key for c in out.changes if c.table == "grade_changes"] == [{"happening_id": out.events[0].event_id}]
     assert _happening(caliper) == caliper["data"][0]["id"]
@@ -119,7 +122,7 @@ def test_a_type_sent_in_one_format_only_is_never_merged():
     payload = {"metadata": {"event_name": "course_grade_change", "event_time": "2031-05-06T07:08:09.123Z",
                             "request_id": "r-1"},
                "body": {"course_id": "5", "user_id": "6", "current_score": 80.0}}
-    out = normalize(record(payload))
+    out = normalize(record(payload), IDS)
     assert out.events[0].happening_id == out.events[0].event_id
     assert {c.table: c.key for c in out.changes}["course_grade_changes"] == {"happening_id": out.events[0].event_id}
 
@@ -153,13 +156,16 @@ def test_metadata_columns_from_both_formats():
                      root_account_id=meta["root_account_id"])
     rows = []
     for payload in (canvas, caliper):
-        out = normalize(record(payload))
+        out = normalize(record(payload), IDS)
         event = out.events[0]
         fact = next(c for c in out.changes if c.table == "asset_accesses")
         rows.append((event.real_user_id, event.user_login, event.user_sis_id, event.root_account_id,
                      event.request_id, fact.fields["real_user_id"], fact.fields["user_login"],
                      fact.fields["user_sis_id"]))
         assert fact.fields["root_account_uuid"] == event.root_account_uuid == meta["root_account_uuid"]
-    assert rows[0] == rows[1] == (10000000000007, meta["user_login"], meta["user_sis_id"],
-                                  int(meta["root_account_id"]), meta["request_id"], 10000000000007,
+    stored = IDS.for_event(canvas_event_shard(meta)).lenient  # ids in the form the warehouse keeps them
+    real_user = stored("10000000000007")
+    assert real_user is not None
+    assert rows[0] == rows[1] == (real_user, meta["user_login"], meta["user_sis_id"],
+                                  stored(meta["root_account_id"]), meta["request_id"], real_user,
                                   meta["user_login"], meta["user_sis_id"])

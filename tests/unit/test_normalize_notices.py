@@ -13,10 +13,12 @@ import pytest
 from canvas_stream.records import Record, Verification, record_from_bytes
 from ingest.notices import NoticePolicy, build_record, validate_notice
 from ingest.verify import verify_token
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.normalize.model import NormalizationError, Normalized, RowChange
 from tests.support.jwt_helpers import rsa_key
 from tests.support.lti import CLAIM, CLIENT_ID, DEPLOYMENT, ISSUER, KID, b64sha256, jwt_of, nid, notice
+
+IDS = IdPolicy()  # no home shard set: each event's own shard counts as home
 
 POLICY = NoticePolicy(issuer=ISSUER, client_id=CLIENT_ID, leeway=60)
 RECEIVED = "2025-03-19T11:24:30+00:00"
@@ -42,7 +44,7 @@ def changes(out: Normalized, table: str) -> list[RowChange]:
 def test_hello_world_feeds_events_notices_and_the_deployment() -> None:
     claims = notice("LtiHelloWorldNotice", timestamp="2025-03-19T11:11:17Z")
     record = published(claims)
-    out = normalize(record)
+    out = normalize(record, IDS)
     [event] = out.events
     assert event.event_id == f"lti-notice:{nid(claims)}" and event.event_name == "LtiHelloWorldNotice"
     assert (event.format, event.context_type, event.user_id, event.context_id) == ("lti_notice", "Account", None, None)
@@ -66,7 +68,7 @@ def test_hello_world_feeds_events_notices_and_the_deployment() -> None:
 
 def test_context_copy_feeds_context_copies() -> None:
     claims = notice("LtiContextCopyNotice")
-    out = normalize(published(claims))
+    out = normalize(published(claims), IDS)
     assert out.events[0].context_type == "Course"
     [copied] = changes(out, "context_copies")
     assert copied.key == {"context_id": "4dde05e8ca1973bcca9bffc13e1548820eee93a3",
@@ -78,7 +80,7 @@ def test_context_copy_feeds_context_copies() -> None:
 
 def test_asset_processor_submission_feeds_its_table() -> None:
     claims = notice("LtiAssetProcessorSubmissionNotice", timestamp="2025-08-01T12:45:56Z")
-    out = normalize(published(claims))
+    out = normalize(published(claims), IDS)
     [submission] = changes(out, "asset_processor_submissions")
     assert submission.key == {"submission_id": "d6446aaf-3f71-4eea-b2fd-20bd8d151506:1",
                               "activity_id": "d79c2ded-b078-4e8e-b090-dd1d380fc596"}
@@ -90,7 +92,7 @@ def test_asset_processor_submission_feeds_its_table() -> None:
 
 def test_an_unknown_type_is_stored_and_reported() -> None:
     claims = notice("LtiSomethingNewNotice")
-    out = normalize(published(claims))
+    out = normalize(published(claims), IDS)
     assert out.unknown_events == ["lti:LtiSomethingNewNotice"]
     assert {c.table for c in out.changes} == {"lti_notices", "lti_deployments"} and len(out.events) == 1
 
@@ -101,16 +103,18 @@ def test_a_later_issued_resubmission_wins_at_the_same_timestamp() -> None:
     second[CLAIM + "notice"]["id"] = str(uuid.uuid4())
     second["iat"] += 30
     second["exp"] += 30
-    versions = [changes(normalize(published(c)), "asset_processor_submissions")[0].version for c in (first, second)]
+    versions = [changes(normalize(published(c), IDS), "asset_processor_submissions")[0].version
+                for c in (first, second)]
     assert versions[0] < versions[1]
 
 
 def test_client_id_falls_back_to_azp_then_a_single_audience() -> None:
     with_azp = notice("LtiHelloWorldNotice", azp="the-azp")  # one audience: azp is not checked
-    assert changes(normalize(published(with_azp, client_id=None)), "lti_notices")[0].fields["client_id"] == "the-azp"
-    assert changes(normalize(published(with_azp)), "lti_notices")[0].fields["client_id"] == CLIENT_ID  # configured
+    azp = changes(normalize(published(with_azp, client_id=None), IDS), "lti_notices")[0]
+    assert azp.fields["client_id"] == "the-azp"
+    assert changes(normalize(published(with_azp), IDS), "lti_notices")[0].fields["client_id"] == CLIENT_ID  # configured
     no_azp = notice("LtiHelloWorldNotice", azp=None)
-    assert changes(normalize(published(no_azp, client_id=None)), "lti_notices")[0].fields["client_id"] == CLIENT_ID
+    assert changes(normalize(published(no_azp, client_id=None), IDS), "lti_notices")[0].fields["client_id"] == CLIENT_ID
 
 
 @pytest.mark.parametrize(
@@ -123,7 +127,7 @@ def test_client_id_falls_back_to_azp_then_a_single_audience() -> None:
 def test_a_typed_notice_missing_its_key_is_a_normalization_error(override: dict[str, Any], expected: str) -> None:
     ntype = "LtiContextCopyNotice" if "context.id" in expected else "LtiAssetProcessorSubmissionNotice"
     with pytest.raises(NormalizationError, match=expected):
-        normalize(published(notice(ntype, **override)))
+        normalize(published(notice(ntype, **override)), IDS)
 
 
 def test_a_record_without_a_notice_claim_is_a_normalization_error() -> None:
@@ -131,4 +135,4 @@ def test_a_record_without_a_notice_claim_is_a_normalization_error() -> None:
     payload = {k: v for k, v in record.payload.items() if k != CLAIM + "notice"}
     broken = Record(record.source, record.format, record.received_at, payload, record.verification, record.raw)
     with pytest.raises(NormalizationError, match="without a notice claim"):
-        normalize(broken)
+        normalize(broken, IDS)

@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 
 from canvas_stream.records import SOURCE_LTI_NOTICE, Record, Verification
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.normalize.apply import COMPILED, MappingError, compile_target
 from processors.normalize.event_map import (
     EVENTS,
@@ -24,6 +24,8 @@ from processors.normalize.event_map import (
 from processors.normalize.notices import CLAIM, FORMAT_LTI_NOTICE
 from processors.warehouse import schema, tables
 from processors.warehouse.schema import TABLE_SPECS, Kind
+
+IDS = IdPolicy()
 
 TARGETS = [(name, target) for name, spec in EVENTS.items() for target in spec.targets]
 
@@ -63,7 +65,7 @@ def test_the_schema_declares_every_table_including_events_quarantine_and_lti():
     assert {"events", "quarantine", "lti_notices", "context_copies", "asset_processor_submissions",
             "lti_deployments"} <= set(TABLE_SPECS)
     unversioned = {name for name, spec in TABLE_SPECS.items() if not spec.versioned}
-    assert unversioned == {"events", "quarantine", "ingress_answers"}
+    assert unversioned == {"events", "quarantine", "ingress_answers", "lti_nonces", "lti_handler_subscriptions"}
 
 
 @pytest.mark.parametrize("name", sorted(TABLE_SPECS))
@@ -150,7 +152,7 @@ KIND_TYPES = {Kind.TEXT: str, Kind.TIME: datetime, Kind.JSON: (dict, list), Kind
 
 @pytest.mark.parametrize("ntype", sorted(NOTICES))
 def test_lti_notice_changes_name_schema_columns_of_the_right_kind(ntype):
-    out = normalize(_notice(ntype))
+    out = normalize(_notice(ntype), IDS)
     expected = {"lti_notices", "lti_deployments"} | {
         "LtiContextCopyNotice": {"context_copies"},
         "LtiAssetProcessorSubmissionNotice": {"asset_processor_submissions"},

@@ -24,10 +24,12 @@ from canvas_stream.send import (
     load_example,
     sign_event,
 )
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.normalize.model import Normalized
 from tests.support.corpus import CORPUS
 from tests.support.jwt_helpers import rsa_key
+
+IDS = IdPolicy()  # no home shard set: each event's own shard counts as home
 
 TYPES = example_types()
 NOW = datetime(2031, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
@@ -36,7 +38,7 @@ NOW = datetime(2031, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
 def _normalized(payload: dict) -> Normalized:
     record = Record(source="live_event", format=detect_format(payload), received_at="2031-05-06T07:08:10+00:00",
                     payload=payload, verification=Verification(signed=True))
-    return normalize(record)
+    return normalize(record, IDS)
 
 
 def test_a_handful_of_common_types_in_both_formats():

@@ -13,7 +13,10 @@ from canvas_stream.tenancy import Refusal, TenantPolicy
 from ingest.sqs import queue_name, region_from_queue_url
 from ingest.sqs_messages import Action, SqsMessage, plan_message
 from processors.batch import prepare_one
+from processors.normalize import IdPolicy
 from tests.support.corpus import CORPUS
+
+IDS = IdPolicy()  # no home shard set: each event's own shard counts as home
 
 QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/canvas-live-events-prod"
 OURS, OTHER = "OurRootAccount", "OtherRootAccount"
@@ -52,7 +55,7 @@ def test_an_event_becomes_the_ingress_record_with_queue_and_message_id():
     assert not record.verification.signed
     assert plan.key.startswith((b"course:", b"user:"))
 
-    item = prepare_one(plan.value)  # ... which the worker stores as a live event of that queue
+    item = prepare_one(plan.value, IDS)  # ... which the worker stores as a live event of that queue
     assert item.quarantine is None and item.normalized is not None
     row = item.normalized.events[0]
     assert (row.event_name, row.subscription, row.root_account_uuid) == ("grade_change", QUEUE, OURS)
@@ -63,7 +66,7 @@ def test_caliper_rows_carry_the_actor_root_account():
     expected = event["data"][0]["actor"]["extensions"]["com.instructure.canvas"]["root_account_uuid"]
     plan = plan_message(message(json.dumps(event)), TenantPolicy.of([expected]), max_body_bytes=1 << 20)
     assert plan.action is Action.PUBLISH
-    row = prepare_one(plan.value).normalized.events[0]
+    row = prepare_one(plan.value, IDS).normalized.events[0]
     assert (row.format, row.subscription, row.root_account_uuid) == ("caliper", QUEUE, expected)
 
 
@@ -81,7 +84,7 @@ def test_a_body_that_is_not_an_event_is_quarantined_with_the_reason(body, reason
     record = record_from_bytes(plan.value)
     assert record.raw == body.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")  # as received
     assert record.delivery is not None and record.delivery.queue == QUEUE
-    item = prepare_one(plan.value)  # the worker keeps it in canvas.quarantine, with the reason
+    item = prepare_one(plan.value, IDS)  # the worker keeps it in canvas.quarantine, with the reason
     assert item.normalized is None and item.quarantine is not None
     assert item.quarantine.reason == f"normalize: SQS message is not an event: {reason}"
     assert item.quarantine.source == "live_event"
@@ -90,7 +93,7 @@ def test_a_body_that_is_not_an_event_is_quarantined_with_the_reason(body, reason
 def test_json_of_no_known_format_goes_to_the_worker_like_over_https():
     plan = plan_message(message('{"hello": "world"}'), TenantPolicy.of([OURS]), max_body_bytes=1 << 20)
     assert plan.action is Action.PUBLISH  # names no account: the queue authenticated it
-    item = prepare_one(plan.value)
+    item = prepare_one(plan.value, IDS)
     assert item.quarantine is not None and "unrecognised live event format" in item.quarantine.reason
 
 
