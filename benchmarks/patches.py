@@ -83,7 +83,7 @@ def executemany_writer() -> None:
         values = [
             {"event_id": r.event_id, "event_name": r.event_name, "format": r.format, "event_time": r.event_time,
              "received_at": r.received_at, "user_id": r.user_id, "context_type": r.context_type,
-             "context_id": r.context_id, "payload": r.payload}
+             "context_id": r.context_id, "payload": r.payload, "happening_id": r.happening_id or r.event_id}
             for r in sorted(writer.collapse_events(rows), key=lambda r: r.event_id)
         ]
         if not values:
@@ -177,11 +177,11 @@ def unnest_writer() -> None:
 
     events_sql = (
         f"INSERT INTO {tables.SCHEMA}.events (event_id, event_name, format, event_time, received_at, user_id, "
-        "context_type, context_id, payload) SELECT e.event_id, e.event_name, e.format, e.event_time, e.received_at, "
-        "e.user_id, "
-        "e.context_type, e.context_id, e.payload::jsonb FROM unnest($1::text[], $2::text[], $3::text[], "
-        "$4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::text[], $8::bigint[], $9::text[]) AS e(event_id, "
-        "event_name, format, event_time, received_at, user_id, context_type, context_id, payload) "
+        "context_type, context_id, payload, happening_id) SELECT e.event_id, e.event_name, e.format, e.event_time, "
+        "e.received_at, e.user_id, e.context_type, e.context_id, e.payload::jsonb, e.happening_id FROM unnest("
+        "$1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::text[], "
+        "$8::bigint[], $9::text[], $10::text[]) AS e(event_id, event_name, format, event_time, received_at, user_id, "
+        "context_type, context_id, payload, happening_id) "
         "ON CONFLICT (event_id) DO UPDATE SET received_at = EXCLUDED.received_at "
         f"WHERE EXCLUDED.received_at < {tables.SCHEMA}.events.received_at")
 
@@ -193,7 +193,8 @@ def unnest_writer() -> None:
             [r.event_id for r in rows], [r.event_name for r in rows], [r.format for r in rows],
             [r.event_time for r in rows], [r.received_at for r in rows], [r.user_id for r in rows],
             [r.context_type for r in rows], [r.context_id for r in rows],
-            [json.dumps(r.payload, separators=(",", ":"), ensure_ascii=False) for r in rows]))
+            [json.dumps(r.payload, separators=(",", ":"), ensure_ascii=False) for r in rows],
+            [r.happening_id or r.event_id for r in rows]))
         return len(rows)
 
     writer.upsert_changes = upsert_changes  # type: ignore[assignment]

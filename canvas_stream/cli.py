@@ -106,7 +106,7 @@ def migrate_command(revision: str) -> None:
 @click.option("--keep", is_flag=True, help="Only fill what is missing; do not empty the derived tables first.")
 @click.option("--page-size", type=int, default=2000, show_default=True)
 def replay(keep: bool, page_size: int) -> None:
-    """Rebuild entity and fact tables from the events table (idempotent; safe while workers run)."""
+    """Rebuild the warehouse from events, as the live path built it (idempotent; safe while workers run)."""
     from sqlalchemy.ext.asyncio import create_async_engine
     from tqdm import tqdm
 
@@ -125,7 +125,9 @@ def replay(keep: bool, page_size: int) -> None:
                 stats = await run_replay(engine, ids, rebuild=not keep, page_size=page_size, progress=bar.update)
         finally:
             await engine.dispose()
-        click.echo(f"replayed {stats.events} events into {stats.rows} rows; {stats.quarantined} quarantined")
+        click.echo(f"replayed {stats.events} events into {stats.rows} rows; {stats.events_updated} events rewritten, "
+                   f"{stats.entities_moved} entity describes moved to caliper_entities; "
+                   f"{stats.quarantined} quarantined")
 
     asyncio.run(go())
 

@@ -36,6 +36,12 @@ of a trust or consortium, other root accounts) in **global** form (`shard * 10^1
 function, and the ids join Canvas Data 2's tables as they are. Text columns named like ids
 (`event_id`, LTI `context_id`, `lti_*`, `*_uuid`) are opaque strings, not Canvas ids.
 
+One happening, counted once: `events` has a row per delivery, and a happening delivered in both
+formats (a Canvas and a Caliper subscription) is two rows sharing `happening_id`; fact tables
+(`grade_changes`, `asset_accesses`, `logins`, ...) are keyed by `happening_id`, one row per
+happening, and name one delivery in `event_id`. Entities a Caliper envelope describes beside its
+events are in `caliper_entities`, not `events`.
+
 Views: `current_grades`, `active_enrollments`, `active_enrollment_counts`, `daily_active_users`.
 Functions: `{S}.shard_id(id)` and `{S}.local_id(id)` split a global-form id (`shard_id` is 0
 for a local-form id); `{S}.event_shard(format, payload)` says which shard a stored event names.

@@ -33,9 +33,11 @@ __all__ = [
     "Record",
     "RecordError",
     "Verification",
+    "arrival_of",
     "detect_format",
     "now_iso",
     "partition_key",
+    "record_from_arrival",
     "record_from_bytes",
 ]
 
@@ -113,6 +115,47 @@ class Record:
     @property
     def received_datetime(self) -> datetime:
         return datetime.fromisoformat(self.received_at)
+
+
+def arrival_of(record: Record, *, with_raw: bool = False) -> dict[str, Any]:
+    """Everything a record carries besides its payload and receipt time, as JSON (``events.arrival``).
+
+    With the payload and ``received_at`` that ``events`` keeps, :func:`record_from_arrival` rebuilds
+    the record the worker normalized, so a replay normalizes exactly what the live path did. ``raw``
+    is kept only where the normalizer reads it (an LTI notice's JWT); a live event's raw body is its
+    payload again, signed.
+    """
+    v, d = record.verification, record.delivery
+    out: dict[str, Any] = {
+        "source": record.source,
+        "verification": {"signed": v.signed, "kid": v.kid, "issuer": v.issuer, "verified_at": v.verified_at},
+    }
+    if d is not None:
+        out["delivery"] = {"method": d.method, "subscription_id": d.subscription_id, "queue": d.queue,
+                           "message_id": d.message_id}
+    if record.extra:
+        out["extra"] = record.extra
+    if with_raw and record.raw is not None:
+        out["raw"] = record.raw
+    return out
+
+
+def record_from_arrival(arrival: dict[str, Any], *, fmt: str, payload: dict[str, Any], received_at: str) -> Record:
+    """The record an ``events`` row came from (see :func:`arrival_of`); raises RecordError when malformed."""
+    try:
+        delivery = arrival.get("delivery")
+        return Record(
+            source=str(arrival["source"]),
+            format=fmt,
+            received_at=received_at,
+            payload=payload,
+            verification=Verification(**arrival["verification"]),
+            raw=arrival.get("raw"),
+            extra=dict(arrival.get("extra") or {}),
+            delivery=Delivery(**delivery) if delivery else None,
+        )
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise RecordError(f"stored arrival is malformed: {exc.__class__.__name__}") from exc
 
 
 def now_iso() -> str:

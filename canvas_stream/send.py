@@ -113,7 +113,9 @@ def _rewrite(value: Any, key: str, ids: dict[str, str], times: dict[str, str], r
         if value.startswith("urn:uuid:"):
             return f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}"
         if key == "request_id":
-            return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            if f"request:{value}" not in ids:
+                ids[f"request:{value}"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            return ids[f"request:{value}"]
         is_id = key == "id" or key.endswith("_id")
         if is_id and key not in KEPT_ID_KEYS and _DIGITS.fullmatch(value):
             return _fresh_global_id(value, ids, rng)
@@ -132,12 +134,25 @@ def event_time(event: dict[str, Any]) -> str | None:
     return data[0].get("eventTime") if isinstance(data[0], dict) else None
 
 
-def fresh_copy(event: dict[str, Any], *, rng: random.Random, now: datetime) -> dict[str, Any]:
+def fresh_copy(event: dict[str, Any], *, rng: random.Random, now: datetime,
+               ids: dict[str, str] | None = None) -> dict[str, Any]:
     """A copy with fresh entity ids, event ids and request ids, and ``now`` for every timestamp
-    equal to the event's time (event time, send time, created/updated/submitted times)."""
+    equal to the event's time (event time, send time, created/updated/submitted times).
+
+    ``ids`` (old id or request id -> new) is shared by copies that must name the same objects and
+    request; by default each copy gets its own."""
     now_text = _iso_ms(now)
     times = {t: now_text for t in (event_time(event), event.get("sendTime")) if isinstance(t, str)}
-    return _rewrite(copy.deepcopy(event), "", {}, times, rng)
+    return _rewrite(copy.deepcopy(event), "", {} if ids is None else ids, times, rng)
+
+
+def fresh_happening(deliveries: Sequence[dict[str, Any]], *, rng: random.Random, now: datetime
+                    ) -> list[dict[str, Any]]:
+    """Fresh copies of one happening's deliveries (e.g. the Canvas and the Caliper example of a type):
+    new objects, request and time shared by all of them, as Canvas sends one happening to a
+    subscription of each format; each Caliper copy still gets its own event id."""
+    shared: dict[str, str] = {}
+    return [fresh_copy(event, rng=rng, now=now, ids=shared) for event in deliveries]
 
 
 def event_ids(event: dict[str, Any]) -> list[str]:

@@ -30,10 +30,12 @@ from .event_map import (
     EventName,
     EventSpec,
     EventTime,
+    HappeningId,
     MetaField,
     Source,
     Target,
 )
+from .happening import happening_id, object_of
 from .ids import EventIds, InvalidId, parse_id
 from .model import NormalizationError, RowChange, make_version, parse_time
 
@@ -144,7 +146,8 @@ def _read(source: Source, body: Mapping[str, Any], meta: Mapping[str, Any], even
         return event_time
     if type(source) is EventName:
         return event_name
-    raise TypeError(f"no value for source {source!r}")  # a Constant is resolved when compiling
+    raise TypeError(f"no value for source {source!r}")  # a Constant is resolved when compiling; a
+    # HappeningId once the event's other columns are known (apply_mapping)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,7 @@ COMPILED: dict[str, CompiledEvent] = {name: compile_event(spec) for name, spec i
 class Applied:
     changes: list[RowChange]
     unknown_fields: list[str]
+    happening_id: str  # see ``happening``; the event id when the event is not correlated
 
 
 def flatten_body(body: Mapping[str, Any], flatten: Mapping[str, str]) -> dict[str, Any]:
@@ -282,9 +286,14 @@ def apply_mapping(
     flat = flatten_body(body, compiled.flatten) if compiled.flatten else body
     problems: list[str] = []
     changes: list[RowChange] = []
+    by_happening: list[tuple[dict[str, Any], str]] = []  # keys still missing the happening id, and its column
     for plan in compiled.plans:
         key: dict[str, Any] | None = {}
+        happening_column = None
         for slot in plan.keys:
+            if type(slot.source) is HappeningId:
+                happening_column = slot.column
+                continue
             raw = _read(slot.source, flat, meta, event_id, event_time, event_name)
             try:
                 value = None if raw is _ABSENT or raw is None else (slot.coerce or ids)(raw)
@@ -319,7 +328,13 @@ def apply_mapping(
                 problems.append(f"{label}.{slot.source}:invalid")
         if plan.constants:
             fields.update(plan.constants)
-        if key:
-            changes.append(RowChange(table=plan.table, key=key, fields=fields, version=version))
+        if key is None:
+            continue
+        changes.append(RowChange(table=plan.table, key=key, fields=fields, version=version))
+        if happening_column is not None:
+            by_happening.append((key, happening_column))
+    happening = happening_id(event_id, event_name, meta, event_time, object_of(event_name, changes))
+    for key, column in by_happening:  # the change holds this dict: filled in place, once
+        key[column] = happening
     unknown = [f"{label}.{k}" for k in flat if k not in compiled.known]
-    return Applied(changes=changes, unknown_fields=unknown + problems)
+    return Applied(changes=changes, unknown_fields=unknown + problems, happening_id=happening)

@@ -7,11 +7,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from canvas_stream.records import Record
+from canvas_stream.records import Record, arrival_of
 from canvas_stream.tenancy import canvas_root_account_uuid
 
 from .apply import apply_mapping
 from .event_map import resolve_event_name
+from .happening import metadata_columns
 from .ids import IdPolicy, canvas_event_shard
 from .model import EventRow, NormalizationError, Normalized, parse_time
 
@@ -46,6 +47,9 @@ def normalize_canvas(record: Record, ids: IdPolicy) -> Normalized:
     shard = canvas_event_shard(meta)
     event_ids = ids.for_event(shard)
     out = Normalized(shards=[] if shard is None else [shard])
+    mapped = resolve_event_name(name, body)
+    applied = apply_mapping(mapped, meta, body, event_id=event_id, event_time=event_time, ids=event_ids,
+                            label=name)
     out.events.append(
         EventRow(
             event_id=event_id,
@@ -59,11 +63,11 @@ def normalize_canvas(record: Record, ids: IdPolicy) -> Normalized:
             payload={"metadata": meta, "body": body},
             subscription=record.delivery.delivered_by if record.delivery else None,
             root_account_uuid=canvas_root_account_uuid(meta),
+            happening_id=applied.happening_id if applied is not None else event_id,
+            arrival=arrival_of(record),
+            **metadata_columns(meta, event_ids.lenient),
         )
     )
-    mapped = resolve_event_name(name, body)
-    applied = apply_mapping(mapped, meta, body, event_id=event_id, event_time=event_time, ids=event_ids,
-                            label=name)
     if applied is None:
         out.unknown_events.append(name)
         return out

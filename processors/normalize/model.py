@@ -36,6 +36,13 @@ class EventRow:
     payload: Mapping[str, Any]
     subscription: str | None = None  # the delivering subscription id, or the SQS queue
     root_account_uuid: str | None = None
+    happening_id: str | None = None  # see ``happening``; None: the event id
+    request_id: str | None = None
+    real_user_id: int | None = None
+    user_login: str | None = None
+    user_sis_id: str | None = None
+    root_account_id: int | None = None
+    arrival: Mapping[str, Any] | None = None  # the record's delivery context (replay rebuilds the record)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from canvas_stream.formats import CLAIM_DEPLOYMENT_ID, CLAIM_NOTICE, FORMAT_LTI_NOTICE
 from canvas_stream.formats import LTI_CLAIM as CLAIM
-from canvas_stream.records import Record
+from canvas_stream.records import Record, arrival_of
 
 from .model import EventRow, NormalizationError, Normalized, RowChange, make_version, parse_time
 
@@ -101,6 +101,8 @@ def normalize_notice(record: Record) -> Normalized:
             context_type=context_type,
             context_id=None,  # likewise: the LTI context id is kept as text in the LTI tables
             payload=claims,
+            happening_id=event_id,  # one notice id, one notice: no other delivery format to correlate
+            arrival=arrival_of(record, with_raw=True),  # the JWT, kid and client id lti_notices keeps
         )
     )
 

@@ -10,6 +10,11 @@ Versioned tables (every table but ``events`` and ``quarantine``) also get :data:
 ``last_event_at`` (the newest event that touched the row) and ``field_versions`` (column ->
 version of the event that set it), which make the writer's upserts order-safe per column.
 
+Fact tables (one row per happening: grade changes, page views, logins, ...) are keyed by
+``happening_id``, not by the delivery's event id: an institution subscribed in both formats gets
+each happening twice (a Canvas and a Caliper event), and a fact must be counted once (see
+``processors.normalize.happening``).
+
 :data:`SCHEMA`, the PostgreSQL schema everything lives in, is the one value read from the
 environment (``WAREHOUSE_SCHEMA``, default ``canvas_stream``), once, at import: everything that
 names the schema (tables, writer, migrations, views, docs generators, tests) takes it from here.
@@ -72,6 +77,8 @@ class TableSpec:
     indexes: tuple[IndexSpec, ...] = ()
     versioned: bool = True
     fed_by: tuple[str, ...] | None = None
+    # False for a table that holds source data no events row keeps (caliper_entities): replay leaves it.
+    rebuilt_by_replay: bool = True
     # Derived once here, not per event: the data columns a change may set, and every column's kind.
     data_columns: frozenset[str] = field(init=False, repr=False, compare=False)
     kinds: dict[str, Kind] = field(init=False, repr=False, compare=False)
@@ -105,13 +112,26 @@ def _id(comment: str) -> list[Col]:
     return [Col("id", ID, comment)]
 
 
-def _fact(comment: str = "The event that recorded this fact (events.event_id).") -> list[Col]:
-    return [Col("event_id", TEXT, comment)]
+def _fact(comment: str = "The happening this fact records (events.happening_id): one row however many "
+          "subscriptions delivered it.") -> list[Col]:
+    return [Col("happening_id", TEXT, comment)]
+
+
+# The first data column of every fact table: which delivery's values the row holds.
+DELIVERY = Col("event_id", TEXT, "One delivery of the happening (events.event_id): the latest by event time, then "
+               "event id; every delivery: events with the same happening_id.")
 
 
 C = Col
 
 EVENT_TIME = C("event_time", TIME, "When the event happened (metadata.event_time / eventTime).")
+# What the event's metadata says about who acted (fact tables analysts filter on it carry these too).
+REAL_USER = C("real_user_id", ID, "The masquerading user when an admin acted as user_id (metadata.real_user_id / "
+              "Caliper actor extension); NULL when nobody masqueraded.")
+USER_LOGIN = C("user_login", TEXT, "Login of the acting user (only in events emitted by a web request).")
+USER_SIS = C("user_sis_id", TEXT, "SIS id of the acting user (only in events emitted by a web request).")
+ROOT_ACCOUNT_UUID = C("root_account_uuid", TEXT, "Root account the event names (metadata.root_account_uuid / "
+                      "Caliper com.instructure.canvas extension of the event or its actor).")
 CTX_ID = C("context_id", ID, "Canvas id of the owning context (see context_type).")
 CTX_TYPE = C("context_type", TEXT, "Course, Account, Group, User, ...")
 WS = C("workflow_state", TEXT, "Canvas workflow_state; 'deleted' after a *_deleted event (rows are kept).")
@@ -130,13 +150,24 @@ _table(
     C("payload", JSON, "The event as received.", nullable=False),
     C("subscription", TEXT, "What delivered it first: the Data Services subscription id (signed HTTPS token's "
       "subscription.id) or the SQS queue URL; NULL when unknown (unsigned, LTI, before 0006)."),
-    C("root_account_uuid", TEXT, "Root account the event names (metadata.root_account_uuid / Caliper "
-      "com.instructure.canvas extension of the event or its actor)."),
-    comment="One row per distinct event; a Caliper envelope yields one row per data[] item.",
+    ROOT_ACCOUNT_UUID,
+    C("happening_id", TEXT, "The happening this delivery reports: the Canvas and the Caliper delivery of one "
+      "happening share it (same request, event, object and second); fact tables are keyed by it. Equals event_id "
+      "when the event cannot be correlated (no request or job id, or a type Canvas sends in one format only).",
+      nullable=False),
+    C("request_id", TEXT, "The Canvas web request that emitted the event (metadata.request_id / Caliper "
+      "extension; Canvas Data's requests.id); NULL for events of background jobs."),
+    REAL_USER, USER_LOGIN, USER_SIS,
+    C("root_account_id", ID, "Canvas id of the root account (metadata.root_account_id / Caliper actor extension)."),
+    C("arrival", JSON, "How the delivery arrived (signature check, subscription or queue, ingress notes; an LTI "
+      "notice's JWT): with payload and received_at, the record the worker normalized, for replay."),
+    comment="One row per distinct event as delivered; a Caliper envelope yields one row per data[] event (entities it "
+            "describes go to caliper_entities). A happening delivered in both formats has two rows with one "
+            "happening_id: count distinct happening_id to count happenings.",
     indexes=(IndexSpec("events_name_time_idx", ("event_name", "event_time")),
              IndexSpec("events_context_idx", ("context_id", "event_time")),
              IndexSpec("events_received_at_idx", ("received_at",)),
-
+             IndexSpec("events_happening_idx", ("happening_id",)),
              IndexSpec("events_user_time_idx", ("user_id", "event_time"))),
     versioned=False, fed_by=("every event",),
 )
@@ -151,6 +182,22 @@ _table(
     comment="Authentic deliveries that broke normalization or a constraint; nothing is dropped.",
     indexes=(IndexSpec("quarantine_unresolved_idx", ("received_at",), where="NOT resolved"),),
     versioned=False, fed_by=("any event that fails",),
+)
+
+# --- entities a Caliper envelope describes beside its events (source data, not events) --------
+
+_table(
+    "caliper_entities", [C("id", TEXT, "The entity's id as described (an IRI or URN).")],
+    C("type", TEXT, "Caliper type, e.g. Person, CourseSection, Assessment, SoftwareApplication."),
+    C("name", TEXT, "The entity's name, when described."),
+    C("date_created", TIME, "dateCreated, when described."),
+    C("date_modified", TIME, "dateModified, when described."),
+    C("sensor", TEXT, "The envelope's sensor: who described it."),
+    C("send_time", TIME, "The envelope's sendTime: each column holds the latest describe's value."),
+    C("entity", JSON, "The describe as received (latest by sendTime)."),
+    comment="Entities a Caliper envelope describes in data[] beside (or instead of) events: one row per entity "
+            "id, latest describe by sendTime (per column).",
+    fed_by=("Caliper entity describes",), rebuilt_by_replay=False,
 )
 
 # --- entities ---------------------------------------------------------------------------------
@@ -446,16 +493,19 @@ _table(
 # --- facts (one row per event) ---------------------------------------------------------------
 
 _table(
-    "grade_changes", [C("event_id", TEXT, "The grade_change event.")],
+    "grade_changes", _fact("The grade_change happening (events.happening_id): one row however many subscriptions "
+                           "delivered it."), DELIVERY,
     C("submission_id", ID), C("assignment_id", ID), C("user_id", ID, "The student."), C("grader_id", ID),
     C("score", FLOAT), C("old_score", FLOAT), C("grade"), C("old_grade"), C("points_possible", FLOAT),
     C("old_points_possible", FLOAT), C("grading_complete", BOOL), C("muted", BOOL), C("event_time", TIME),
     C("student_id", ID, "Same as user_id."), C("student_sis_id"),
-    comment="One row per grade_change event (history).",
+    C("real_user_id", ID, "The masquerading user when an admin graded as grader_id; NULL otherwise."),
+    ROOT_ACCOUNT_UUID,
+    comment="One row per grade_change happening (history), however many subscriptions delivered it.",
     indexes=(IndexSpec("grade_changes_submission_idx", ("submission_id", "event_time")),),
 )
 _table(
-    "course_grade_changes", _fact(),
+    "course_grade_changes", _fact(), DELIVERY,
     C("course_id", ID), C("user_id", ID, "The student."), C("workflow_state"),
     C("current_score", FLOAT), C("old_current_score", FLOAT), C("final_score", FLOAT), C("old_final_score", FLOAT),
     C("unposted_current_score", FLOAT), C("old_unposted_current_score", FLOAT),
@@ -464,21 +514,21 @@ _table(
     comment="One row per course_grade_change event (history of course scores).",
 )
 _table(
-    "score_changes", _fact(),
+    "score_changes", _fact(), DELIVERY,
     C("score_id", ID), C("enrollment_id", ID), C("user_id", ID), C("course_id", ID), C("grading_period_id", ID),
     C("override_score", FLOAT), C("old_override_score", FLOAT), C("override_status"), C("override_status_id", ID),
     C("old_override_status"), C("old_override_status_id", ID), C("updated_at", TIME), EVENT_TIME,
     comment="One row per grade_override / final_grade_custom_status event (history).",
 )
 _table(
-    "submission_status_changes", _fact(),
+    "submission_status_changes", _fact(), DELIVERY,
     C("submission_id", ID), C("assignment_id", ID), C("user_id", ID), C("course_id", ID),
     C("submission_status"), C("submission_status_id", ID), C("old_submission_status"),
     C("old_submission_status_id", ID), C("updated_at", TIME), EVENT_TIME,
     comment="One row per submission_custom_grade_status event (history).",
 )
 _table(
-    "asset_accesses", _fact(),
+    "asset_accesses", _fact(), DELIVERY,
     EVENT_TIME, C("user_id", ID, "Who accessed it."),
     C("asset_id", ID), C("asset_type", TEXT, "course, assignment, attachment, quizzes:quiz, ..."),
     C("asset_subtype", TEXT, "Page of a course/group, e.g. files, grades, modules."),
@@ -488,19 +538,21 @@ _table(
     CTX_TYPE, CTX_ID, C("context_account_id", ID), C("http_method"),
     C("request_url", TEXT, "URL of the request (metadata.url / request_url)."),
     C("client_ip"), C("session_id"), C("user_agent"), C("developer_key_id", ID),
-    comment="One row per asset_accessed event (page views).",
+    REAL_USER, USER_LOGIN, USER_SIS, ROOT_ACCOUNT_UUID,
+    comment="One row per asset_accessed happening (page views), however many subscriptions delivered it.",
     indexes=(IndexSpec("asset_accesses_context_idx", ("context_id", "event_time")),
              IndexSpec("asset_accesses_user_idx", ("user_id", "event_time"))),
 )
 _table(
-    "logins", _fact(),
+    "logins", _fact(), DELIVERY,
     C("event_name", TEXT, "logged_in or logged_out."), EVENT_TIME, C("user_id", ID),
     C("redirect_url", TEXT, "Where the user was sent after logging in."), C("client_ip"), C("session_id"),
     C("user_agent"), C("hostname"),
-    comment="One row per logged_in / logged_out event.",
+    REAL_USER, USER_LOGIN, USER_SIS, ROOT_ACCOUNT_UUID,
+    comment="One row per logged_in / logged_out happening, however many subscriptions delivered it.",
 )
 _table(
-    "learning_outcome_results", _fact(),
+    "learning_outcome_results", _fact(), DELIVERY,
     C("learning_outcome_result_id", ID, "The result id (only in learning_outcome_result_updated)."),
     C("learning_outcome_id", ID), C("user_uuid", TEXT, "uuid of the assessed user."),
     C("learning_outcome_context_uuid"), C("result_context_id", ID), C("result_context_type"),
@@ -512,13 +564,13 @@ _table(
     comment="One row per learning outcome result event (the created event carries no result id).",
 )
 _table(
-    "outcome_alignment_clones", _fact(),
+    "outcome_alignment_clones", _fact(), DELIVERY,
     C("original_course_uuid"), C("new_course_uuid"), C("new_course_resource_link_id"), C("domain"),
     C("original_assignment_resource_link_id"), C("new_assignment_resource_link_id"), C("status"), EVENT_TIME,
     comment="One row per outcomes.retry_outcome_alignment_clone event.",
 )
 _table(
-    "conversation_forwards", _fact(),
+    "conversation_forwards", _fact(), DELIVERY,
     C("conversation_id", ID), C("user_id", ID, "Who forwarded it."), C("updated_at", TIME), EVENT_TIME,
     comment="One row per conversation_forwarded event.",
 )

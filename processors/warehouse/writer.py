@@ -131,9 +131,11 @@ def _events_statement():
     stmt = insert(tables.events)
     return stmt.on_conflict_do_update(
         index_elements=["event_id"],
-        # the earliest receipt also names the subscription that delivered first (when it knows one)
+        # the earliest receipt also names the subscription that delivered first (when it knows one),
+        # and is the delivery a replay rebuilds
         set_={"received_at": stmt.excluded.received_at,
-              "subscription": func.coalesce(stmt.excluded.subscription, tables.events.c.subscription)},
+              "subscription": func.coalesce(stmt.excluded.subscription, tables.events.c.subscription),
+              "arrival": func.coalesce(stmt.excluded.arrival, tables.events.c.arrival)},
         where=stmt.excluded.received_at < tables.events.c.received_at,
     )
 
@@ -177,6 +179,13 @@ async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
             "payload": r.payload,
             "subscription": r.subscription,
             "root_account_uuid": r.root_account_uuid,
+            "happening_id": r.happening_id or r.event_id,
+            "request_id": r.request_id,
+            "real_user_id": r.real_user_id,
+            "user_login": r.user_login,
+            "user_sis_id": r.user_sis_id,
+            "root_account_id": r.root_account_id,
+            "arrival": r.arrival,
         }
         for r in sorted(collapse_events(rows), key=lambda r: r.event_id)
     ]

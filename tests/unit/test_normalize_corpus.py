@@ -14,7 +14,7 @@ from processors.normalize import IdPolicy, normalize
 from processors.normalize.apply import flatten_body
 from processors.normalize.caliper import RULES
 from processors.normalize.canvas import canvas_event_id
-from processors.normalize.event_map import EVENTS, BodyField, EventId, MetaField, resolve_event_name
+from processors.normalize.event_map import EVENTS, BodyField, EventId, HappeningId, MetaField, resolve_event_name
 from processors.normalize.ids import EventIds, canvas_event_shard
 from processors.normalize.model import NormalizationError, parse_time
 from processors.warehouse import tables
@@ -149,6 +149,8 @@ def test_canvas_fields_carry_the_examples_own_values(example: Example):
                 assert change.key[column] == ids(flat[src.key])
             elif isinstance(src, EventId):
                 assert change.key[column] == event.event_id
+            elif isinstance(src, HappeningId):
+                assert change.key[column] == event.happening_id
         for raw_key, raw in flat.items():
             column = target.rename.get(raw_key, raw_key)
             if column in change.fields:

@@ -16,6 +16,7 @@ from processors.normalize.event_map import (
     EventId,
     EventName,
     EventTime,
+    HappeningId,
     MetaField,
     T,
     parse_source,
@@ -92,7 +93,8 @@ def test_field_sources_are_parsed_into_typed_objects():
     assert parse_source("@event_id") == EventId()
     assert parse_source("@event_time") == EventTime()
     assert parse_source("@event_name") == EventName()
-    for text in ("score", "@meta.url", "=deleted", "@event_id", "@event_time", "@event_name"):
+    assert parse_source("@happening_id") == HappeningId()
+    for text in ("score", "@meta.url", "=deleted", "@event_id", "@happening_id", "@event_time", "@event_name"):
         assert str(parse_source(text)) == text
     with pytest.raises(ValueError, match="unknown field source"):
         parse_source("@event_tyme")
