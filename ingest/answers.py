@@ -23,6 +23,7 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from canvas_stream.loop import cancel_and_wait
 from canvas_stream.metrics import (
     CANVAS_ANSWERS_24H,
     CANVAS_ANSWERS_UPDATED,
@@ -147,11 +148,8 @@ class AnswerLedger:
         self._task = asyncio.create_task(self._run(), name="answer-ledger")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         with contextlib.suppress(Exception):
             await self.flush()  # the last few seconds' answers
         if self._engine is not None:

@@ -9,7 +9,6 @@ figures in place (and says so in the detail); it never changes the ingress's rea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from canvas_stream.loop import cancel_and_wait
 from canvas_stream.lti_handlers import OVERDUE, WAITING, HelloWorldCheck, read_hello_world_checks
 from canvas_stream.metrics import LTI_HELLO_WORLD_OVERDUE
 
@@ -104,11 +104,8 @@ class HelloWorldWatch:
         self._task = asyncio.create_task(self._run(), name="hello-world-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None

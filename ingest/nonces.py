@@ -23,7 +23,6 @@ once it answers again, so the window closes with the outage. docs/lti.md argues 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,6 +34,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from canvas_stream.loop import cancel_and_wait
 from canvas_stream.metrics import LTI_NONCE_STORE_UNAVAILABLE
 from canvas_stream.settings import warehouse_sql
 
@@ -288,10 +288,7 @@ class ReplayGuard:
         self._purger = asyncio.create_task(self._purge_forever(), name="lti-nonce-purge")
 
     async def stop(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
-            self._purger = None
+        await cancel_and_wait(self._purger)
+        self._purger = None
         if self.store is not None:
             await self.store.close()
