@@ -91,6 +91,15 @@ def _columns(bind, table: str) -> list[str]:
         "ORDER BY ordinal_position"), {"s": S, "t": table}).scalars())
 
 
+def _primary_key(bind, table: str) -> list[str]:
+    """The table's key as it is in the database now (later migrations may re-key a table: 0010 keys
+    the fact tables by happening_id, so the declarations in schema.py are not what this revision sees)."""
+    return list(bind.execute(text(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "WHERE i.indrelid = CAST(:t AS regclass) AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)"),
+        {"t": f"{S}.{table}"}).scalars())
+
+
 def _event_of(version: str) -> str:
     return f"substr({version}, strpos({version}, '|') + 1)"
 
@@ -109,8 +118,8 @@ def _convert_table(bind, table: str, home: str) -> None:
     started = time.monotonic()
     spec = TABLE_SPECS[table]
     present = _columns(bind, table)
-    keys = [c.name for c in spec.keys]
-    id_keys = [c for c in keys if spec.kinds[c] is Kind.ID]
+    keys = _primary_key(bind, table)
+    id_keys = [c for c in keys if spec.kinds.get(c) is Kind.ID]
     id_data = [c for c in present if c not in keys and spec.kinds.get(c) is Kind.ID]
     fact = keys == ["event_id"]
     match = " AND ".join(f"t.{c} = n.{c}" for c in keys)
