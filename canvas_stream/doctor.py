@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from canvas_stream.settings import Settings, mask_url, plain_database_url
+from ingest.answers import BUDGET_SQL
+from ingest.budget import ERROR_THRESHOLD, TIMEOUT_THRESHOLD, Budget, budget_from_rows
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SETTINGS = 0, 1, 2
@@ -185,6 +187,33 @@ async def check_jwks(name: str, url: str, timeout: float, clock_limit: float | N
 # ---- tenant, spool --------------------------------------------------------------------------------
 
 
+def budget_results(budget: Budget) -> list[Result]:
+    """Canvas's 24-hour deactivation budget as doctor lines: a warning at 10% of either threshold (pure)."""
+    warnings = budget.warnings()
+    if warnings:
+        return [Result("budget", WARN, line) for line in warnings]
+    used = ", ".join(f"{r.route}: {r.timeouts} timeouts, {r.errors} errors" for r in budget.routes) or "no answers"
+    return [Result("budget", OK, f"last 24 h, every replica: {used} (thresholds {TIMEOUT_THRESHOLD:,} "
+                                        f"timeouts / {ERROR_THRESHOLD:,} errors)")]
+
+
+async def check_budget(settings: Settings, timeout: float) -> list[Result]:
+    """The answers Canvas counts against the subscription over 24 hours (from ingress_answers)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    if settings.database_url is None:
+        return [Result("budget", SKIP, "DATABASE_URL is not set")]
+    engine = create_async_engine(settings.require_database_url(), connect_args={"timeout": timeout})
+    try:
+        async with asyncio.timeout(timeout + 1), engine.connect() as conn:
+            rows = [dict(r._mapping) for r in await conn.execute(BUDGET_SQL)]
+    except Exception as exc:
+        return [Result("budget", WARN, f"not read: {_problem(exc, timeout)}")]
+    finally:
+        await engine.dispose()
+    return budget_results(budget_from_rows(rows))
+
+
 def check_tenant(settings: Settings) -> list[Result]:
     """Canvas signs every institution's events with the same keys: only a binding keeps strangers out."""
     if not settings.live_events_enabled:
@@ -232,6 +261,7 @@ async def run_checks(settings: Settings, timeout: float = DEFAULT_TIMEOUT) -> li
     checks: list[Any] = [
         check_database(settings, timeout),
         check_broker(settings, timeout),
+        check_budget(settings, timeout),
     ]
     if not settings.live_events_allow_unsigned:
         checks.append(check_jwks("jwks", settings.live_events_jwks_url, timeout,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from email.utils import formatdate
 
-from canvas_stream.doctor import FAIL, OK, SKIP, WARN, Result, check_tenant, clock_skew, exit_status
+from canvas_stream.doctor import FAIL, OK, SKIP, WARN, Result, budget_results, check_tenant, clock_skew, exit_status
 from canvas_stream.settings import Settings
+from ingest.budget import budget_from_rows
 
 
 def test_tenant_binding_fails_when_unset_and_passes_when_set():
@@ -36,3 +37,16 @@ def test_exit_status_fails_on_a_failure_or_an_unchecked_line_not_on_a_warning():
     assert exit_status([ok, Result("c", FAIL, "")]) == 1
     assert exit_status([ok, Result("c", SKIP, "")]) == 1
     assert Result("database", FAIL, "cannot connect").line() == "FAIL  database  cannot connect"
+
+
+def test_canvas_budget_warns_at_ten_percent_of_either_threshold_and_names_the_route():
+    quiet = budget_results(budget_from_rows([{"route": "/live-events", "timeouts": 12, "errors": 40,
+                                              "foreign_tenant": 5}]))
+    assert [(r.check, r.status) for r in quiet] == [("budget", OK)]
+    assert "/live-events: 12 timeouts, 40 errors" in quiet[0].detail
+    loud = budget_results(budget_from_rows([{"route": "/live-events", "timeouts": 950, "errors": 0,
+                                             "foreign_tenant": 0},
+                                            {"route": "/lti/notices", "timeouts": 0, "errors": 2_800,
+                                             "foreign_tenant": 0}]))
+    assert [r.status for r in loud] == [WARN, WARN]
+    assert "/live-events" in loud[0].detail and "/lti/notices" in loud[1].detail
