@@ -59,8 +59,12 @@ INSERT INTO {CD2}.submissions (id, assignment_id, user_id, course_id, score, wor
 
 
 def page_view(user: int, when: datetime) -> dict:
-    return scenario.canvas_event("asset_accessed", when.isoformat().replace("+00:00", "Z"),
-                                 example("canvas", "asset_accessed")["body"], user=user)
+    """A page view of its own request (one request id per view, as Canvas sends them: views sharing a
+    request id, object and second would be one happening, counted once)."""
+    event = scenario.canvas_event("asset_accessed", when.isoformat().replace("+00:00", "Z"),
+                                  example("canvas", "asset_accessed")["body"], user=user)
+    event["metadata"]["request_id"] = f"view-{user}-{when.timestamp()}"
+    return event
 
 
 @pytest_asyncio.fixture
