@@ -94,6 +94,8 @@ class VerifiedToken:
     claims: dict[str, Any]
     kid: str
     alg: str
+    # The claims' JSON text, as signed: a record carries it instead of encoding ``claims`` again.
+    claims_json: bytes = field(default=b"", repr=False, compare=False)
 
 
 def _b64url_decode(segment: bytes, what: str) -> bytes:
@@ -355,4 +357,4 @@ def verify_parts(
     verify_signature(parts, key)
     claims = decode_claims(parts)
     check_claims(claims, issuer=issuer, audience=audience, leeway=leeway, now=now, require=require)
-    return VerifiedToken(header=parts.header, claims=claims, kid=parts.kid, alg=parts.alg)
+    return VerifiedToken(header=parts.header, claims=claims, kid=parts.kid, alg=parts.alg, claims_json=parts.payload)

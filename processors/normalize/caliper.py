@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from canvas_stream import json_codec
 from canvas_stream.records import Record
 
 from .apply import apply_mapping
-from .canvas import canonical_json
 from .model import EventRow, NormalizationError, Normalized, parse_time
 
 CANVAS_URN = "urn:instructure:canvas:"
@@ -283,19 +285,47 @@ def caliper_event_name(item: Mapping[str, Any]) -> str:
     return rule.event if rule else f"caliper:{item.get('type')}/{item.get('action')}"
 
 
+_ENVELOPE_KEYS = ("sensor", "sendTime", "dataVersion")
+
+
+class _EnvelopeText(msgspec.Struct):
+    sensor: msgspec.Raw = msgspec.Raw(b"")
+    sendTime: msgspec.Raw = msgspec.Raw(b"")
+    dataVersion: msgspec.Raw = msgspec.Raw(b"")
+    data: list[msgspec.Raw] = []
+
+
+_ENVELOPE_TEXT = msgspec.json.Decoder(_EnvelopeText)
+
+
+def stored_texts(record: Record, items: int) -> list[bytes] | None:
+    """Per ``data[]`` item, its stored payload ``{sensor, sendTime, dataVersion, data: [item]}`` as JSON
+    cut from the record's text (None: not at hand)."""
+    if record.payload_json is None:
+        return None
+    found = json_codec.member_text(record.payload_json, _ENVELOPE_TEXT)
+    if found is None or len(found.data) != items:
+        return None
+    head = b"".join(b'"%s":%s,' % (key.encode(), bytes(text))
+                    for key in _ENVELOPE_KEYS if (text := getattr(found, key)))
+    return [b"".join((b"{", head, b'"data":[', item, b"]}")) for item in found.data]
+
+
 def normalize_caliper(record: Record) -> Normalized:
     payload = record.payload
     data = payload.get("data")
     if not isinstance(data, list):
         raise NormalizationError("caliper envelope without a data list")
-    envelope = {k: payload[k] for k in ("sensor", "sendTime", "dataVersion") if k in payload}
+    envelope = {k: payload[k] for k in _ENVELOPE_KEYS if k in payload}
+    texts = stored_texts(record, len(data))
+    received_at = record.received_datetime
     out = Normalized()
     for index, item in enumerate(data):
         if not isinstance(item, dict):
             raise NormalizationError(f"caliper data[{index}] is not an object")
         event_id = item.get("id")
         if not isinstance(event_id, str) or not event_id:
-            event_id = "sha256:" + hashlib.sha256(canonical_json(item).encode()).hexdigest()
+            event_id = "sha256:" + hashlib.sha256(json_codec.canonical(item)).hexdigest()
         rule = match_rule(item)
         try:
             event_time = parse_time(item.get("eventTime"))
@@ -311,11 +341,12 @@ def normalize_caliper(record: Record) -> Normalized:
                 event_name=name,
                 format="caliper",
                 event_time=event_time,
-                received_at=record.received_datetime,
+                received_at=received_at,
                 user_id=meta.get("user_id"),
                 context_type=meta.get("context_type"),
                 context_id=meta.get("context_id"),
                 payload={**envelope, "data": [item]},
+                payload_json=None if texts is None else texts[index],
             )
         )
         if rule is None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
+from canvas_stream import json_codec
 from canvas_stream.records import Record
 
 from .apply import apply_mapping
@@ -15,14 +17,33 @@ from .model import EventRow, NormalizationError, Normalized, parse_time, to_id
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Sorted keys, no spaces, UTF-8 as is: the text event ids hash."""
+    return json_codec.canonical(value).decode()
 
 
 def canvas_event_id(payload: Mapping[str, Any]) -> str:
     """sha256 of the canonical ``{metadata, body}``: JWT claims (iss, exp, ...) are left out, so a
     retry that Canvas re-signs maps to the same id."""
     event = {"metadata": payload.get("metadata"), "body": payload.get("body")}
-    return hashlib.sha256(canonical_json(event).encode()).hexdigest()
+    return hashlib.sha256(json_codec.canonical(event)).hexdigest()
+
+
+class _EventText(msgspec.Struct):
+    metadata: msgspec.Raw = msgspec.Raw(b"")
+    body: msgspec.Raw = msgspec.Raw(b"")
+
+
+_EVENT_TEXT = msgspec.json.Decoder(_EventText)
+
+
+def stored_text(record: Record) -> bytes | None:
+    """The stored payload ``{metadata, body}`` as JSON, cut from the record's text (None: not at hand)."""
+    if record.payload_json is None:
+        return None
+    found = json_codec.member_text(record.payload_json, _EVENT_TEXT)
+    if found is None or not found.metadata or not found.body:
+        return None
+    return b"".join((b'{"metadata":', found.metadata, b',"body":', found.body, b"}"))
 
 
 def _safe_id(value: Any) -> int | None:
@@ -60,6 +81,7 @@ def normalize_canvas(record: Record) -> Normalized:
             context_type=meta.get("context_type") if isinstance(meta.get("context_type"), str) else None,
             context_id=_safe_id(meta.get("context_id")),
             payload={"metadata": meta, "body": body},
+            payload_json=stored_text(record),
         )
     )
     mapped = resolve_event_name(name, body)

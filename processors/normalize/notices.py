@@ -105,6 +105,7 @@ def normalize_notice(record: Record) -> Normalized:
             context_type=context_type,
             context_id=None,  # likewise: the LTI context id is kept as text in the LTI tables
             payload=claims,
+            payload_json=record.payload_json,
         )
     )
 
