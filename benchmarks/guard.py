@@ -123,6 +123,51 @@ class Guard:
         events = last[2] - first[2]
         return RoleRun((last[1] - first[1]) / events * 1e6, events, events / max(last[0] - first[0], 1e-6))
 
+    def minimal_ingress(self) -> RoleRun:
+        """The minimal verify+produce handler (benchmarks/minimal.py) under the same load."""
+        topic = f"guard-min-{uuid.uuid4().hex[:8]}"
+        asyncio.run(services.create_topics(self.kafka, {topic: PARTITIONS}))
+        port = infra.free_port()
+        proc = infra.Proc("guard-min-ingress", infra.python_cmd(
+            "-m", "benchmarks.minimal", "verify-produce", "--port", str(port), "--jwks", self.jwks_url,
+            "--bootstrap", self.kafka, "--topic", topic), _env()).start()
+        try:
+            infra.wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+            cpu0 = proc.cpu_seconds()
+            res = load.closed_loop(f"http://127.0.0.1:{port}/live-events", self.pool.tokens_path, self.pool.tokens,
+                                   self.seconds)
+            cpu = proc.cpu_seconds() - cpu0
+        finally:
+            proc.stop()
+        return RoleRun(cpu / max(res.ok, 1) * 1e6, res.ok, res.rate)
+
+    def faust_noop(self, topic: str, records: int) -> RoleRun:
+        """A faust agent that does nothing with take_events batches, on the topic the worker drained."""
+        proc = infra.Proc("guard-faust-noop", infra.python_cmd(
+            "-m", "benchmarks.minimal", "faust-noop", "--take", "--bootstrap", self.kafka, "--topic", topic,
+            "--group", f"noop-{uuid.uuid4().hex[:8]}", "--expect", str(records)), _env()).start()
+        try:
+            first: tuple[float, float, int] | None = None
+            last = (0.0, 0.0, 0)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                lines = [ln for ln in proc.output(2000).splitlines() if ln.startswith("PROGRESS")]
+                n = int(lines[-1].split()[1]) if lines else 0
+                now, cpu = time.monotonic(), proc.cpu_seconds()
+                if n and first is None:
+                    first = (now, cpu, n)
+                if n != last[2]:
+                    last = (now, cpu, n)
+                if n >= records or not proc.alive():
+                    break
+                time.sleep(0.1)
+        finally:
+            proc.stop()
+        if first is None or last[2] <= first[2]:
+            raise RuntimeError(f"faust no-op consumed nothing:\n{proc.output()}")
+        events = last[2] - first[2]
+        return RoleRun((last[1] - first[1]) / events * 1e6, events, events / max(last[0] - first[0], 1e-6))
+
     def run(self, reps: int) -> dict[str, list[RoleRun]]:
         runs: dict[str, list[RoleRun]] = {"ingress": [], "worker": []}
         for rep in range(reps):

@@ -169,30 +169,36 @@ def _canvas_id(value: Any) -> int | None:
 
 def _get(obj: Any, path: str) -> Any:
     for part in path.split("/"):
-        if not isinstance(obj, Mapping) or part not in obj:
+        if not isinstance(obj, dict) or part not in obj:
             return _MISSING
         obj = obj[part]
     return obj
 
 
-def _ext(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, Mapping):
+_NO_EXT: Mapping[str, Any] = {}
+
+
+def _ext(obj: Any) -> Mapping[str, Any]:
+    """The Canvas extensions of a Caliper entity (read only: the item's own dict)."""
+    if isinstance(obj, dict):
         ext = obj.get("extensions")
-        if isinstance(ext, Mapping) and isinstance(ext.get(EXT), Mapping):
-            return dict(ext[EXT])
-    return {}
+        if isinstance(ext, dict):
+            canvas = ext.get(EXT)
+            if isinstance(canvas, dict):
+                return canvas
+    return _NO_EXT
 
 
 def _is_canvas(item: Mapping[str, Any]) -> bool:
     actor = item.get("actor")
-    actor_id = actor.get("id") if isinstance(actor, Mapping) else None
+    actor_id = actor.get("id") if isinstance(actor, dict) else None
     return bool(_ext(item)) or (isinstance(actor_id, str) and actor_id.startswith(CANVAS_URN))
 
 
 def match_rule(item: Mapping[str, Any]) -> Rule | None:
     if not _is_canvas(item):
         return None
-    obj = item.get("object") if isinstance(item.get("object"), Mapping) else {}
+    obj = item.get("object") if isinstance(item.get("object"), dict) else {}
     kind, _ = urn_kind_and_id(obj.get("id"))
     ext = _ext(obj)
     for rule in RULES:
@@ -211,7 +217,7 @@ def match_rule(item: Mapping[str, Any]) -> Rule | None:
 def group_context(item: Mapping[str, Any]) -> tuple[str | None, int | None]:
     """The event's context from ``group``: (Canvas context type, id)."""
     group = item.get("group")
-    if not isinstance(group, Mapping):
+    if not isinstance(group, dict):
         return None, None
     ext = _ext(group)
     if isinstance(ext.get("context_type"), str) and _canvas_id(ext.get("entity_id")) is not None:
@@ -239,14 +245,14 @@ def caliper_meta(item: Mapping[str, Any], rule: Rule | None = None) -> dict[str,
     if "request_url" in ext:
         meta["url"] = ext["request_url"]
     actor = item.get("actor")
-    if isinstance(actor, Mapping):
+    if isinstance(actor, dict):
         meta["user_id"] = _canvas_id(actor.get("id"))
         actor_ext = _ext(actor)
         for key in ("user_login", "user_sis_id", "real_user_id", "root_account_id"):
             if key in actor_ext:
                 meta[key] = actor_ext[key]
     session = item.get("session")
-    if isinstance(session, Mapping):
+    if isinstance(session, dict):
         _, session_id = urn_kind_and_id(session.get("id"))
         if session_id:
             meta["session_id"] = session_id
@@ -259,8 +265,8 @@ def caliper_meta(item: Mapping[str, Any], rule: Rule | None = None) -> dict[str,
 
 def caliper_body(item: Mapping[str, Any], rule: Rule) -> dict[str, Any]:
     """The Canvas-format body this item stands for, holding only the fields it carries."""
-    obj = item.get("object") if isinstance(item.get("object"), Mapping) else {}
-    ext = _ext(obj)
+    obj = item.get("object") if isinstance(item.get("object"), dict) else {}
+    ext = dict(_ext(obj))
     entity_id = ext.pop("entity_id", None)
     for key in rule.ext_to_meta:
         ext.pop(key, None)
