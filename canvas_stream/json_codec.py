@@ -29,10 +29,10 @@ _DECODER = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
 _SORTED_ENCODER = msgspec.json.Encoder(order="sorted")
 # Where msgspec's float text may differ from repr(): an exponent (``1e-7``, ``1e16``: in compact output
-# a number ends at , ] or }) and 1e-5 <= |x| < 1e-4, which msgspec writes as ``0.0000..``. The same
-# characters inside a string only send us to the stdlib, which is always right. (A literal first
-# character keeps the regex scan fast; the leading digit is not needed for that reason.)
-_EXPONENT = re.compile(rb"e[-+]?[0-9]+[,\]}]")
+# a number ends at , ] or } or the end of the text) and 1e-5 <= |x| < 1e-4, which msgspec writes as
+# ``0.0000..``. The same characters inside a string only send us to the stdlib, which is always right.
+# (A literal first character keeps the regex scan fast; the leading digit is left out for that reason.)
+_EXPONENT = re.compile(rb"e[-+]?[0-9]+(?:[,\]}]|\Z)")
 _SMALL = b"0.0000"
 
 
