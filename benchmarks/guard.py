@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from canvas_stream import services
+from canvas_stream.embedded.broker import EmbeddedKafka
+from canvas_stream.embedded.process import free_port
+from ingest.publish import ensure_topic
 
 from . import infra, load
 from .pool import ISSUER, Pool, build_pool
@@ -74,10 +76,10 @@ class Guard:
     def ingress(self) -> tuple[RoleRun, str, int]:
         """The ingress under load into a fresh topic: CPU per accepted event, and the topic it filled."""
         topic = f"guard-{uuid.uuid4().hex[:8]}"
-        asyncio.run(services.create_topics(self.kafka, {topic: PARTITIONS}))
-        port = infra.free_port()
+        asyncio.run(ensure_topic(self.kafka, topic, PARTITIONS))
+        port = free_port()
         env = _env(KAFKA_BOOTSTRAP_SERVERS=self.kafka, KAFKA_TOPIC=topic, LIVE_EVENTS_JWKS_URL=self.jwks_url,
-                   LIVE_EVENTS_ISSUER=ISSUER, HOST="127.0.0.1", PORT=str(port))
+                   LIVE_EVENTS_ISSUER=ISSUER, HOST="127.0.0.1", PORT=str(port), LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true")
         proc = infra.Proc("guard-ingress", infra.cli_cmd("ingress", "--port", str(port)), env).start()
         try:
             infra.wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc)
@@ -95,7 +97,7 @@ class Guard:
     def worker(self, topic: str, records: int) -> RoleRun:
         """One worker drains ``topic``: CPU per record between its first and last offset commit."""
         group = f"guard-{uuid.uuid4().hex[:8]}"
-        port = infra.free_port()
+        port = free_port()
         env = _env(KAFKA_BOOTSTRAP_SERVERS=self.kafka, KAFKA_TOPIC=topic, KAFKA_PARTITIONS=str(PARTITIONS),
                    DATABASE_URL=self.pg.url, WORKER_GROUP_ID=group, WORKER_STATUS_PORT=str(port),
                    WORKER_SESSION_TIMEOUT_SECONDS="10")
@@ -126,8 +128,8 @@ class Guard:
     def minimal_ingress(self) -> RoleRun:
         """The minimal verify+produce handler (benchmarks/minimal.py) under the same load."""
         topic = f"guard-min-{uuid.uuid4().hex[:8]}"
-        asyncio.run(services.create_topics(self.kafka, {topic: PARTITIONS}))
-        port = infra.free_port()
+        asyncio.run(ensure_topic(self.kafka, topic, PARTITIONS))
+        port = free_port()
         proc = infra.Proc("guard-min-ingress", infra.python_cmd(
             "-m", "benchmarks.minimal", "verify-produce", "--port", str(port), "--jwks", self.jwks_url,
             "--bootstrap", self.kafka, "--topic", topic), _env()).start()
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     infra.install_signal_handlers()
     try:
         pool = build_pool(24_000, log=lambda m: print(m, flush=True))
-        with infra.JwksHttp([pool.jwk()]) as jwks, services.EmbeddedKafka() as kafka, infra.Postgres() as pg:
+        with infra.JwksHttp([pool.jwk()]) as jwks, EmbeddedKafka() as kafka, infra.Postgres() as pg:
             runs = Guard(pool, kafka.bootstrap_servers, pg, jwks.url, args.seconds).run(args.runs)
     finally:
         infra.stop_all()

@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import sys
 
-from canvas_stream import services
+from canvas_stream.settings import async_database_url
 from tests.support.identity import Input, Report, compare, corpus_inputs
 
 __all__ = ["Report", "compare", "corpus_inputs", "main", "pool_inputs"]
@@ -32,7 +32,7 @@ def server_url() -> str:
     import os
 
     env = os.environ.get("DATABASE_URL", "").strip()
-    return services.to_asyncpg_url(env or "postgresql://postgres@127.0.0.1:5432/postgres")
+    return async_database_url(env or "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def main(argv: list[str] | None = None) -> int:

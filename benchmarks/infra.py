@@ -20,7 +20,10 @@ from typing import Any
 
 import psutil
 
-from canvas_stream import services
+from canvas_stream.embedded.database import EmbeddedPostgres
+from canvas_stream.embedded.process import pdeathsig_preexec
+from canvas_stream.settings import async_database_url, plain_database_url
+from tests.support.databases import create_database, drop_database, wait_for_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = Path(tempfile.mkdtemp(prefix="canvas-stream-bench-"))
@@ -47,7 +50,7 @@ class Proc:
             self.popen = subprocess.Popen(
                 self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, cwd=LOG_DIR,
-                preexec_fn=services._pdeathsig_preexec(signal.SIGTERM),
+                preexec_fn=pdeathsig_preexec(signal.SIGTERM),
             )
         self._ps = psutil.Process(self.popen.pid)
         with _LOCK:
@@ -155,10 +158,6 @@ def cli_cmd(role: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "canvas_stream.cli", role, *args]
 
 
-def free_port() -> int:
-    return services.free_port()
-
-
 def wait_http(url: str, timeout: float = 60.0, proc: Proc | None = None, ok=(200,)) -> None:
     import urllib.error
     import urllib.request
@@ -230,7 +229,7 @@ def _answers(url: str) -> bool:
     import asyncio
 
     try:
-        asyncio.run(services.wait_for_postgres(url, timeout=3))
+        asyncio.run(wait_for_postgres(url, timeout=3))
         return True
     except Exception:
         return False
@@ -240,7 +239,7 @@ class Postgres:
     """A server and a fresh database ``cs_bench_<random>`` on it, migrated; dropped at the end."""
 
     def __init__(self) -> None:
-        self.embedded: services.EmbeddedPostgres | None = None
+        self.embedded: EmbeddedPostgres | None = None
         self.server_url = ""
         self.kind = ""
         self.name = f"cs_bench_{uuid.uuid4().hex[:10]}"
@@ -250,20 +249,20 @@ class Postgres:
     def __enter__(self) -> Postgres:
         env = os.environ.get("DATABASE_URL", "").strip()
         if env:
-            self.server_url, self.kind = services.plain_postgres_url(services.to_asyncpg_url(env)), "DATABASE_URL"
+            self.server_url, self.kind = plain_database_url(env), "DATABASE_URL"
         elif _answers(SYSTEM_PG):
             self.server_url, self.kind = SYSTEM_PG, "system PostgreSQL 127.0.0.1:5432"
         else:
-            self.embedded = services.EmbeddedPostgres()
-            self.server_url = services.plain_postgres_url(self.embedded.start())
+            self.embedded = EmbeddedPostgres()
+            self.server_url = plain_database_url(self.embedded.start())
             self.kind = "embedded-postgres"
         import asyncio
 
-        url = asyncio.run(services.create_database(self.server_url, self.name))
-        self.url = services.plain_postgres_url(url)
+        url = asyncio.run(create_database(self.server_url, self.name))
+        self.url = plain_database_url(url)
         from canvas_stream import migrate
 
-        migrate.upgrade(services.to_asyncpg_url(self.url))
+        migrate.upgrade(async_database_url(self.url))
         self.lz4 = asyncio.run(self._supports_lz4())
         return self
 
@@ -283,7 +282,7 @@ class Postgres:
         import asyncio
 
         with contextlib.suppress(Exception):
-            asyncio.run(services.drop_database(self.server_url, self.name))
+            asyncio.run(drop_database(self.server_url, self.name))
         if self.embedded is not None:
             self.embedded.stop()
 

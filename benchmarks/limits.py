@@ -67,25 +67,28 @@ async def kafka_produce_consume(bootstrap: str, topic: str, values: list[bytes],
 
 
 def event_rows(records: list[bytes]) -> list[tuple]:
-    """canvas.events rows, exactly as the worker builds them (through the project's normalizers)."""
+    """events rows, exactly as the worker builds them (through the project's normalizers)."""
     from processors.batch import prepare
+    from processors.normalize import IdPolicy
 
     rows = []
-    for e in prepare(records).normalized().events:
+    for e in prepare(records, IdPolicy()).normalized().events:
         rows.append((e.event_id, e.event_name, e.format, e.event_time, e.received_at, e.user_id, e.context_type,
                      e.context_id, json.dumps(e.payload, separators=(",", ":"))))
     return rows
 
 
 async def copy_rate(dsn: str, rows: list[tuple], compression: str | None = None) -> float:
-    """rows/s of COPY into a table shaped like canvas.events (1,000-row COPYs, one transaction each)."""
+    """rows/s of COPY into a table shaped like the events table (1,000-row COPYs, one transaction each)."""
     import asyncpg
+
+    from processors.warehouse.schema import SCHEMA
 
     conn = await asyncpg.connect(dsn)
     name = f"bench_copy_{compression or 'default'}"
     try:
         await conn.execute(f"DROP TABLE IF EXISTS {name}")
-        await conn.execute(f"CREATE TABLE {name} (LIKE canvas.events INCLUDING ALL)")
+        await conn.execute(f"CREATE TABLE {name} (LIKE {SCHEMA}.events INCLUDING ALL)")
         if compression:
             await conn.execute(f"ALTER TABLE {name} ALTER COLUMN payload SET COMPRESSION {compression}")
         columns = ["event_id", "event_name", "format", "event_time", "received_at", "user_id", "context_type",

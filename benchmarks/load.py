@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psutil
 
+from processors.warehouse.schema import SCHEMA
+
 LUA = Path(__file__).with_name("post.lua")
 
 
@@ -141,7 +143,7 @@ async def open_loop(url: str, tokens: list[bytes], ids: list[str], rate: float, 
                     dsn: str | None, start: int = 0, poll_interval: float = 0.02,
                     settle: float = 10.0, tracked_per_second: float = 100) -> OpenLoopResult:
     """Send at a fixed rate (latency from the scheduled send time, so a stall is not hidden) and,
-    with ``dsn``, poll canvas.events for a sample of the ids sent (every k-th, ~``tracked_per_second``)
+    with ``dsn``, poll the events table for a sample of the ids sent (every k-th, ~``tracked_per_second``)
     to time when each row became visible. Sampling keeps the poller's own load small and constant: it
     shares the CPUs and the database with the system under test."""
     import aiohttp
@@ -171,7 +173,7 @@ async def open_loop(url: str, tokens: list[bytes], ids: list[str], rate: float, 
                         return
                 if pending:
                     t0 = time.perf_counter()
-                    rows = await conn.fetch("SELECT event_id FROM canvas.events WHERE event_id = ANY($1::text[])",
+                    rows = await conn.fetch(f"SELECT event_id FROM {SCHEMA}.events WHERE event_id = ANY($1::text[])",
                                             pending)
                     t1 = time.perf_counter()
                     poll_times.append(t1 - t0)

@@ -23,7 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from canvas_stream import services
+from canvas_stream.embedded.broker import EmbeddedKafka
+from canvas_stream.embedded.process import free_port
+from canvas_stream.settings import async_database_url
+from ingest.publish import ensure_topic
+from processors.warehouse.schema import SCHEMA
 
 from . import infra, limits, load
 from .infra import Proc
@@ -100,7 +104,7 @@ class Bench:
     # ---- helpers --------------------------------------------------------------------------------
     def topic(self, stem: str) -> str:
         name = f"bench-{stem}-{uuid.uuid4().hex[:6]}"
-        asyncio.run(services.create_topics(self.kafka, {name: PARTITIONS}))
+        asyncio.run(ensure_topic(self.kafka, name, PARTITIONS))
         return name
 
     def topic_size(self, topic: str) -> int:
@@ -125,15 +129,16 @@ class Bench:
         return env
 
     def ingress(self, topic: str) -> tuple[Proc, str]:
-        port = infra.free_port()
+        port = free_port()
         env = self.env(KAFKA_BOOTSTRAP_SERVERS=self.kafka, KAFKA_TOPIC=topic, LIVE_EVENTS_JWKS_URL=self.jwks_url,
-                       LIVE_EVENTS_ISSUER=ISSUER, HOST="127.0.0.1", PORT=str(port))
+                       LIVE_EVENTS_ISSUER=ISSUER, HOST="127.0.0.1", PORT=str(port),
+                       LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true")
         proc = Proc("ingress", infra.cli_cmd("ingress", "--port", str(port)), env).start()
         infra.wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc)
         return proc, f"http://127.0.0.1:{port}/live-events"
 
     def worker(self, topic: str, group: str, **extra: str) -> Proc:
-        port = infra.free_port()
+        port = free_port()
         env = self.env(KAFKA_BOOTSTRAP_SERVERS=self.kafka, KAFKA_TOPIC=topic, KAFKA_PARTITIONS=str(PARTITIONS),
                        DATABASE_URL=self.pg.url, WORKER_GROUP_ID=group, WORKER_STATUS_PORT=str(port),
                        WORKER_SESSION_TIMEOUT_SECONDS=SESSION_SECONDS, **extra)
@@ -142,7 +147,7 @@ class Bench:
         return proc
 
     def minimal(self, kind: str, *args: str) -> tuple[Proc, str]:
-        port = infra.free_port()
+        port = free_port()
         proc = Proc(f"min-{kind}", infra.python_cmd("-m", "benchmarks.minimal", kind, "--port", str(port),
                                                      "--jwks", self.jwks_url, *args), self.env()).start()
         if kind in ("noop", "verify", "verify-produce", "peer"):
@@ -180,14 +185,14 @@ class Bench:
     def checksum(self) -> str:
         """md5 over every warehouse table's rows (received_at comes from the topic, so equal runs match)."""
         names = self.sql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = "
-                         "'canvas' AND tablename <> 'quarantine'").split(",")
-        parts = [self.sql(f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM canvas.{n} t")
+                         f"'{SCHEMA}' AND tablename <> 'quarantine'").split(",")
+        parts = [self.sql(f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {SCHEMA}.{n} t")
                  for n in names]
         return ",".join(p[:8] for p in parts)
 
     def truncate(self) -> None:
         tables = self.sql("SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') FROM pg_tables "
-                          "WHERE schemaname = 'canvas'")
+                          f"WHERE schemaname = '{SCHEMA}'")
         self.sql(f"TRUNCATE {tables}")
 
     def closed(self, url: str, seconds: float | None = None, cpu_of: Proc | None = None) -> load.LoadResult:
@@ -291,7 +296,7 @@ class Bench:
         r.put("limit.kafka_produce_msg_s", produced)
         r.put("limit.kafka_consume_msg_s", consumed)
 
-        log("limit: PostgreSQL COPY of the same canvas.events rows")
+        log("limit: PostgreSQL COPY of the same events rows")
         rows = limits.event_rows(records[: self.mode.copy_rows])
         r.put("limit.pg_copy_rows_s", asyncio.run(limits.copy_rate(self.pg.url, rows)))
         if self.pg.lz4:
@@ -359,11 +364,11 @@ class Bench:
             workers = [self.worker(topic, group) for _ in range(n)]
             try:
                 ready = time.perf_counter() - started
-                out = self.drain("canvas.events", distinct, workers)
+                out = self.drain(f"{SCHEMA}.events", distinct, workers)
                 pg_cpu = self.pg_cpu()
                 if n == 1:
                     size = self.sql("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace ns "
-                                    "ON ns.oid = c.relnamespace WHERE ns.nspname = 'canvas' AND c.relkind = 'r'")
+                                    f"ON ns.oid = c.relnamespace WHERE ns.nspname = '{SCHEMA}' AND c.relkind = 'r'")
                     self.res.put("ours.storage_bytes_per_event", int(size) / max(out["rows"], 1))
                 self.res.put(f"ours.workers_{n}", {"rate": out["rate"], "rows": out["rows"], "startup_s": ready,
                                                    "cpu_us_per_event": out["cpu_us_per_row"],
@@ -421,7 +426,7 @@ class Bench:
         started = time.perf_counter()
         res = self.closed(url)
         time.sleep(0.5)
-        out = self.drain("canvas.events", min(self.topic_size(topic) - before, len(self.pool)), [worker, ingress],
+        out = self.drain(f"{SCHEMA}.events", min(self.topic_size(topic) - before, len(self.pool)), [worker, ingress],
                          since=started)
         self.res.put("ours.e2e", {"ingress_rate": res.rate, "committed_rate": out["rate"], "rows": out["rows"],
                                   "p99_ms": res.p99_ms})
@@ -501,10 +506,10 @@ class Bench:
         worker = self.worker(topic, f"g-{uuid.uuid4().hex[:6]}")
         try:
             deadline = time.monotonic() + 120
-            while self.count("canvas.events") == 0 and time.monotonic() < deadline:
+            while self.count(f"{SCHEMA}.events") == 0 and time.monotonic() < deadline:
                 time.sleep(0.1)
             spy = profile.start(worker.pid, 600)
-            out = self.drain("canvas.events", filled, [worker])
+            out = self.drain(f"{SCHEMA}.events", filled, [worker])
             self.res.put("profile.worker", {"rate_under_profiler": out["rate"],
                                             "top": profile.summarize(profile.finish(spy))})
         finally:
@@ -534,16 +539,16 @@ class Bench:
                 log(f"experiment {rep + 1}/{reps}: worker {label}")
                 self.truncate()
                 if compression:
-                    self.sql(f"ALTER TABLE canvas.events ALTER COLUMN payload SET COMPRESSION {compression}")
+                    self.sql(f"ALTER TABLE {SCHEMA}.events ALTER COLUMN payload SET COMPRESSION {compression}")
                 worker = self.worker(topic, f"g-{uuid.uuid4().hex[:6]}", **extra)
                 try:
                     pg0 = self.pg_cpu()
-                    out = self.drain("canvas.events", distinct, [worker])
+                    out = self.drain(f"{SCHEMA}.events", distinct, [worker])
                     pg_cpu = self.pg_cpu() - pg0
                 finally:
                     worker.stop()
                     if compression:
-                        self.sql("ALTER TABLE canvas.events ALTER COLUMN payload SET COMPRESSION pglz")
+                        self.sql(f"ALTER TABLE {SCHEMA}.events ALTER COLUMN payload SET COMPRESSION pglz")
                 digest = self.checksum() if rep == 0 else baseline_digest
                 baseline_digest = digest if label == "baseline" else baseline_digest
                 wruns.setdefault(label, []).append({"rate": out["rate"], "cpu_us": out["cpu_us_per_row"],
@@ -563,7 +568,7 @@ class Bench:
 
         log(f"check: unoptimized vs optimized path on the corpus + {events} pool events, tables compared")
         inputs = identical.corpus_inputs() + identical.pool_inputs(events)
-        report = asyncio.run(identical.compare(services.to_asyncpg_url(self.pg.server_url), inputs))
+        report = asyncio.run(identical.compare(async_database_url(self.pg.server_url), inputs))
         self.res.put("identical", {"identical": report.identical, "events": report.events, "tables": report.tables,
                                    "rows": report.rows, "differing": report.differing,
                                    "ids_checked": report.ids_checked, "ids_wrong": report.ids_wrong})
@@ -738,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     bench: Bench | None = None
     try:
         pool = build_pool(mode.pool, log=log)
-        with infra.RssSampler(), infra.JwksHttp([pool.jwk()]) as jwks, services.EmbeddedKafka() as kafka, \
+        with infra.RssSampler(), infra.JwksHttp([pool.jwk()]) as jwks, EmbeddedKafka() as kafka, \
                 infra.Postgres() as pg:
             res.postgres = f"{pg.kind} (lz4: {'yes' if pg.lz4 else 'no'})"
             log(f"broker: tansu {kafka.bootstrap_servers}; PostgreSQL: {res.postgres}")

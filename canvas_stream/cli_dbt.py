@@ -7,6 +7,10 @@ from pathlib import Path
 
 import click
 
+from canvas_stream.dbt_runner import run_dbt
+from canvas_stream.dbt_sources import render
+from canvas_stream.logs import configured_settings
+
 
 @click.command(name="dbt-sources")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
@@ -14,8 +18,6 @@ import click
 @click.option("--check", is_flag=True, help="Only compare: exit 1 when the file is not what would be written.")
 def dbt_sources(out: Path, check: bool) -> None:
     """Write the dbt project's sources.yml from the table definitions (tables, columns, keys, comments)."""
-    from canvas_stream.dbt_sources import render
-
     text = render()
     if check:
         if not out.is_file() or out.read_text() != text:
@@ -34,10 +36,7 @@ def dbt_sources(out: Path, check: bool) -> None:
 @click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
 def dbt_command(project_dir: Path, target_schema: str, dbt_args: tuple[str, ...]) -> None:
     """Run dbt on DATABASE_URL's warehouse (default `build`), with dbt from .venv-dbt or PATH."""
-    from canvas_stream.cli import _settings
-    from canvas_stream.dbt_runner import run_dbt
-
-    url = _settings().database_url
+    url = configured_settings().database_url
     if url is None:
         raise click.ClickException("DATABASE_URL is not set")
     try:

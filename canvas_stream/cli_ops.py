@@ -15,18 +15,17 @@ from typing import Any
 
 import click
 
+from canvas_stream.logs import configured_settings as _settings
+from canvas_stream.records import RecordError, partition_key, record_from_bytes
 from canvas_stream.settings import Settings
 
-
-def _settings() -> Settings:
-    from canvas_stream.cli import _settings as cli_settings
-
-    return cli_settings()
+# The database and broker clients are imported inside the commands: cli.py imports this module
+# for every command, and sqlalchemy + aiokafka + the tables cost ~1 s to import (python -X importtime).
 
 
 @click.group(name="quarantine")
 def quarantine() -> None:
-    """See and replay messages the workers could not store (canvas.quarantine)."""
+    """See and replay messages the workers could not store (the quarantine table)."""
 
 
 async def _rows(settings: Settings, limit: int, include_resolved: bool) -> list[dict[str, Any]]:
@@ -74,7 +73,6 @@ async def _retry(settings: Settings, ids: list[str] | None) -> tuple[int, int, l
     from sqlalchemy import func, select, update
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from canvas_stream.records import RecordError, partition_key, record_from_bytes
     from processors.warehouse import tables
 
     q = tables.quarantine

@@ -17,10 +17,12 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from canvas_stream.errors import CanvasStreamError
+
 KEY_BITS = 2048
 
 
-class KeyFileError(Exception):
+class KeyFileError(CanvasStreamError):
     """The key file is missing, unreadable, not an RSA private key, or would be overwritten."""
 
 

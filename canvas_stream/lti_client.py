@@ -19,6 +19,7 @@ import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from canvas_stream.errors import CanvasStreamError
 from canvas_stream.keys import thumbprint
 
 PNS_SCOPE = "https://purl.imsglobal.org/spec/lti/scope/noticehandlers"
@@ -28,7 +29,7 @@ TOKEN_MARGIN = 60
 MAX_RESPONSE_BYTES = 1024 * 1024
 
 
-class PlatformError(Exception):
+class PlatformError(CanvasStreamError):
     """The platform refused a call (or answered nonsense); the message is safe to print."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

@@ -1,7 +1,7 @@
 """The one record format on the wire between the ingress and the workers.
 
 The ingress publishes what it verified (source, key id, issuer, times and the payload), so a worker
-never needs signing keys and a replay can re-normalize from the topic or from ``canvas.events``.
+never needs signing keys and a replay can re-normalize from the topic or from the ``events`` table.
 One copy of the event per record: the payload's JSON text as it was verified (a live event's raw
 token is not repeated; an LTI notice keeps its JWT in ``raw`` because ``lti_notices.jwt`` stores
 it). Pure: no I/O.
@@ -15,17 +15,43 @@ from datetime import UTC, datetime
 from typing import Any
 
 from canvas_stream import json_codec
+from canvas_stream.errors import CanvasStreamError
+from canvas_stream.formats import (
+    FORMAT_CALIPER,
+    FORMAT_CANVAS,
+    FORMAT_UNKNOWN,
+    SOURCE_LIVE_EVENT,
+    SOURCE_LTI_NOTICE,
+)
+
+# The sources and formats are defined in canvas_stream.formats; they stay importable from here
+# because the record is where readers look for them.
+__all__ = [
+    "FORMAT_CALIPER",
+    "FORMAT_CANVAS",
+    "FORMAT_UNKNOWN",
+    "RECORD_VERSION",
+    "SOURCE_LIVE_EVENT",
+    "SOURCE_LTI_NOTICE",
+    "Record",
+    "RecordError",
+    "Verification",
+    "arrival_of",
+    "detect_format",
+    "now_iso",
+    "partition_key",
+    "record_from_arrival",
+    "record_from_bytes",
+]
 
 RECORD_VERSION = 1
-SOURCE_LIVE_EVENT = "live_event"
-SOURCE_LTI_NOTICE = "lti_notice"
 
-FORMAT_CANVAS = "canvas"
-FORMAT_CALIPER = "caliper"
-FORMAT_UNKNOWN = "unknown"
+# ``Record.extra`` key: the delivery was authentic but is not an event (e.g. an SQS body that is not
+# JSON); the worker quarantines the record with this reason instead of guessing.
+EXTRA_NOT_AN_EVENT = "not_an_event"
 
 
-class RecordError(ValueError):
+class RecordError(CanvasStreamError, ValueError):
     """A Kafka message that is not a canvas-stream record (quarantined, never retried forever)."""
 
 
@@ -39,6 +65,25 @@ class Verification:
     verified_at: str | None = None
 
 
+DELIVERY_HTTPS = "https"
+DELIVERY_SQS = "sqs"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How the event reached us: the Data Services subscription (HTTPS) or the queue (SQS) it came by."""
+
+    method: str  # DELIVERY_HTTPS | DELIVERY_SQS
+    subscription_id: str | None = None  # signed HTTPS: the token's subscription.id
+    queue: str | None = None  # SQS: the queue URL
+    message_id: str | None = None  # SQS: the message id
+
+    @property
+    def delivered_by(self) -> str | None:
+        """The subscription, or for SQS the queue (the queue is the subscription)."""
+        return self.subscription_id or self.queue
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """A verified delivery, as published to Kafka."""
@@ -50,6 +95,7 @@ class Record:
     verification: Verification
     raw: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    delivery: Delivery | None = None
     v: int = RECORD_VERSION
     # The payload's JSON text when it is at hand (the verified token's payload segment, the unsigned
     # body, or the record's own bytes on the worker): published and stored as is, never re-encoded.
@@ -57,7 +103,7 @@ class Record:
 
     def to_bytes(self) -> bytes:
         """Compact JSON: the small envelope encoded, the payload's own text spliced in when known."""
-        v = self.verification
+        v, d = self.verification, self.delivery
         envelope = json_codec.dumps({
             "source": self.source,
             "format": self.format,
@@ -65,6 +111,8 @@ class Record:
             "verification": {"signed": v.signed, "kid": v.kid, "issuer": v.issuer, "verified_at": v.verified_at},
             "raw": self.raw,
             "extra": self.extra,
+            "delivery": None if d is None else {"method": d.method, "subscription_id": d.subscription_id,
+                                                "queue": d.queue, "message_id": d.message_id},
             "v": self.v,
         })
         # The stdlib encodes a payload without text: it writes NaN/Infinity, which the worker refuses
@@ -76,6 +124,47 @@ class Record:
     @property
     def received_datetime(self) -> datetime:
         return datetime.fromisoformat(self.received_at)
+
+
+def arrival_of(record: Record, *, with_raw: bool = False) -> dict[str, Any]:
+    """Everything a record carries besides its payload and receipt time, as JSON (``events.arrival``).
+
+    With the payload and ``received_at`` that ``events`` keeps, :func:`record_from_arrival` rebuilds
+    the record the worker normalized, so a replay normalizes exactly what the live path did. ``raw``
+    is kept only where the normalizer reads it (an LTI notice's JWT); a live event's raw body is its
+    payload again, signed.
+    """
+    v, d = record.verification, record.delivery
+    out: dict[str, Any] = {
+        "source": record.source,
+        "verification": {"signed": v.signed, "kid": v.kid, "issuer": v.issuer, "verified_at": v.verified_at},
+    }
+    if d is not None:
+        out["delivery"] = {"method": d.method, "subscription_id": d.subscription_id, "queue": d.queue,
+                           "message_id": d.message_id}
+    if record.extra:
+        out["extra"] = record.extra
+    if with_raw and record.raw is not None:
+        out["raw"] = record.raw
+    return out
+
+
+def record_from_arrival(arrival: dict[str, Any], *, fmt: str, payload: dict[str, Any], received_at: str) -> Record:
+    """The record an ``events`` row came from (see :func:`arrival_of`); raises RecordError when malformed."""
+    try:
+        delivery = arrival.get("delivery")
+        return Record(
+            source=str(arrival["source"]),
+            format=fmt,
+            received_at=received_at,
+            payload=payload,
+            verification=Verification(**arrival["verification"]),
+            raw=arrival.get("raw"),
+            extra=dict(arrival.get("extra") or {}),
+            delivery=Delivery(**delivery) if delivery else None,
+        )
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise RecordError(f"stored arrival is malformed: {exc.__class__.__name__}") from exc
 
 
 def now_iso() -> str:
@@ -92,6 +181,7 @@ def record_from_bytes(data: bytes) -> Record:
         raise RecordError("message is not a canvas-stream record")
     try:
         verification = Verification(**obj["verification"])
+        delivery = Delivery(**obj["delivery"]) if obj.get("delivery") else None  # absent in older records
         record = Record(
             source=str(obj["source"]),
             format=str(obj["format"]),
@@ -101,6 +191,7 @@ def record_from_bytes(data: bytes) -> Record:
             raw=obj.get("raw"),
             extra=obj.get("extra") or {},
             payload_json=json_codec.payload_text(data),
+            delivery=delivery,
         )
         record.received_datetime  # noqa: B018 - validates the timestamp
     except (KeyError, TypeError, ValueError) as exc:

@@ -2,29 +2,67 @@
 
 from __future__ import annotations
 
+import os
+import re
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from canvas_stream.errors import CanvasStreamError
 
 CANVAS_LIVE_EVENTS_JWKS_URL = "https://8axpcl50e4.execute-api.us-east-1.amazonaws.com/main/jwks"
 CANVAS_LIVE_EVENTS_ISSUER = "https://live-events.canvas.instructure.com"
 CANVAS_LTI_JWKS_URL = "https://sso.canvaslms.com/api/lti/security/jwks"
 CANVAS_LTI_ISSUER = "https://canvas.instructure.com"
 CANVAS_LTI_TOKEN_URL = "https://sso.canvaslms.com/login/oauth2/token"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("console", "json")
+
+
+class SettingError(CanvasStreamError):
+    """A setting that is missing or does not work (e.g. a database that cannot be reached): the CLI
+    prints one line naming it and exits with status 2."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+def _with_driver(url: str, drivername: str) -> str:
+    """A PostgreSQL URL (any ``postgres``/``postgresql[+driver]`` scheme) with ``drivername``;
+    any other text unchanged. SQLAlchemy's URL parser does the work, passwords stay as given."""
+    # Imported here: sqlalchemy costs ~0.4 s to import (python -X importtime) and most commands
+    # that read settings never touch a database.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        return url
+    return parsed.set(drivername=drivername).render_as_string(hide_password=False)
+
+# Not `canvas`: Canvas Data 2's client (`dap initdb`) creates its tables there, with the same names.
+DEFAULT_WAREHOUSE_SCHEMA = "canvas_stream"
+DEFAULT_ANALYST_ROLE = "canvas_stream_analyst"
+# A PostgreSQL identifier that needs no quoting: the schema and role names are put into SQL text.
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Canvas global ids are shard * 10^13 + local id, and a bigint: shard ids stay below 922337.
+MAX_SHARD = 922336
 
 
 def async_database_url(url: str) -> str:
     """Accept ``postgresql://`` (what psql and most tools use) and select the asyncpg driver."""
-    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://", "postgresql+psycopg2://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    return url
+    return _with_driver(url, "postgresql+asyncpg")
 
 
 def plain_database_url(url: str) -> str:
-    """The same URL for psql and analysts' tools."""
-    return async_database_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
+    """The same URL for psql, analysts' tools and ``asyncpg.connect``."""
+    return _with_driver(url, "postgresql")
 
 
 class Settings(BaseSettings):
@@ -41,13 +79,28 @@ class Settings(BaseSettings):
 
     host: str = Field(default="0.0.0.0", description="Ingress bind address.")
     port: int = Field(default=8080, description="Ingress port.")
+    admin_port: int = Field(
+        default=9090, description="Ingress admin port (bound to HOST): /status, /metrics, /healthz, /readyz.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest request body (413 above).")
 
     live_events_jwks_url: str = CANVAS_LIVE_EVENTS_JWKS_URL
     live_events_issuer: str = CANVAS_LIVE_EVENTS_ISSUER
     live_events_allow_unsigned: bool = Field(default=False, description="Accept plain JSON bodies.")
+    live_events_enabled: bool = Field(
+        default=True, description="Serve POST /live-events (false: an ingress for LTI notices only).")
     live_events_leeway_seconds: int = Field(default=1800, ge=0, description="exp leeway (retries span 20 min).")
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+    # Tenant binding (canvas_stream.tenancy): which Canvas may deliver live events to this installation.
+    live_events_root_account_uuids: str | None = Field(default=None, description="Comma list of root account uuids.")
+    live_events_subscription_ids: str | None = Field(default=None, description="Comma list of subscription ids.")
+    live_events_allow_any_account: bool = Field(default=False, description="Run unbound: any Canvas account.")
+
+    sqs_queue_urls: str | None = Field(default=None, description="Comma list of SQS queues to poll.")
+    sqs_status_port: int = Field(default=8081, description="SQS role /healthz /readyz /metrics port.")
+    sqs_visibility_timeout_seconds: int = Field(default=60, ge=1, le=43200,
+                                                description="Visibility of a received batch, extended while it waits.")
+    sqs_wait_time_seconds: int = Field(default=20, ge=0, le=20, description="SQS long-poll wait.")
+    sqs_max_backoff_seconds: float = Field(default=30.0, gt=0, description="Longest pause after a failure.")
 
     lti_platform_jwks_url: str = CANVAS_LTI_JWKS_URL
     lti_platform_issuer: str = CANVAS_LTI_ISSUER
@@ -58,6 +111,9 @@ class Settings(BaseSettings):
     lti_private_key_file: str | None = None
     lti_pns_url: str | None = None
     lti_tool_key_id: str | None = None
+    lti_hello_world_wait_seconds: float = Field(
+        default=300.0, gt=0,
+        description="After `notice-handlers set` for LtiHelloWorldNotice: warn when none arrived within this.")
 
     worker_batch_size: int = Field(default=1000, ge=1, description="Most events per database transaction.")
     worker_batch_seconds: float = Field(default=0.2, gt=0, description="Longest wait to fill a batch.")
@@ -74,18 +130,51 @@ class Settings(BaseSettings):
     spool_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     http_read_timeout_seconds: float = Field(
         default=15.0, gt=0, description="Ingress: close a connection whose request (headers or body) is slower.")
+    response_deadline_seconds: float = Field(
+        default=10.0, gt=0, lt=15,
+        description="Ingress: every /live-events and /lti/notices answer (body read included) within this; "
+                    "503 otherwise. Below Canvas's 15-second timeout.")
 
-    log_level: str = "INFO"
+    warehouse_schema: str = Field(
+        default=DEFAULT_WAREHOUSE_SCHEMA, description="PostgreSQL schema of every warehouse table, view and function.")
+    canvas_home_shard: int | None = Field(
+        default=None, ge=1, le=MAX_SHARD,
+        description="Shard of the institution's Canvas: its objects' ids are stored in local form (as CD2 does).")
+    analyst_role: str = Field(
+        default=DEFAULT_ANALYST_ROLE, description="Read-only group role the migrations create for analysts.")
+
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: str = Field(default="console", description="console or json.")
+
+    @field_validator("warehouse_schema", "analyst_role")
+    @classmethod
+    def _plain_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a lower-case PostgreSQL identifier (a-z, 0-9, _; at most 63 characters)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.strip().upper() not in LOG_LEVELS:
+            raise ValueError(f"not a log level: use {', '.join(LOG_LEVELS)}")
+        return value.strip().upper()
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value.strip().lower() not in LOG_FORMATS:
+            raise ValueError(f"not a log format: use {' or '.join(LOG_FORMATS)}")
+        return value.strip().lower()
 
     def require_database_url(self) -> str:
         if self.database_url is None:
-            raise SystemExit("DATABASE_URL is not set")
+            raise SettingError("DATABASE_URL", "is not set")
         return async_database_url(self.database_url.get_secret_value())
 
     def require_kafka(self) -> str:
         if not self.kafka_bootstrap_servers:
-            raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is not set")
+            raise SettingError("KAFKA_BOOTSTRAP_SERVERS", "is not set")
         return self.kafka_bootstrap_servers
 
     def deployment_ids(self) -> frozenset[str]:
@@ -103,16 +192,40 @@ class Settings(BaseSettings):
 
 
 def mask_url(url: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            creds = creds.split(":", 1)[0] + ":***"
-        return f"{scheme}://{creds}@{host}"
-    return url
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db (unparseable: all masked)."""
+    from sqlalchemy.engine import make_url  # see _with_driver for why here
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url if "@" not in url else "***"
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+@lru_cache(maxsize=1)
+def configured_warehouse_schema() -> str:
+    """``WAREHOUSE_SCHEMA`` (case-insensitive, like every setting), validated, without reading the others.
+
+    Modules read it at import (the table definitions, the ingress's SQL); reading only this one setting
+    keeps a bad unrelated setting (e.g. ``PORT=abc``) from failing an import instead of being reported
+    as one line by the CLI. :class:`Settings` validates the same value the same way.
+    """
+    value = next((v for k, v in os.environ.items() if k.upper() == "WAREHOUSE_SCHEMA"), DEFAULT_WAREHOUSE_SCHEMA)
+    if not _IDENTIFIER.match(value):
+        raise SettingError("WAREHOUSE_SCHEMA", "must be a lower-case PostgreSQL identifier (a-z, 0-9, _; at most "
+                                               "63 characters)")
+    return value
+
+
+def warehouse_sql(sql: str) -> str:
+    """``sql`` with ``{schema}`` replaced by the configured warehouse schema (``WAREHOUSE_SCHEMA``).
+
+    For the plain SQL of roles that do not import the warehouse's table definitions (the ingress);
+    the schema name is a validated identifier, so the substitution is safe.
+    """
+    return sql.replace("{schema}", configured_warehouse_schema())

@@ -2,84 +2,79 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from canvas_stream.loop import install_fast_loop
-from canvas_stream.records import FORMAT_CALIPER, FORMAT_CANVAS, FORMAT_UNKNOWN, Verification, now_iso
+from canvas_stream.records import (
+    DELIVERY_HTTPS,
+    FORMAT_CALIPER,
+    FORMAT_CANVAS,
+    FORMAT_UNKNOWN,
+    Delivery,
+    Verification,
+    now_iso,
+)
 from canvas_stream.settings import Settings
-from ingest.jwks import JwksCache, KeyUnavailable, verify_with
+from canvas_stream.tenancy import DeliveryKind, TenantPolicy, token_subscription_id
+from ingest.answers import AnswerLedger, answers_middleware
+from ingest.binding import admit
+from ingest.deadline import (
+    NotAcknowledgedInTime,
+    deadline_middleware,
+    publish_within_deadline,
+    read_body,
+    settle_late_publishes,
+)
+from ingest.hello_world import HelloWorldWatch
+from ingest.http import PUBLISHER_KEY, SETTINGS_KEY, error
+from ingest.jwks import JwksCache, KeyUnavailable
 from ingest.live_events import BadBody, build_record, classify_body
+from ingest.lti_routes import LTI_STATE_KEY, NoticeLedger, add_lti_routes
+from ingest.nonces import NonceBackend
 from ingest.publish import KafkaPublisher, PublishFailed
 from ingest.spool import Spool
-from ingest.verify import TokenRejected
+from ingest.verify import TokenPolicy, TokenRejected, verify_with
 
 log = structlog.get_logger(__name__)
 
-RESPONSES = Counter("canvas_stream_ingress_responses_total", "Ingress answers", ["route", "status"])
-LATENCY = Histogram("canvas_stream_ingress_seconds", "Time to answer", ["route"])
-
-SETTINGS_KEY = web.AppKey("settings", Settings)
-PUBLISHER_KEY = web.AppKey("publisher", KafkaPublisher)
 LIVE_JWKS_KEY = web.AppKey("live_events_jwks", JwksCache)
+LIVE_POLICY_KEY = web.AppKey("live_events_policy", TokenPolicy)
+ANSWERS_KEY = web.AppKey("answers", AnswerLedger)
+TENANT_POLICY_KEY = web.AppKey("tenant_policy", TenantPolicy)
 
 
-def error(status: int, message: str) -> web.Response:
-    """A short JSON error: never a stack trace, a token or a secret."""
-    return web.json_response({"error": message}, status=status)
+def live_events_policy(settings: Settings) -> TokenPolicy:
+    """Canvas signs live events with its own issuer and documents no audience."""
+    return TokenPolicy(issuer=settings.live_events_issuer, leeway=settings.live_events_leeway_seconds)
 
 
 async def verify_live_event(
-    token: str, jwks: JwksCache, settings: Settings, verified_at: str | None = None
+    token: str, app: web.Application, verified_at: str | None = None
 ) -> tuple[dict[str, Any], Verification, bytes]:
     """The claims, how they were verified, and their JSON text as signed."""
-    verified = await verify_with(
-        token, jwks, issuer=settings.live_events_issuer, leeway=settings.live_events_leeway_seconds
-    )
+    verified = await verify_with(token, app[LIVE_JWKS_KEY], app[LIVE_POLICY_KEY])
     claims = verified.claims
     verification = Verification(signed=True, kid=verified.kid, issuer=claims.get("iss"),
                                 verified_at=verified_at or now_iso())
     return claims, verification, verified.claims_json
 
 
-# Per-request work done once: the metric children and the success bodies.
-_LIVE_LATENCY = LATENCY.labels("live-events")
-_LIVE_RESPONSES: dict[int, Any] = {}
+# The success bodies, encoded once.
 _ACCEPTED = {fmt: json.dumps({"status": "accepted", "format": fmt}).encode()
              for fmt in (FORMAT_CANVAS, FORMAT_CALIPER, FORMAT_UNKNOWN)}
 
 
-def _count_response(status: int) -> None:
-    child = _LIVE_RESPONSES.get(status)
-    if child is None:
-        child = _LIVE_RESPONSES[status] = RESPONSES.labels("live-events", str(status))
-    child.inc()
-
-
 async def post_live_event(request: web.Request) -> web.Response:
     """One Canvas live event per POST; 200 only once Kafka acknowledged it."""
-    settings = request.app[SETTINGS_KEY]
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await _handle_live_event(request, settings)
-        status = response.status
-        return response
-    finally:
-        _count_response(status)
-        _LIVE_LATENCY.observe(time.perf_counter() - started)
+    return await _handle_live_event(request, request.app[SETTINGS_KEY])  # timed by answers_middleware
 
 
 async def _handle_live_event(request: web.Request, settings: Settings) -> web.Response:
     try:
-        async with asyncio.timeout(settings.http_read_timeout_seconds):  # a slow body is not a reason to wait
-            raw = await request.read()
+        raw = await read_body(request, settings.http_read_timeout_seconds)  # a slow body is not a reason to wait
     except web.HTTPRequestEntityTooLarge:
         return error(413, "body too large")
     except TimeoutError:
@@ -91,8 +86,7 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
     received_at = now_iso()  # also the verification time: one clock read per request
     if body.token is not None:
         try:
-            payload, verification, payload_json = await verify_live_event(
-                body.token, request.app[LIVE_JWKS_KEY], settings, received_at)
+            payload, verification, payload_json = await verify_live_event(body.token, request.app, received_at)
         except TokenRejected as exc:
             log.info("live event rejected", reason=exc.reason)
             return error(401, f"invalid token: {exc.reason}")
@@ -104,12 +98,19 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
             return error(401, "unsigned events are not accepted (sign the payload in Canvas Data Services)")
         assert body.payload is not None
         payload, verification, payload_json = body.payload, Verification(signed=False), body.payload_json
-    key, record = build_record(payload, verification, payload_json, received_at)
-    try:
-        await request.app[PUBLISHER_KEY].publish(key, record.to_bytes())
-    except PublishFailed as exc:
-        log.warning("publish failed", error=str(exc))
-        return error(503, exc.public)
+    subscription = token_subscription_id(payload) if verification.signed else None  # unsigned: no claim to trust
+    kind = DeliveryKind.SIGNED_HTTPS if verification.signed else DeliveryKind.UNSIGNED_HTTPS
+    refusal = admit(request.app[TENANT_POLICY_KEY], kind, payload, subscription)
+    if refusal is not None:
+        return error(403, f"refused: {refusal.value}")
+    delivery = Delivery(method=DELIVERY_HTTPS, subscription_id=subscription)
+    key, record = build_record(payload, verification, payload_json, received_at, delivery=delivery)
+    [outcome] = await publish_within_deadline(request, request.app[PUBLISHER_KEY].publish, [(key, record.to_bytes())])
+    if isinstance(outcome, PublishFailed | NotAcknowledgedInTime):
+        log.warning("publish failed", error=str(outcome) or outcome.__class__.__name__)
+        return error(503, outcome.public)
+    if outcome is not None:
+        raise outcome
     return web.Response(body=_ACCEPTED[record.format], content_type="application/json")
 
 
@@ -118,29 +119,47 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the broker answers and the live-event keys are loaded (or unsigned is allowed)."""
+    """Ready when the broker answers now (or, with a spool, the spool has room) and, when this ingress
+    serves live events, their keys are loaded. The detail also carries the 24-hour Canvas budget."""
     settings = request.app[SETTINGS_KEY]
-    broker = await request.app[PUBLISHER_KEY].ready()
-    jwks = request.app[LIVE_JWKS_KEY]
-    keys = jwks.ready
-    if not keys and not settings.live_events_allow_unsigned:
-        try:
-            await jwks.refresh()
-            keys = jwks.ready
-        except Exception:
-            keys = False
-    body: dict[str, Any] = {"broker": "ok" if broker else "unavailable",
-                            "live_events_keys": "ok" if keys else "unavailable"}
-    spool = request.app[PUBLISHER_KEY].spool_stats()
+    publisher = request.app[PUBLISHER_KEY]
+    broker = await publisher.ready()
+    body: dict[str, Any] = {"broker": "ok" if broker else "unavailable"}
+    keys_needed = settings.live_events_enabled and not settings.live_events_allow_unsigned
+    keys = True
+    if not settings.live_events_enabled:
+        body["live_events_keys"] = "disabled"
+    else:
+        jwks = request.app[LIVE_JWKS_KEY]
+        keys = jwks.ready
+        if not keys and keys_needed:
+            try:
+                await jwks.refresh()
+                keys = jwks.ready
+            except Exception:
+                keys = False
+        body["live_events_keys"] = "ok" if keys else "unavailable"
+    spool = publisher.spool_stats()
     if spool is not None:  # with a spool, events are still accepted (durably) while the broker is down
         body["spool"] = spool
         broker = broker or spool["bytes"] < spool["max_bytes"]
-    ok = broker and (keys or settings.live_events_allow_unsigned)
+    warnings: list[str] = []
+    answers = request.app.get(ANSWERS_KEY)
+    if answers is not None:
+        budget = answers.budget
+        body["canvas_budget"] = budget.as_dict() if budget is not None else "unknown (PostgreSQL not read yet)"
+        if budget is not None:
+            warnings.extend(budget.warnings())
+    lti = request.app.get(LTI_STATE_KEY)
+    if lti is not None and lti.policy is not None:  # LTI notices configured (LTI_CLIENT_ID)
+        body["lti_nonces"] = lti.replays.state
+        if lti.hello_world is not None:
+            body["lti_hello_world"] = lti.hello_world.detail()
+            warnings.extend(lti.hello_world.warnings())
+    if warnings:  # warnings never change the status code
+        body["warnings"] = warnings
+    ok = broker and (keys or not keys_needed)
     return web.json_response(body, status=200 if ok else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def create_app(
@@ -148,9 +167,22 @@ def create_app(
     *,
     publisher: KafkaPublisher | None = None,
     live_events_jwks: JwksCache | None = None,
+    notice_ledger: NoticeLedger | None = None,
+    answers: AnswerLedger | None = None,
+    nonce_store: NonceBackend | None = None,
+    hello_world: HelloWorldWatch | None = None,
 ) -> web.Application:
-    """Build the ingress; collaborators can be injected (tests use real ones on loopback)."""
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    """Build the public ingress; collaborators can be injected (tests use real ones on loopback).
+
+    ``notice_ledger``: where stored LTI notice ids are looked up (none: in-memory ids only).
+    ``nonce_store``: the LTI nonces every replica shares (none: this replica's memory only).
+    ``hello_world``: the hello-world check of LTI deployments, shown in /readyz (none: not checked).
+    ``answers`` (run_ingress passes one when DATABASE_URL is set) records Canvas's answers in
+    PostgreSQL for the 24-hour deactivation budget. /metrics and /status are on the admin app.
+    """
+    # Outermost first: the answer ledger times and counts the deadline's 503s too.
+    middlewares = [answers_middleware(answers), deadline_middleware(settings.response_deadline_seconds)]
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS_KEY] = settings
     app[PUBLISHER_KEY] = publisher or KafkaPublisher(
         settings.require_kafka(), settings.kafka_topic, ack_timeout=settings.kafka_ack_timeout_seconds,
@@ -159,31 +191,27 @@ def create_app(
     app[LIVE_JWKS_KEY] = live_events_jwks or JwksCache(
         settings.live_events_jwks_url, refetch_cooldown=settings.jwks_refetch_cooldown_seconds
     )
-    app.router.add_post("/live-events", post_live_event)
+    app[LIVE_POLICY_KEY] = live_events_policy(settings)
+    if answers is not None:
+        app[ANSWERS_KEY] = answers
+    app[TENANT_POLICY_KEY] = TenantPolicy.from_settings(settings)
+    if settings.live_events_enabled:
+        app.router.add_post("/live-events", post_live_event)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    from ingest.lti_routes import add_lti_routes  # late: lti_routes imports this module
-
-    add_lti_routes(app, settings)  # POST /lti/notices[/{deployment_id}], GET /.well-known/jwks.json
+    # POST /lti/notices[/{deployment_id}], GET /.well-known/jwks.json
+    add_lti_routes(app, settings, notice_ledger, nonce_store, hello_world)
 
     async def lifecycle(app: web.Application):
         await app[PUBLISHER_KEY].start()
+        if answers is not None:
+            await answers.start()
         yield
+        if answers is not None:
+            await answers.stop()
+        await settle_late_publishes(app, settings.kafka_ack_timeout_seconds)
         await app[PUBLISHER_KEY].stop()
         await app[LIVE_JWKS_KEY].close()
 
     app.cleanup_ctx.append(lifecycle)
     return app
-
-
-def run_ingress(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM."""
-    install_fast_loop()
-    app = create_app(settings)
-    print(f"canvas-stream ingress listening on http://{settings.host}:{settings.port} "
-          "(POST /live-events, POST /lti/notices)", flush=True)
-    # keepalive_timeout is armed when a connection opens and not reset by partial data, so it also
-    # closes a client that never finishes its request headers (slowloris); the body has its own deadline.
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
-                keepalive_timeout=settings.http_read_timeout_seconds)

@@ -5,7 +5,8 @@ platform keys at will. An unknown ``kid`` may be a rotation we have not seen yet
 choosing kids to make us hammer the JWKS. So: one refetch per cooldown window whatever the request
 rate, concurrent callers share the in-flight fetch, stale keys are kept when the JWKS is down,
 and "no key set at all" is distinguishable (:class:`KeyUnavailable` -> 503, so Canvas retries)
-from "this kid is not ours" (:class:`~ingest.verify.TokenRejected` -> 401).
+from "this kid is not ours" (:class:`~ingest.verify.TokenRejected` -> 401). The cache only
+supplies keys (it is a :class:`~ingest.verify.KeySource`); verifying is :mod:`ingest.verify`'s job.
 """
 
 from __future__ import annotations
@@ -16,22 +17,21 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
+import aiohttp
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
-from ingest.verify import DEFAULT_ALGORITHMS, MAX_KID_LEN, TokenRejected, VerifiedToken, verify_parts
-from ingest.verify import parse_compact as _parse_compact
+from canvas_stream.errors import CanvasStreamError
+from canvas_stream.metrics import JWKS_FETCH_FAILURES
+from ingest.verify import MAX_KID_LEN, TokenRejected
 
 __all__ = [
     "JwksCache",
     "JwksError",
-    "KeySource",
     "KeyUnavailable",
-    "StaticKeySet",
     "parse_jwks",
-    "verify_with",
 ]
 
 MIN_RSA_BITS = 2048
@@ -43,23 +43,12 @@ _NO_CACHE_RE = re.compile(r"(?:^|[,\s])(?:no-cache|no-store)(?:$|[,\s=])", re.I)
 Fetch = Callable[[str], Awaitable[tuple[bytes, dict[str, str]]]]
 
 
-class JwksError(ValueError):
+class JwksError(CanvasStreamError, ValueError):
     """The JWKS document is unusable (not JSON, wrong shape, too big, no acceptable RSA key)."""
 
 
-class KeyUnavailable(Exception):
+class KeyUnavailable(CanvasStreamError):
     """No key set could be obtained at all; answer 503 (not 401) so the sender retries."""
-
-
-class KeySource(Protocol):
-    """What the ingress needs from a key set: a sync cache-only lookup and an async get."""
-
-    @property
-    def ready(self) -> bool: ...
-
-    def lookup(self, kid: str) -> RSAPublicKey | None: ...
-
-    async def get_key(self, kid: str) -> RSAPublicKey: ...
 
 
 def _b64url_uint(value: Any, what: str) -> int:
@@ -148,48 +137,6 @@ def _ttl_from_headers(headers: Mapping[str, str], default_ttl: float, max_ttl: f
     return max(MIN_TTL, min(ttl, max_ttl))
 
 
-class StaticKeySet:
-    """A fixed key set (tests, or a configured PEM) with the same interface as :class:`JwksCache`."""
-
-    def __init__(self, keys: Mapping[str, RSAPublicKey]) -> None:
-        self._keys = dict(keys)
-
-    @classmethod
-    def from_pem(cls, pem: bytes | str, kid: str) -> StaticKeySet:
-        """One public key from PEM text."""
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-        key = load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
-        if not isinstance(key, RSAPublicKey):
-            raise JwksError("PEM is not an RSA public key")
-        if key.key_size < MIN_RSA_BITS:
-            raise JwksError("RSA key too small")
-        return cls({kid: key})
-
-    @property
-    def ready(self) -> bool:
-        return bool(self._keys)
-
-    @property
-    def kids(self) -> tuple[str, ...]:
-        return tuple(self._keys)
-
-    def lookup(self, kid: str) -> RSAPublicKey | None:
-        return self._keys.get(kid)
-
-    async def get_key(self, kid: str) -> RSAPublicKey:
-        key = self._keys.get(kid)
-        if key is None:
-            raise TokenRejected("unknown kid")
-        return key
-
-    async def refresh(self, *, force: bool = False) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
-
-
 class JwksCache:
     """Keys from one JWKS URL, fetched lazily and refetched at most once per cooldown window."""
 
@@ -220,19 +167,14 @@ class JwksCache:
         self._last_attempt: float | None = None
         self._inflight: asyncio.Task[bool] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._session: Any = None  # aiohttp.ClientSession, created on first default fetch
+        self._session: aiohttp.ClientSession | None = None  # created on the first default fetch
         self.last_error: str | None = None
-        self.fetch_count = 0
 
     # ---- cache state -------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
         """True once a key set has been loaded (it may be stale)."""
         return bool(self._keys)
-
-    @property
-    def kids(self) -> tuple[str, ...]:
-        return tuple(self._keys)
 
     @property
     def stale(self) -> bool:
@@ -243,7 +185,7 @@ class JwksCache:
         """Cache-only, synchronous fast path. Serves stale keys; when stale and called inside a
         running loop it schedules a background refresh (still cooldown-limited)."""
         key = self._keys.get(kid)
-        if key is not None and self._clock() >= self._expires_at:
+        if key is not None and self.stale:
             self._refresh_in_background()
         return key
 
@@ -253,10 +195,8 @@ class JwksCache:
         Raises TokenRejected("unknown kid") when a key set is loaded but lacks the kid, and
         KeyUnavailable when no key set could ever be loaded.
         """
-        key = self._keys.get(kid)
+        key = self.lookup(kid)
         if key is not None:
-            if self._clock() >= self._expires_at:
-                self._refresh_in_background()
             return key
         await self._maybe_fetch(force=False)
         key = self._keys.get(kid)
@@ -306,15 +246,19 @@ class JwksCache:
             task = asyncio.get_running_loop().create_task(self._do_fetch())
             self._inflight = task
             task.add_done_callback(self._clear_inflight)
+            task.add_done_callback(self._count_failure)
         # shield: one cancelled caller must not cancel the fetch the others are waiting on
         return await asyncio.shield(task)
+
+    def _count_failure(self, task: asyncio.Task[bool]) -> None:
+        if not task.cancelled() and task.result() is False:
+            JWKS_FETCH_FAILURES.labels(self.url).inc()
 
     def _clear_inflight(self, task: asyncio.Task[bool]) -> None:
         if self._inflight is task:
             self._inflight = None
 
     async def _do_fetch(self) -> bool:
-        self.fetch_count += 1
         try:
             body, headers = await asyncio.wait_for(self._fetch(self.url), self._timeout)
             keys = parse_jwks(body, max_bytes=self._max_bytes, max_keys=self._max_keys)
@@ -336,8 +280,6 @@ class JwksCache:
 
     async def _http_fetch(self, url: str) -> tuple[bytes, dict[str, str]]:
         """GET the JWKS with one pooled session: no redirects, size-capped body, 200 only."""
-        import aiohttp
-
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
@@ -361,25 +303,3 @@ class JwksCache:
                 raise JwksError("JWKS too large")
             return b"".join(chunks), dict(resp.headers)
 
-
-async def verify_with(
-    token: str | bytes,
-    keys: KeySource,
-    *,
-    issuer: str | None,
-    audience: str | None = None,
-    leeway: float,
-    now: float | None = None,
-    require: Iterable[str] = (),
-    algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
-    max_len: int = 256 * 1024,
-) -> VerifiedToken:
-    """Async verify against a key source: sync cache hit on the fast path, awaited fetch otherwise.
-
-    Raises TokenRejected (answer 401) or KeyUnavailable (answer 503).
-    """
-    parts = _parse_compact(token, max_len=max_len, algorithms=algorithms)
-    key = keys.lookup(parts.kid)
-    if key is None:
-        key = await keys.get_key(parts.kid)
-    return verify_parts(parts, key, issuer=issuer, audience=audience, leeway=leeway, now=now, require=require)

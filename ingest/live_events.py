@@ -6,17 +6,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from canvas_stream.records import SOURCE_LIVE_EVENT, Record, Verification, detect_format, now_iso, partition_key
+from canvas_stream.errors import Refused
+from canvas_stream.formats import SOURCE_LIVE_EVENT
+from canvas_stream.records import Delivery, Record, Verification, detect_format, now_iso, partition_key
+from ingest.json_guard import nested_deeper_than
 
-MAX_JSON_DEPTH = 64
 
-
-class BadBody(ValueError):
+class BadBody(Refused, ValueError):
     """The body is neither a JSON object nor a compact JWS; ``reason`` is safe to return."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,35 +25,13 @@ class Body:
     payload_json: bytes | None = None
 
 
-def _depth_ok(text: str, limit: int) -> bool:
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return False
-        elif char in "]}":
-            depth -= 1
-    return True
-
-
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Strict UTF-8 JSON object with bounded nesting (a JSON bomb is refused, not parsed)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadBody("body is not UTF-8") from None
-    if not _depth_ok(text, MAX_JSON_DEPTH):
+    if nested_deeper_than(text):
         raise BadBody("JSON nested too deeply")
     try:
         value = json.loads(text)
@@ -86,9 +61,11 @@ def classify_body(raw: bytes) -> Body:
 
 
 def build_record(
-    payload: dict[str, Any], verification: Verification, payload_json: bytes | None, received_at: str | None = None
+    payload: dict[str, Any], verification: Verification, payload_json: bytes | None, received_at: str | None = None,
+    delivery: Delivery | None = None,
 ) -> tuple[bytes, Record]:
-    """The Kafka key and record for a verified event (any format; unknown ones are quarantined later).
+    """The Kafka key and record for a verified event (any format; unknown ones are quarantined later),
+    for either delivery method (HTTPS or SQS).
 
     One copy of the event: ``payload_json`` (the verified token's payload segment, or the unsigned
     body) travels as is; the raw token is not repeated (the worker never reads it, and ``verification``
@@ -102,5 +79,6 @@ def build_record(
         payload=payload,
         verification=verification,
         payload_json=payload_json,
+        delivery=delivery,
     )
     return partition_key(payload, fmt), record

@@ -1,8 +1,9 @@
 """Pure handling of an LTI Platform Notification Service POST: split, check, record, answer.
 
 Why per notice: a PNS batch may mix good and bad JWTs, and Canvas never retries, so one bad
-notice must not cost the others. Signature checks need keys (I/O) and live in
-:mod:`ingest.lti_routes`; everything here is plain data in, plain data out.
+notice must not cost the others. A notice token is verified like any other
+(:func:`ingest.verify.verify_with` with :attr:`NoticePolicy.token_policy`, in :mod:`ingest.lti_routes`,
+because keys may need fetching); what LTI adds on top of that is here, plain data in, plain data out.
 """
 
 from __future__ import annotations
@@ -12,17 +13,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from canvas_stream.records import SOURCE_LTI_NOTICE, Record, Verification, now_iso
+from canvas_stream.errors import Refused
+from canvas_stream.formats import (
+    CLAIM_DEPLOYMENT_ID,
+    CLAIM_NOTICE,
+    CLAIM_VERSION,
+    FORMAT_LTI_NOTICE,
+    LTI_VERSION,
+    SOURCE_LTI_NOTICE,
+)
+from canvas_stream.records import Record, Verification, now_iso
 from canvas_stream.settings import Settings
 from ingest.live_events import BadBody, parse_json_object
-from ingest.verify import TokenRejected, check_claims
+from ingest.verify import TokenPolicy, TokenRejected
 
 __all__ = [
-    "CLAIM_CONTEXT",
-    "CLAIM_DEPLOYMENT_ID",
-    "CLAIM_NOTICE",
-    "CLAIM_VERSION",
-    "FORMAT_LTI_NOTICE",
     "MAX_JWT_BYTES",
     "MAX_NOTICES",
     "BadBatch",
@@ -33,15 +38,9 @@ __all__ = [
     "batch_response",
     "build_record",
     "parse_batch",
+    "peek_notice_id",
     "validate_notice",
 ]
-
-FORMAT_LTI_NOTICE = "lti_notice"
-LTI_VERSION = "1.3.0"
-CLAIM_VERSION = "https://purl.imsglobal.org/spec/lti/claim/version"
-CLAIM_NOTICE = "https://purl.imsglobal.org/spec/lti/claim/notice"
-CLAIM_DEPLOYMENT_ID = "https://purl.imsglobal.org/spec/lti/claim/deployment_id"
-CLAIM_CONTEXT = "https://purl.imsglobal.org/spec/lti/claim/context"
 
 #: Canvas sends one notice per POST in practice; a handler's max_batch_size is usually <= 100.
 MAX_NOTICES = 100
@@ -56,12 +55,8 @@ STATUS_REJECTED = "rejected"
 STATUS_FAILED = "failed"  # valid, but not acknowledged by the broker (or keys unavailable): 503
 
 
-class BadBatch(ValueError):
+class BadBatch(Refused, ValueError):
     """The body as a whole is unusable (400); ``reason`` is safe to return."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +86,17 @@ class NoticePolicy:
             client_id=settings.lti_client_id,
             deployment_ids=settings.deployment_ids(),
             leeway=float(settings.lti_leeway_seconds),
+        )
+
+    @property
+    def token_policy(self) -> TokenPolicy:
+        """The registered-claim checks every notice JWT passes (LTI 1.3 core s5.1.2 and PNS)."""
+        return TokenPolicy(
+            issuer=self.issuer,
+            audience=self.client_id,
+            leeway=self.leeway,
+            require=("iss", "aud", "exp", "iat"),
+            max_len=MAX_JWT_BYTES,
         )
 
 
@@ -175,31 +181,19 @@ def peek_notice_id(claims: dict[str, Any]) -> str | None:
     return nid if isinstance(nid, str) and 0 < len(nid) <= MAX_ID_LEN else None
 
 
-def validate_notice(
-    claims: dict[str, Any],
-    policy: NoticePolicy,
-    *,
-    path_deployment_id: str | None = None,
-    now: float | None = None,
-) -> Notice:
-    """LTI 1.3 checks for a PNS notice (the signature is already verified); raises TokenRejected.
+def validate_notice(claims: dict[str, Any], policy: NoticePolicy, *, path_deployment_id: str | None = None) -> Notice:
+    """The LTI checks of a PNS notice whose token passed :attr:`NoticePolicy.token_policy`; raises TokenRejected.
 
     Not required on purpose: ``sub``, ``roles``, ``message_type``, ``target_link_uri`` (Canvas's
     HelloWorld and ContextCopy notices lack them).
     """
-    check_claims(
-        claims,
-        issuer=policy.issuer,
-        audience=policy.client_id,
-        leeway=policy.leeway,
-        now=now,
-        require=("iss", "aud", "exp", "iat"),
-    )
     if claims.get(CLAIM_VERSION) != LTI_VERSION:
         raise TokenRejected(f"LTI version must be {LTI_VERSION}")
     nonce = claims.get("nonce")
     if not isinstance(nonce, str) or not nonce:
         raise TokenRejected("missing claim 'nonce'")
+    if len(nonce) > MAX_ID_LEN:  # it becomes a key of canvas_stream.lti_nonces
+        raise TokenRejected("nonce too long")
     notice = claims.get(CLAIM_NOTICE)
     if not isinstance(notice, dict):
         raise TokenRejected("missing notice claim")

@@ -17,18 +17,20 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from prometheus_client import Gauge
 
+from canvas_stream.errors import CanvasStreamError
+from canvas_stream.metrics import SPOOL_BYTES, SPOOL_RECORDS
+from canvas_stream.probes import CachedProbe
 from ingest.spool import Spool, SpoolFull
 
 log = structlog.get_logger(__name__)
 
-SPOOLED = Gauge("canvas_stream_ingress_spool_records", "Records in the local spool, not yet in Kafka")
+BROKER_PROBE_TIMEOUT = 2.0
 
 DRAIN_CHUNK = 500
 
 
-class PublishFailed(Exception):
+class PublishFailed(CanvasStreamError):
     """The broker did not acknowledge in time; the caller answers 503 (Canvas retries)."""
 
     public = "event store unavailable; retry later"
@@ -71,6 +73,7 @@ class KafkaPublisher:
         self._drainer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self.broker_probe = CachedProbe(self._broker_answers, timeout=min(ack_timeout, BROKER_PROBE_TIMEOUT))
 
     async def _ensure_started(self) -> AIOKafkaProducer:
         if self._producer is not None:
@@ -96,7 +99,7 @@ class KafkaPublisher:
     async def start(self) -> None:
         self._stopping = False
         if self.spool is not None:
-            SPOOLED.set(self.spool.pending)
+            self._export_spool_depth()
             self._drainer = asyncio.create_task(self._drain_forever(), name="spool-drainer")
         try:
             await self._ensure_started()
@@ -154,7 +157,7 @@ class KafkaPublisher:
                     future.set_exception(SpoolFullError(str(result)))
                 else:
                     future.set_exception(result if isinstance(result, PublishFailed) else PublishFailed(str(result)))
-            SPOOLED.set(self.spool.pending)
+            self._export_spool_depth()
             self._wake.set()
 
     # -- spool: draining ---------------------------------------------------------------------
@@ -204,12 +207,12 @@ class KafkaPublisher:
                 chunk = records[segment.acked : segment.acked + DRAIN_CHUNK]
                 acked = await self._send_in_order(chunk)
                 self.spool.acknowledge(segment, segment.acked + acked)
-                SPOOLED.set(self.spool.pending)
+                self._export_spool_depth()
                 if acked < len(chunk):
                     raise PublishFailed("broker stopped acknowledging spooled records")
             await asyncio.to_thread(self.spool.remove, segment)
             log.info("spool: segment delivered to kafka", segment=segment.path.name, records=len(records))
-        SPOOLED.set(self.spool.pending)
+        self._export_spool_depth()
         return True
 
     async def _send_in_order(self, chunk: list[tuple[bytes, bytes]]) -> int:
@@ -240,18 +243,24 @@ class KafkaPublisher:
                 future.exception()  # retrieved, so asyncio does not warn about it
         return 1 + acked
 
+    def _export_spool_depth(self) -> None:
+        assert self.spool is not None
+        SPOOL_RECORDS.set(self.spool.pending)
+        SPOOL_BYTES.set(self.spool.stats()["bytes"])
+
     def spool_stats(self) -> dict[str, int] | None:
         """Depth of the spool for /readyz (None without a spool)."""
         return None if self.spool is None else self.spool.stats()
 
     async def ready(self) -> bool:
-        """The broker answers a metadata request for our topic."""
-        try:
-            producer = await self._ensure_started()
-            partitions = await asyncio.wait_for(producer.partitions_for(self.topic), timeout=self.ack_timeout)
-        except (PublishFailed, KafkaError, OSError, TimeoutError):
-            return False
-        return bool(partitions)
+        """The broker answers a metadata request for our topic now (bounded, cached for a moment)."""
+        return await self.broker_probe()
+
+    async def _broker_answers(self) -> bool:
+        # A fresh metadata request, not the producer's cached metadata: a hung broker must show.
+        producer = await asyncio.shield(self._ensure_started())  # bounded by ack_timeout itself
+        metadata = await producer.client.fetch_all_metadata()
+        return bool(metadata.partitions_for_topic(self.topic))
 
     async def stop(self) -> None:
         self._stopping = True

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import structlog
 
+from canvas_stream.errors import CanvasStreamError
+
 log = structlog.get_logger(__name__)
 
 MAGIC = b"CSr1"
@@ -41,7 +43,7 @@ DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
-class SpoolFull(Exception):
+class SpoolFull(CanvasStreamError):
     """Appending would exceed the spool's size bound."""
 
 

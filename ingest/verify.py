@@ -5,7 +5,9 @@ per-character Python generator, which caps decode at ~5k tokens/s on our 3 KB li
 keeps the same strictness (and is stricter in places: no ``=`` padding, no duplicate header keys,
 no NaN/Infinity, bounded JSON nesting) but does the checks with a compiled regex and C-level codecs.
 
-Everything here is pure: no I/O, no event loop. Key retrieval lives in :mod:`ingest.jwks`.
+One composition for every route: :func:`verify_token` (token + key lookup + :class:`TokenPolicy` ->
+claims) and :func:`verify_with`, the same for a key source that may have to fetch a key first.
+Everything here is pure: no I/O of its own. Key retrieval lives in :mod:`ingest.jwks`.
 """
 
 from __future__ import annotations
@@ -16,24 +18,32 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from canvas_stream.errors import Refused
+from ingest.json_guard import MAX_JSON_DEPTH, nested_deeper_than
+
 __all__ = [
     "DEFAULT_ALGORITHMS",
     "SUPPORTED_ALGORITHMS",
+    "ClaimsRejected",
     "JwsParts",
+    "KeySource",
+    "TokenPolicy",
     "TokenRejected",
+    "UnknownKid",
     "VerifiedToken",
     "check_claims",
     "decode_claims",
     "parse_compact",
     "verify_signature",
     "verify_token",
+    "verify_with",
 ]
 
 DEFAULT_ALGORITHMS: tuple[str, ...] = ("RS256",)
@@ -45,7 +55,7 @@ SUPPORTED_ALGORITHMS: dict[str, hashes.HashAlgorithm] = {
 }
 MAX_KID_LEN = 256
 MAX_HEADER_LEN = 8 * 1024  # encoded; real JOSE headers are < 200 bytes
-MAX_JSON_DEPTH = 64
+MAX_TOKEN_BYTES = 256 * 1024
 
 # Issuers reuse a handful of headers ({"alg","kid","typ"}), so cache the decoded JSON per encoded
 # header segment. Only well-formed JSON objects are cached; alg/kid checks run on every call.
@@ -61,16 +71,54 @@ _LAST_CHAR_OK_REM3 = frozenset(b"AEIMQUYcgkosw048")
 _URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
 _PAD = (b"", b"", b"==", b"=")
 _SAFE_ALG_RE = re.compile(r"[A-Za-z0-9+_-]{1,16}")
-# Brackets outside strings, for the nesting-depth pre-check (strings are skipped whole).
-_JSON_NEST_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
 
 
-class TokenRejected(Exception):
+class TokenRejected(Refused):
     """The token is not acceptable. ``reason`` is short and safe to log or return to a client."""
 
-    def __init__(self, reason: str) -> None:
+
+class UnknownKid(TokenRejected):
+    """The key lookup has no key for ``kid``; a key source that can fetch keys may try again."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__("unknown kid")
+        self.kid = kid
+
+
+class ClaimsRejected(TokenRejected):
+    """The signature verified but the claims broke the policy; ``claims`` are authentic, so a
+    caller may quote an id from them when it reports the rejection."""
+
+    def __init__(self, reason: str, claims: dict[str, Any]) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.claims = claims
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPolicy:
+    """What a token must satisfy besides a good signature: one per route, built from settings.
+
+    ``issuer``/``audience`` None: not checked (Canvas live events carry no documented aud).
+    ``require``: claim names that must be present and not null.
+    """
+
+    issuer: str | None
+    leeway: float
+    audience: str | None = None
+    require: tuple[str, ...] = ()
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    max_len: int = MAX_TOKEN_BYTES
+
+
+class KeySource(Protocol):
+    """Keys by kid: a synchronous cache-only lookup, and an awaitable get that may fetch."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def lookup(self, kid: str) -> RSAPublicKey | None: ...
+
+    async def get_key(self, kid: str) -> RSAPublicKey: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,28 +187,14 @@ _HEADER_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs
 _PAYLOAD_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _check_depth(text: str, max_depth: int) -> None:
-    """Refuse deeply nested JSON before json.loads recurses into it (cheap unless brackets abound)."""
-    if text.count("[") + text.count("{") <= max_depth:
-        return
-    depth = 0
-    for m in _JSON_NEST_RE.finditer(text):
-        c = m.group()
-        if c == "[" or c == "{":
-            depth += 1
-            if depth > max_depth:
-                raise TokenRejected(f"malformed token (JSON nested deeper than {max_depth})")
-        elif c == "]" or c == "}":
-            depth -= 1
-
-
 def _load_json_object(raw: bytes, what: str, *, strict_keys: bool) -> dict[str, Any]:
     """UTF-8 JSON object or TokenRejected; never RecursionError/UnicodeError/ValueError."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise TokenRejected(f"malformed token ({what} is not UTF-8)") from None
-    _check_depth(text, MAX_JSON_DEPTH)
+    if nested_deeper_than(text, MAX_JSON_DEPTH):
+        raise TokenRejected(f"malformed token (JSON nested deeper than {MAX_JSON_DEPTH})")
     try:
         obj = (_HEADER_DECODER if strict_keys else _PAYLOAD_DECODER).decode(text)
     except (ValueError, RecursionError):
@@ -173,7 +207,7 @@ def _load_json_object(raw: bytes, what: str, *, strict_keys: bool) -> dict[str, 
 def parse_compact(
     token: str | bytes,
     *,
-    max_len: int = 256 * 1024,
+    max_len: int = MAX_TOKEN_BYTES,
     algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
 ) -> JwsParts:
     """Split and validate a compact JWS: structure, encoding, header, alg allowlist and kid.
@@ -269,21 +303,14 @@ def _numeric(claims: dict[str, Any], name: str) -> float | None:
     return v
 
 
-def check_claims(
-    claims: dict[str, Any],
-    *,
-    issuer: str | None,
-    audience: str | None = None,
-    leeway: float,
-    now: float | None = None,
-    require: Iterable[str] = (),
-) -> None:
+def check_claims(claims: dict[str, Any], policy: TokenPolicy, *, now: float | None = None) -> None:
     """Registered-claim checks: iss, exp/nbf/iat with leeway, aud (+ LTI azp rule), required names.
 
-    ``aud`` is only checked when ``audience`` is given (Canvas live events carry no documented aud).
-    A required claim whose value is ``null`` counts as missing (as in PyJWT).
+    ``aud`` is only checked when the policy names an audience. A required claim whose value is
+    ``null`` counts as missing (as in PyJWT).
     """
-    for name in require:
+    issuer, audience, leeway = policy.issuer, policy.audience, policy.leeway
+    for name in policy.require:
         if claims.get(name) is None:
             raise TokenRejected(f"missing claim '{name}'")
     if now is None:
@@ -326,35 +353,40 @@ def check_claims(
 def verify_token(
     token: str | bytes,
     key_lookup: Callable[[str], RSAPublicKey | None],
+    policy: TokenPolicy,
     *,
-    issuer: str | None,
-    audience: str | None = None,
-    leeway: float,
     now: float | None = None,
-    require: Iterable[str] = (),
-    algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
-    max_len: int = 256 * 1024,
 ) -> VerifiedToken:
-    """Parse, look up the key by kid, verify the signature, then decode and check the claims."""
-    parts = parse_compact(token, max_len=max_len, algorithms=algorithms)
+    """Parse, look up the key by kid, verify the signature, then decode the claims and apply the policy.
+
+    Raises UnknownKid when the lookup has no key, ClaimsRejected when only the claims are wrong,
+    TokenRejected for everything else.
+    """
+    parts = parse_compact(token, max_len=policy.max_len, algorithms=policy.algorithms)
     key = key_lookup(parts.kid)
     if key is None:
-        raise TokenRejected("unknown kid")
-    return verify_parts(parts, key, issuer=issuer, audience=audience, leeway=leeway, now=now, require=require)
-
-
-def verify_parts(
-    parts: JwsParts,
-    key: RSAPublicKey,
-    *,
-    issuer: str | None,
-    audience: str | None = None,
-    leeway: float,
-    now: float | None = None,
-    require: Iterable[str] = (),
-) -> VerifiedToken:
-    """Signature first, then the claims: the steps after the key is found, for sync and async callers."""
+        raise UnknownKid(parts.kid)
     verify_signature(parts, key)
     claims = decode_claims(parts)
-    check_claims(claims, issuer=issuer, audience=audience, leeway=leeway, now=now, require=require)
+    try:
+        check_claims(claims, policy, now=now)
+    except TokenRejected as exc:
+        raise ClaimsRejected(exc.reason, claims) from None
     return VerifiedToken(header=parts.header, claims=claims, kid=parts.kid, alg=parts.alg, claims_json=parts.payload)
+
+
+async def verify_with(
+    token: str | bytes, keys: KeySource, policy: TokenPolicy, *, now: float | None = None
+) -> VerifiedToken:
+    """:func:`verify_token` against a key source: the cached key when there is one, else the key
+    source's (cooldown-limited) fetch, then the same checks again with the fetched key.
+
+    Raises TokenRejected (answer 401), or whatever ``keys.get_key`` raises when no key set can be
+    had at all (``KeyUnavailable``: answer 503).
+    """
+    try:
+        return verify_token(token, keys.lookup, policy, now=now)
+    except UnknownKid as missing:
+        kid = missing.kid
+    key = await keys.get_key(kid)
+    return verify_token(token, {kid: key}.get, policy, now=now)

@@ -1,5 +1,10 @@
 """Alembic environment: the warehouse tables (declared in ``processors.warehouse.schema``, built by
-``processors.warehouse.tables``) are the target that autogenerate compares migrations with."""
+``processors.warehouse.tables``) are the target that autogenerate compares migrations with.
+
+Everything, Alembic's version table included, lives in the configured schema (``WAREHOUSE_SCHEMA``).
+Before Alembic reads its version table, a previous release's warehouse (schema ``canvas``, where
+Canvas Data 2 puts its own tables) is moved there (``migrations/relocate.py``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream.settings import async_database_url
+from migrations.relocate import relocate_previous_release
 from processors.warehouse.schema import SCHEMA
 from processors.warehouse.tables import metadata
 
@@ -41,7 +47,10 @@ def run_migrations_offline() -> None:
 
 
 def _run_sync(connection) -> None:
+    revisions = {script.revision for script in context.script.walk_revisions()}
+    relocate_previous_release(connection, revisions)
     connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    connection.commit()  # Alembic owns the transactions from here (autocommit_block needs that)
     _configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()
@@ -50,8 +59,9 @@ def _run_sync(connection) -> None:
 async def run_migrations_online() -> None:
     url = async_database_url(config.get_main_option("sqlalchemy.url"))
     engine = create_async_engine(url, poolclass=pool.NullPool)
-    async with engine.begin() as connection:
+    async with engine.connect() as connection:
         await connection.run_sync(_run_sync)
+        await connection.commit()
     await engine.dispose()
 
 

@@ -22,35 +22,65 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream.loop import install_fast_loop
+from canvas_stream.metrics import (
+    BATCH_COMMIT_DURATION,
+    EVENT_AGE,
+    EVENT_SHARDS,
+    EVENTS_WRITTEN,
+    LAST_COMMIT,
+    QUARANTINED,
+    UNKNOWN_EVENTS,
+    UNKNOWN_FIELDS,
+)
+from canvas_stream.probes import database_probe
 from canvas_stream.settings import Settings
 from processors.batch import PreparedBatch, batch_of, prepare_one
+from processors.normalize import IdPolicy
 from processors.sink import WarehouseSink
+from processors.watchdog import WorkerHealth
 
 log = structlog.get_logger(__name__)
 
-EVENTS_WRITTEN = Counter("canvas_stream_worker_events_total", "Events committed to canvas.events")
-QUARANTINED = Counter("canvas_stream_worker_quarantined_total", "Messages quarantined")
-UNKNOWN_EVENTS = Counter("canvas_stream_unknown_events_total", "Events of names the mapping does not know",
-                         ["event_name"])
-UNKNOWN_FIELDS = Counter("canvas_stream_unknown_fields_total", "Event fields the mapping does not know",
-                         ["field"])
 MAX_LABELS = 500
 # Messages prepared between two yields to the event loop, so the statements of the batch being written
 # keep flowing to PostgreSQL while the next batch is prepared.
 PREPARE_SLICE = 100
 
-async def consumer_lag(app: faust.App) -> int | None:
-    """Messages on our assigned partitions past the committed offsets (asks the broker); None if unknown."""
-    try:
-        consumer = app.consumer
-        assigned = list(consumer.assignment())
-        if not assigned:
-            return 0
-        ends = await asyncio.wait_for(consumer.highwaters(*assigned), timeout=5)
-        committed = consumer._committed_offset
-        return sum(max(0, (ends.get(tp) or 0) - (committed.get(tp) or 0)) for tp in assigned)
-    except Exception:
-        return None
+
+def observe_commit(batch: PreparedBatch, seconds: float) -> None:
+    """Metrics of a committed batch: its latency, and each event's age (commit time minus event time)."""
+    now = time.time()
+    BATCH_COMMIT_DURATION.observe(seconds)
+    LAST_COMMIT.set(now)
+    for item in batch.items:
+        if item.normalized is not None:
+            for event in item.normalized.events:
+                if event.event_time is not None:
+                    EVENT_AGE.observe(max(0.0, now - event.event_time.timestamp()))
+
+
+class ShardReport:
+    """Logs each Canvas shard that events name, once, so an operator can tell CANVAS_HOME_SHARD.
+
+    With the setting unset each event's own shard counts as home, which is right only while events
+    name one shard: a second one is logged as a warning.
+    """
+
+    def __init__(self, home_shard: int | None) -> None:
+        self.home_shard = home_shard
+        self.seen: set[int] = set()
+
+    def update(self, shards: dict[int, int]) -> None:
+        for shard, count in shards.items():
+            if shard not in self.seen and len(self.seen) < MAX_LABELS:
+                self.seen.add(shard)
+                home = "unset (each event's own shard)" if self.home_shard is None else self.home_shard
+                log.info("events name a Canvas shard", shard=shard, canvas_home_shard=home)
+                if self.home_shard is None and len(self.seen) == 2:
+                    log.warning("events name more than one Canvas shard and CANVAS_HOME_SHARD is unset: one object "
+                                "may get two ids; set CANVAS_HOME_SHARD to the institution's shard",
+                                shards=sorted(self.seen))
+            EVENT_SHARDS.labels(str(shard)).inc(count)
 
 
 def _forbid_commit(events: Any) -> None:
@@ -65,11 +95,11 @@ def _hold(events: Any) -> None:
         event.message.incref()
 
 
-async def prepare_sliced(values: list[bytes]) -> PreparedBatch:
+async def prepare_sliced(values: list[bytes], ids: IdPolicy) -> PreparedBatch:
     """Decode and normalize, yielding to the loop every few messages (see ``PREPARE_SLICE``)."""
     items = []
     for start in range(0, len(values), PREPARE_SLICE):
-        items.extend(prepare_one(value) for value in values[start:start + PREPARE_SLICE])
+        items.extend(prepare_one(value, ids) for value in values[start:start + PREPARE_SLICE])
         await asyncio.sleep(0)
     return batch_of(items)
 
@@ -104,6 +134,8 @@ def create_app(settings: Settings) -> faust.App:
     )
     sink = WarehouseSink(engine)
     app.warehouse_sink = sink  # type: ignore[attr-defined]
+    ids = IdPolicy(settings.canvas_home_shard)
+    shards = ShardReport(settings.canvas_home_shard)
     topic = app.topic(settings.kafka_topic, partitions=settings.kafka_partitions)
     seen_unknown: set[str] = set()
 
@@ -118,16 +150,19 @@ def create_app(settings: Settings) -> faust.App:
     async def write_and_release(stream: faust.StreamT, events: Any, batch: PreparedBatch) -> None:
         """Commit the batch, then release our reference to its messages: only now may faust commit them."""
         try:
+            started = time.perf_counter()
             await sink.write(batch)
         except BaseException:
             _forbid_commit(events)
             raise
         for event in events:
             await stream.ack(event)
+        observe_commit(batch, time.perf_counter() - started)
         EVENTS_WRITTEN.inc(len(batch.items) - len(batch.quarantined()))
         QUARANTINED.inc(len(batch.quarantined()))
-        report_unknown(UNKNOWN_EVENTS, batch.unknown_events, "unknown event name; stored in canvas.events only")
+        report_unknown(UNKNOWN_EVENTS, batch.unknown_events, "unknown event name; stored in events only")
         report_unknown(UNKNOWN_FIELDS, batch.unknown_fields, "unknown event field; kept in the payload")
+        shards.update(batch.shards)
 
     def log_failure(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -139,7 +174,7 @@ def create_app(settings: Settings) -> faust.App:
         try:
             async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
                 try:
-                    batch = await prepare_sliced([e.message.value for e in events])
+                    batch = await prepare_sliced([e.message.value for e in events], ids)
                     if writing is not None:
                         await writing  # in order, one at a time; a failed write crashes the agent as before
                 except BaseException:
@@ -153,26 +188,29 @@ def create_app(settings: Settings) -> faust.App:
                 writing.cancel()  # its messages stay uncommitted: redelivered to whoever gets the partition
                 await asyncio.wait({writing})
 
+    @app.on_partitions_assigned.connect
+    async def log_assignment(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        log.info("partitions assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
 
-    started = time.monotonic()
+    # A small engine of its own, so a probe never waits behind a batch write for a pooled connection.
+    probe_engine = create_async_engine(settings.require_database_url(), pool_size=1, max_overflow=0)
+    health = WorkerHealth(app, sink, database_probe(probe_engine), settings.worker_stall_seconds)
+    app.worker_health = health  # type: ignore[attr-defined]
+
+    @app.timer(interval=min(5.0, settings.worker_stall_seconds / 4))
+    async def watch_for_stall() -> None:
+        await health.watch_once()
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        last = sink.last_commit_monotonic
-        lag = await consumer_lag(app)
-        idle = time.monotonic() - (last if last is not None else started)
-        # Faust trap: a consumer that silently stops after a rebalance shows lag and no commits.
-        stalled = bool(lag) and idle > settings.worker_stall_seconds
-        body = {
-            "database": "ok" if sink.ready else "unavailable",
-            "seconds_since_last_commit": None if last is None else round(time.monotonic() - last, 1),
-            "lag": lag,
-            "stalled": stalled,
-        }
-        return web.json(body, status=200 if sink.ready and not stalled else 503)
+        """200 when PostgreSQL answers now (bounded SELECT 1), writes succeed, and the worker is not stalled."""
+        body = await health.sample()
+        ok = body["database"] == "ok" and not body["stalled"]
+        return web.json(body, status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -185,5 +223,12 @@ def run_worker(settings: Settings) -> None:
     """Run one worker until SIGINT/SIGTERM (faust's Worker owns the event loop and signals)."""
     install_fast_loop()
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False)
+    log.info("canvas-stream worker starting", group=settings.worker_group_id, topic=settings.kafka_topic,
+             batch_size=settings.worker_batch_size, stall_seconds=settings.worker_stall_seconds,
+             status_port=settings.worker_status_port)
+    # override_logging=False: faust would replace the root handler (plain text lines even with
+    # LOG_FORMAT=json); the handler configure_logging installed stays.
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True, redirect_stdouts=False,
+                          override_logging=False)
+    worker.spinner = None  # faust's terminal spinner writes cursor escape codes, even when stdout is a file
     worker.execute_from_commandline()

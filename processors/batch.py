@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from canvas_stream.records import RecordError, record_from_bytes
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.normalize.model import NormalizationError, Normalized
 from processors.warehouse.writer import QuarantineRow
 
@@ -29,6 +29,7 @@ class PreparedBatch:
     items: list[Item]
     unknown_events: Counter[str] = field(default_factory=Counter)
     unknown_fields: Counter[str] = field(default_factory=Counter)
+    shards: Counter[int] = field(default_factory=Counter)  # events per Canvas shard they name
 
     def normalized(self) -> Normalized:
         merged = Normalized()
@@ -45,14 +46,14 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def prepare_one(raw: bytes) -> Item:
+def prepare_one(raw: bytes, ids: IdPolicy) -> Item:
     """Decode and normalize one message; any failure becomes a quarantine row with the reason."""
     try:
         record = record_from_bytes(raw)
     except RecordError as exc:
         return Item(raw, quarantine=QuarantineRow(f"record: {exc}", _text(raw), "kafka"))
     try:
-        result = normalize(record)
+        result = normalize(record, ids)
     except NormalizationError as exc:
         return Item(raw, quarantine=QuarantineRow(f"normalize: {exc}", _text(raw), record.source))
     except Exception as exc:  # a normalizer bug must not stall the partition
@@ -61,8 +62,9 @@ def prepare_one(raw: bytes) -> Item:
     return Item(raw, normalized=result)
 
 
-def prepare(messages: Sequence[bytes] | Iterable[bytes]) -> PreparedBatch:
-    return batch_of([prepare_one(m) for m in messages])
+def prepare(messages: Sequence[bytes] | Iterable[bytes], ids: IdPolicy) -> PreparedBatch:
+    """Normalize a batch; ``ids`` (the home shard, from the settings) decides the stored form of ids."""
+    return batch_of([prepare_one(m, ids) for m in messages])
 
 
 def batch_of(items: list[Item]) -> PreparedBatch:
@@ -72,4 +74,5 @@ def batch_of(items: list[Item]) -> PreparedBatch:
         if item.normalized is not None:
             batch.unknown_events.update(item.normalized.unknown_events)
             batch.unknown_fields.update(item.normalized.unknown_fields)
+            batch.shards.update(item.normalized.shards)
     return batch

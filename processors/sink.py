@@ -16,6 +16,7 @@ import structlog
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from canvas_stream.metrics import DATABASE_RETRIES
 from processors.batch import Item, PreparedBatch
 from processors.normalize.model import Normalized
 from processors.warehouse.writer import QuarantineRow, insert_events, insert_quarantine, upsert_changes
@@ -109,6 +110,7 @@ class WarehouseSink:
                     # A cancel that a driver's wait_for turned into a timeout: stop, don't retry.
                     raise asyncio.CancelledError from exc
                 self.ready = False
+                DATABASE_RETRIES.inc()
                 log.warning("database unavailable, retrying", error=exc.__class__.__name__, backoff=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)

@@ -3,21 +3,31 @@
 ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` in the environment point the tests at existing servers;
 otherwise an embedded tansu broker / embedded PostgreSQL is started for the session. Every session
 gets its own freshly created database (``cs_test_<random>``), dropped at the end.
-Kept import-light: only ``canvas_stream.services`` from the project.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import shutil
+import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from canvas_stream import services
+from canvas_stream import migrate
+from canvas_stream.embedded.broker import EmbeddedKafka
+from canvas_stream.embedded.database import EmbeddedPostgres
+from canvas_stream.settings import async_database_url
+from processors.warehouse import tables
+from tests.support.databases import create_database, drop_database, wait_for_postgres
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +37,7 @@ def kafka_bootstrap() -> Iterator[str]:
     if env:
         yield env
         return
-    with services.EmbeddedKafka() as kafka:
+    with EmbeddedKafka() as kafka:
         yield kafka.bootstrap_servers
 
 
@@ -36,22 +46,31 @@ def postgres_server_url() -> Iterator[str]:
     """``postgresql+asyncpg://`` URL of the session's PostgreSQL server (its default database)."""
     env = os.environ.get("DATABASE_URL", "").strip()
     if env:
-        yield services.to_asyncpg_url(env)
+        yield async_database_url(env)
         return
-    with services.EmbeddedPostgres() as pg:
+    with EmbeddedPostgres() as pg:
         yield pg.url
 
 
 @pytest_asyncio.fixture(scope="session")
 async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     """``postgresql+asyncpg://`` URL of a database created for this test session only."""
-    await services.wait_for_postgres(postgres_server_url, timeout=60)
+    await wait_for_postgres(postgres_server_url, timeout=60)
     name = f"cs_test_{uuid.uuid4().hex[:12]}"
-    url = await services.create_database(postgres_server_url, name)
+    url = await create_database(postgres_server_url, name)
     try:
         yield url
     finally:
-        await services.drop_database(postgres_server_url, name)
+        await drop_database(postgres_server_url, name)
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """Endpoint URL of a real SQS-protocol server (moto in server mode on loopback) for the session."""
+    from tests.support.sqs import moto_sqs_server
+
+    with moto_sqs_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -64,10 +83,6 @@ def unique_topic(request: pytest.FixtureRequest) -> str:
 @pytest_asyncio.fixture(scope="session")
 async def migrated_database_url(database_url: str) -> str:
     """The session database with ``alembic upgrade head`` applied (in a thread: alembic runs its own loop)."""
-    import asyncio
-
-    from canvas_stream import migrate
-
     await asyncio.to_thread(migrate.upgrade, database_url)
     return database_url
 
@@ -75,11 +90,6 @@ async def migrated_database_url(database_url: str) -> str:
 @pytest_asyncio.fixture
 async def engine(migrated_database_url: str):
     """An async engine on the migrated warehouse, emptied before each test."""
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from processors.warehouse import tables
-
     eng = create_async_engine(migrated_database_url, pool_size=2)
     async with eng.begin() as conn:
         names = ", ".join(f"{tables.SCHEMA}.{t.name}" for t in tables.metadata.sorted_tables)
@@ -96,9 +106,6 @@ def server_dir() -> Iterator[Path]:
     directory's ancestors; pytest resets ``/tmp/pytest-of-<user>`` to 0700 at every session start,
     so a concurrent pytest session would lock the server out of a ``tmp_path``.
     """
-    import shutil
-    import tempfile
-
     path = Path(tempfile.mkdtemp(prefix="canvas-stream-test-"))
     path.chmod(0o755)
     try:
@@ -110,9 +117,6 @@ def server_dir() -> Iterator[Path]:
 @pytest_asyncio.fixture(autouse=True)
 async def _dump_tasks_when_stuck(request: pytest.FixtureRequest):
     """Print every asyncio task's stack if a test runs for more than 2 minutes (diagnoses hangs in CI)."""
-    import asyncio
-    import sys
-
     def dump() -> None:
         print(f"\n=== {request.node.nodeid} still running after 120 s; asyncio tasks:", file=sys.__stderr__)
         for task in asyncio.all_tasks():

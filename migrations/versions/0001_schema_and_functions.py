@@ -1,4 +1,8 @@
-"""Schema canvas and the version-guard functions the writer's upserts use.
+"""The warehouse schema and the version-guard functions the writer's upserts use.
+
+Created in the configured schema (``WAREHOUSE_SCHEMA``, ``processors.warehouse.schema.SCHEMA``).
+Releases before 0007 ran this with the schema fixed to ``canvas``; migrations/env.py moves such a
+warehouse into the configured schema before it runs anything.
 
 Revision ID: 0001
 Revises:
@@ -9,39 +13,21 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from migrations import functions
+from processors.warehouse.schema import SCHEMA
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Versions are "<event time, microseconds, UTC>Z|<event id>": byte order (COLLATE "C") is
-# (time, id) order, so comparisons are deterministic whatever the database's collation.
-NEWER = """
-CREATE OR REPLACE FUNCTION canvas.newer(candidate text, current text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT candidate IS NOT NULL AND (current IS NULL OR candidate COLLATE "C" > current COLLATE "C")
-$$;
-"""
-
-MERGE_VERSIONS = """
-CREATE OR REPLACE FUNCTION canvas.merge_versions(stored jsonb, incoming jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT coalesce(jsonb_object_agg(k, CASE WHEN canvas.newer(b, a) THEN b ELSE a END), '{}'::jsonb)
-  FROM (
-    SELECT coalesce(s.key, i.key) AS k, s.value #>> '{}' AS a, i.value #>> '{}' AS b
-    FROM jsonb_each(coalesce(stored, '{}'::jsonb)) s
-    FULL JOIN jsonb_each(coalesce(incoming, '{}'::jsonb)) i ON s.key = i.key
-  ) pairs
-$$;
-"""
-
 
 def upgrade() -> None:
-    op.execute("CREATE SCHEMA IF NOT EXISTS canvas")
-    op.execute(NEWER)
-    op.execute(MERGE_VERSIONS)
+    op.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    op.execute(functions.newer(SCHEMA))
+    op.execute(functions.merge_versions(SCHEMA))
 
 
 def downgrade() -> None:
-    op.execute("DROP FUNCTION IF EXISTS canvas.merge_versions(jsonb, jsonb)")
-    op.execute("DROP FUNCTION IF EXISTS canvas.newer(text, text)")
+    op.execute(f"DROP FUNCTION IF EXISTS {SCHEMA}.merge_versions(jsonb, jsonb)")
+    op.execute(f"DROP FUNCTION IF EXISTS {SCHEMA}.newer(text, text)")

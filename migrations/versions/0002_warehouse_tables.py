@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from processors.warehouse.schema import SCHEMA  # the configured schema (WAREHOUSE_SCHEMA)
+
 revision: str = '0002'
 down_revision: str | None = '0001'
 branch_labels: str | Sequence[str] | None = None
@@ -28,7 +30,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Global announcements (account notifications).',
     info={'fed_by': ['account_notification_created']}
     )
@@ -46,7 +48,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each account.',
     info={'fed_by': ['account_created', 'account_updated']}
     )
@@ -77,7 +79,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('event_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='One row per asset_accessed event (page views).',
     info={'fed_by': ['asset_accessed']}
     )
@@ -95,7 +97,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each assignment group.',
     info={'fed_by': ['assignment_group_created', 'assignment_group_updated']}
     )
@@ -115,7 +117,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each assignment override (different dates for a section, group or students).',
     info={'fed_by': ['assignment_override_created', 'assignment_override_updated']}
     )
@@ -145,7 +147,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each assignment.',
     info={'fed_by': ['assignment_created', 'assignment_updated']}
     )
@@ -166,7 +168,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each file.',
     info={'fed_by': ['attachment_created', 'attachment_deleted', 'attachment_updated']}
     )
@@ -187,7 +189,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Content migrations (course copies and imports).',
     info={'fed_by': ['content_migration_completed', 'content_migration_started']}
     )
@@ -200,7 +202,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('event_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='One row per conversation_forwarded event.',
     info={'fed_by': ['conversation_forwarded']}
     )
@@ -212,7 +214,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Messages in conversations.',
     info={'fed_by': ['conversation_message_created']}
     )
@@ -223,7 +225,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Conversations (inbox threads).',
     info={'fed_by': ['conversation_created', 'conversation_forwarded']}
     )
@@ -246,7 +248,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('event_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='One row per course_grade_change event (history of course scores).',
     info={'fed_by': ['course_grade_change']}
     )
@@ -265,7 +267,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('course_id', 'user_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Module progress per student (course_progress, course_completed).',
     info={'fed_by': ['course_completed', 'course_progress']}
     )
@@ -282,7 +284,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('course_id', 'user_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current course grade per student (course_grade_change).',
     info={'fed_by': ['course_grade_change']}
     )
@@ -307,7 +309,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each course section.',
     info={'fed_by': ['course_section_created', 'course_section_updated']}
     )
@@ -329,7 +331,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each course.',
     info={'fed_by': ['course_created', 'course_updated', 'syllabus_updated']}
     )
@@ -345,7 +347,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Discussion entries (posts and replies).',
     info={'fed_by': ['discussion_entry_created', 'discussion_entry_submitted']}
     )
@@ -363,7 +365,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each discussion topic and announcement.',
     info={'fed_by': ['discussion_topic_created', 'discussion_topic_updated']}
     )
@@ -378,7 +380,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('enrollment_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current computed state of each enrollment (EnrollmentState).',
     info={'fed_by': ['enrollment_state_created', 'enrollment_state_updated']}
     )
@@ -397,7 +399,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each enrollment.',
     info={'fed_by': ['enrollment_created', 'enrollment_updated']}
     )
@@ -412,12 +414,12 @@ def upgrade() -> None:
     sa.Column('context_id', sa.BigInteger(), nullable=True, comment='Canvas id of the context.'),
     sa.Column('payload', postgresql.JSONB(astext_type=sa.Text()), nullable=False, comment='The event as received.'),
     sa.PrimaryKeyConstraint('event_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='One row per distinct event; a Caliper envelope yields one row per data[] item.',
     info={'fed_by': ['every event']}
     )
-    op.create_index('events_context_idx', 'events', ['context_id', 'event_time'], unique=False, schema='canvas')
-    op.create_index('events_name_time_idx', 'events', ['event_name', 'event_time'], unique=False, schema='canvas')
+    op.create_index('events_context_idx', 'events', ['context_id', 'event_time'], unique=False, schema=SCHEMA)
+    op.create_index('events_name_time_idx', 'events', ['event_name', 'event_time'], unique=False, schema=SCHEMA)
     op.create_table('grade_changes',
     sa.Column('event_id', sa.Text(), autoincrement=False, nullable=False, comment='The grade_change event.'),
     sa.Column('submission_id', sa.BigInteger(), nullable=True),
@@ -438,7 +440,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('event_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='One row per grade_change event (history).',
     info={'fed_by': ['grade_change']}
     )
@@ -451,7 +453,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each group category (group set).',
     info={'fed_by': ['group_category_created', 'group_category_updated']}
     )
@@ -466,7 +468,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each group membership.',
     info={'fed_by': ['group_membership_created', 'group_membership_updated']}
     )
@@ -484,7 +486,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each group.',
     info={'fed_by': ['group_created', 'group_updated']}
     )
@@ -501,7 +503,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each learning outcome group.',
     info={'fed_by': ['learning_outcome_group_created', 'learning_outcome_group_updated']}
     )
@@ -516,7 +518,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each link of an outcome into an outcome group.',
     info={'fed_by': ['learning_outcome_link_created', 'learning_outcome_link_updated']}
     )
@@ -550,7 +552,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('event_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='One row per learning outcome result event (the created event carries no result id).',
     info={'fed_by': ['learning_outcome_result_created', 'learning_outcome_result_updated']}
     )
@@ -571,7 +573,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each learning outcome.',
     info={'fed_by': ['learning_outcome_created', 'learning_outcome_updated']}
     )
@@ -588,7 +590,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('event_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='One row per logged_in / logged_out event.',
     info={'fed_by': ['logged_in', 'logged_out']}
     )
@@ -604,7 +606,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each LTI 1.3 resource link.',
     info={'fed_by': ['lti_resource_link_created', 'lti_resource_link_updated']}
     )
@@ -619,7 +621,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Blueprint course syncs.',
     info={'fed_by': ['master_migration_started']}
     )
@@ -633,7 +635,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each module item.',
     info={'fed_by': ['module_item_created', 'module_item_updated']}
     )
@@ -647,7 +649,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each module (Canvas ContextModule).',
     info={'fed_by': ['module_created', 'module_updated']}
     )
@@ -664,7 +666,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('event_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='One row per outcomes.retry_outcome_alignment_clone event.',
     info={'fed_by': ['outcomes.retry_outcome_alignment_clone']}
     )
@@ -679,7 +681,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current outcome calculation method per context.',
     info={'fed_by': ['outcome_calculation_method_created', 'outcome_calculation_method_updated']}
     )
@@ -693,7 +695,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current outcome proficiency (mastery scale) per context.',
     info={'fed_by': ['outcome_proficiency_created', 'outcome_proficiency_updated']}
     )
@@ -706,7 +708,7 @@ def upgrade() -> None:
     sa.Column('retried_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='When an operator last retried it.'),
     sa.Column('resolved', sa.Boolean(), server_default=sa.text('false'), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Authentic deliveries that broke normalization or a constraint; nothing is dropped.',
     info={'fed_by': ['any event that fails']}
     )
@@ -718,7 +720,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Quiz submissions (quiz_submitted).',
     info={'fed_by': ['quiz_submitted']}
     )
@@ -760,7 +762,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each classic quiz.',
     info={'fed_by': ['quiz_created', 'quiz_updated']}
     )
@@ -778,7 +780,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each rubric assessment.',
     info={'fed_by': ['rubric_assessed']}
     )
@@ -800,7 +802,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('event_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='One row per grade_override / final_grade_custom_status event (history).',
     info={'fed_by': ['final_grade_custom_status', 'grade_override']}
     )
@@ -817,7 +819,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Final-grade overrides per enrollment score (grade_override, final_grade_custom_status).',
     info={'fed_by': ['final_grade_custom_status', 'grade_override']}
     )
@@ -828,7 +830,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each SIS import.',
     info={'fed_by': ['sis_batch_created', 'sis_batch_updated']}
     )
@@ -842,7 +844,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Comments on submissions.',
     info={'fed_by': ['submission_comment_created']}
     )
@@ -861,7 +863,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('event_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='One row per submission_custom_grade_status event (history).',
     info={'fed_by': ['submission_custom_grade_status']}
     )
@@ -892,7 +894,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each submission, from submission events and grade_change.',
     info={'fed_by': ['grade_change', 'plagiarism_resubmit', 'submission_created', 'submission_custom_grade_status', 'submission_updated']}
     )
@@ -906,7 +908,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('user_id', 'account_id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Which accounts each user is associated with.',
     info={'fed_by': ['user_account_association_created']}
     )
@@ -924,7 +926,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each user.',
     info={'fed_by': ['user_created', 'user_updated']}
     )
@@ -936,7 +938,7 @@ def upgrade() -> None:
     sa.Column('last_event_at', postgresql.TIMESTAMP(timezone=True), nullable=True, comment='Time of the newest event that changed this row.'),
     sa.Column('field_versions', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False, comment='Per column, the event time and id that set it (the order-safety guard).'),
     sa.PrimaryKeyConstraint('id'),
-    schema='canvas',
+    schema=SCHEMA,
     comment='Current state of each wiki page.',
     info={'fed_by': ['wiki_page_created', 'wiki_page_deleted', 'wiki_page_updated']}
     )
@@ -945,56 +947,56 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
-    op.drop_table('wiki_pages', schema='canvas')
-    op.drop_table('users', schema='canvas')
-    op.drop_table('user_account_associations', schema='canvas')
-    op.drop_table('submissions', schema='canvas')
-    op.drop_table('submission_status_changes', schema='canvas')
-    op.drop_table('submission_comments', schema='canvas')
-    op.drop_table('sis_batches', schema='canvas')
-    op.drop_table('scores', schema='canvas')
-    op.drop_table('score_changes', schema='canvas')
-    op.drop_table('rubric_assessments', schema='canvas')
-    op.drop_table('quizzes', schema='canvas')
-    op.drop_table('quiz_submissions', schema='canvas')
-    op.drop_table('quarantine', schema='canvas')
-    op.drop_table('outcome_proficiencies', schema='canvas')
-    op.drop_table('outcome_calculation_methods', schema='canvas')
-    op.drop_table('outcome_alignment_clones', schema='canvas')
-    op.drop_table('modules', schema='canvas')
-    op.drop_table('module_items', schema='canvas')
-    op.drop_table('master_migrations', schema='canvas')
-    op.drop_table('lti_resource_links', schema='canvas')
-    op.drop_table('logins', schema='canvas')
-    op.drop_table('learning_outcomes', schema='canvas')
-    op.drop_table('learning_outcome_results', schema='canvas')
-    op.drop_table('learning_outcome_links', schema='canvas')
-    op.drop_table('learning_outcome_groups', schema='canvas')
-    op.drop_table('groups', schema='canvas')
-    op.drop_table('group_memberships', schema='canvas')
-    op.drop_table('group_categories', schema='canvas')
-    op.drop_table('grade_changes', schema='canvas')
-    op.drop_index('events_name_time_idx', table_name='events', schema='canvas')
-    op.drop_index('events_context_idx', table_name='events', schema='canvas')
-    op.drop_table('events', schema='canvas')
-    op.drop_table('enrollments', schema='canvas')
-    op.drop_table('enrollment_states', schema='canvas')
-    op.drop_table('discussion_topics', schema='canvas')
-    op.drop_table('discussion_entries', schema='canvas')
-    op.drop_table('courses', schema='canvas')
-    op.drop_table('course_sections', schema='canvas')
-    op.drop_table('course_scores', schema='canvas')
-    op.drop_table('course_progress', schema='canvas')
-    op.drop_table('course_grade_changes', schema='canvas')
-    op.drop_table('conversations', schema='canvas')
-    op.drop_table('conversation_messages', schema='canvas')
-    op.drop_table('conversation_forwards', schema='canvas')
-    op.drop_table('content_migrations', schema='canvas')
-    op.drop_table('attachments', schema='canvas')
-    op.drop_table('assignments', schema='canvas')
-    op.drop_table('assignment_overrides', schema='canvas')
-    op.drop_table('assignment_groups', schema='canvas')
-    op.drop_table('asset_accesses', schema='canvas')
-    op.drop_table('accounts', schema='canvas')
-    op.drop_table('account_notifications', schema='canvas')
+    op.drop_table('wiki_pages', schema=SCHEMA)
+    op.drop_table('users', schema=SCHEMA)
+    op.drop_table('user_account_associations', schema=SCHEMA)
+    op.drop_table('submissions', schema=SCHEMA)
+    op.drop_table('submission_status_changes', schema=SCHEMA)
+    op.drop_table('submission_comments', schema=SCHEMA)
+    op.drop_table('sis_batches', schema=SCHEMA)
+    op.drop_table('scores', schema=SCHEMA)
+    op.drop_table('score_changes', schema=SCHEMA)
+    op.drop_table('rubric_assessments', schema=SCHEMA)
+    op.drop_table('quizzes', schema=SCHEMA)
+    op.drop_table('quiz_submissions', schema=SCHEMA)
+    op.drop_table('quarantine', schema=SCHEMA)
+    op.drop_table('outcome_proficiencies', schema=SCHEMA)
+    op.drop_table('outcome_calculation_methods', schema=SCHEMA)
+    op.drop_table('outcome_alignment_clones', schema=SCHEMA)
+    op.drop_table('modules', schema=SCHEMA)
+    op.drop_table('module_items', schema=SCHEMA)
+    op.drop_table('master_migrations', schema=SCHEMA)
+    op.drop_table('lti_resource_links', schema=SCHEMA)
+    op.drop_table('logins', schema=SCHEMA)
+    op.drop_table('learning_outcomes', schema=SCHEMA)
+    op.drop_table('learning_outcome_results', schema=SCHEMA)
+    op.drop_table('learning_outcome_links', schema=SCHEMA)
+    op.drop_table('learning_outcome_groups', schema=SCHEMA)
+    op.drop_table('groups', schema=SCHEMA)
+    op.drop_table('group_memberships', schema=SCHEMA)
+    op.drop_table('group_categories', schema=SCHEMA)
+    op.drop_table('grade_changes', schema=SCHEMA)
+    op.drop_index('events_name_time_idx', table_name='events', schema=SCHEMA)
+    op.drop_index('events_context_idx', table_name='events', schema=SCHEMA)
+    op.drop_table('events', schema=SCHEMA)
+    op.drop_table('enrollments', schema=SCHEMA)
+    op.drop_table('enrollment_states', schema=SCHEMA)
+    op.drop_table('discussion_topics', schema=SCHEMA)
+    op.drop_table('discussion_entries', schema=SCHEMA)
+    op.drop_table('courses', schema=SCHEMA)
+    op.drop_table('course_sections', schema=SCHEMA)
+    op.drop_table('course_scores', schema=SCHEMA)
+    op.drop_table('course_progress', schema=SCHEMA)
+    op.drop_table('course_grade_changes', schema=SCHEMA)
+    op.drop_table('conversations', schema=SCHEMA)
+    op.drop_table('conversation_messages', schema=SCHEMA)
+    op.drop_table('conversation_forwards', schema=SCHEMA)
+    op.drop_table('content_migrations', schema=SCHEMA)
+    op.drop_table('attachments', schema=SCHEMA)
+    op.drop_table('assignments', schema=SCHEMA)
+    op.drop_table('assignment_overrides', schema=SCHEMA)
+    op.drop_table('assignment_groups', schema=SCHEMA)
+    op.drop_table('asset_accesses', schema=SCHEMA)
+    op.drop_table('accounts', schema=SCHEMA)
+    op.drop_table('account_notifications', schema=SCHEMA)
     # ### end Alembic commands ###

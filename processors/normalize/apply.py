@@ -5,6 +5,10 @@ Everything that does not depend on the event is worked out once, at import, per 
 constants (already coerced) and the body keys the map knows. Compiling also checks the event map
 against ``processors.warehouse.schema`` (tables, key and data columns), so a mapping bug fails at
 import, not in the writer. Per event, :func:`apply_mapping` only looks up and converts values.
+
+Id columns (``Kind.ID``, keys included) are the one kind whose conversion depends on the event: the
+stored form of a Canvas id needs the event's shard (``ids``). Their plans hold no coercion
+(``None``); each event passes its ``EventIds``, built once per event, and every id goes through it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from canvas_stream.errors import CanvasStreamError
 from processors.warehouse.schema import TABLE_SPECS, Kind, TableSpec
 
 from .event_map import (
@@ -25,20 +30,23 @@ from .event_map import (
     EventName,
     EventSpec,
     EventTime,
+    HappeningId,
     MetaField,
     Source,
     Target,
 )
-from .model import NormalizationError, RowChange, make_version, parse_time, to_id
+from .happening import happening_id, object_of
+from .ids import EventIds, InvalidId, parse_id
+from .model import NormalizationError, RowChange, make_version, parse_time
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63  # [min, max)
 
 
-class Invalid(Exception):
+class Invalid(CanvasStreamError):
     """A value that cannot be coerced to its column's kind (reported, the column is not set)."""
 
 
-class MappingError(ValueError):
+class MappingError(CanvasStreamError, ValueError):
     """The event map names a table or column the schema does not have, or maps onto the key."""
 
 
@@ -46,16 +54,11 @@ class MappingError(ValueError):
 
 
 def _to_id(value: Any) -> int | None:
-    if type(value) is str and value.isdigit():  # the common form, as to_id reads it, without its parsing
-        ident: int | None = int(value)
-    else:
-        try:
-            ident = to_id(value)
-        except NormalizationError as exc:
-            raise Invalid(str(exc)) from exc
-    if ident is not None and not BIGINT_MIN <= ident < BIGINT_MAX:
-        raise Invalid("id out of bigint range")
-    return ident
+    """An id as written, with no shard context (constants only; mapped ids go through ``EventIds``)."""
+    try:
+        return parse_id(value)
+    except InvalidId as exc:
+        raise Invalid(str(exc)) from exc
 
 
 def _to_time(value: Any) -> datetime | None:
@@ -143,16 +146,17 @@ def _read(source: Source, body: Mapping[str, Any], meta: Mapping[str, Any], even
         return event_time
     if type(source) is EventName:
         return event_name
-    raise TypeError(f"no value for source {source!r}")  # a Constant is resolved when compiling
+    raise TypeError(f"no value for source {source!r}")  # a Constant is resolved when compiling; a
+    # HappeningId once the event's other columns are known (apply_mapping)
 
 
 @dataclass(frozen=True, slots=True)
 class Sourced:
-    """A column set from a source, with the coercion of the column's kind."""
+    """A column set from a source, with the coercion of the column's kind (None: the event's ids)."""
 
     column: str
     source: Source
-    coerce: Coerce
+    coerce: Coerce | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +165,7 @@ class Plan:
 
     table: str
     keys: tuple[Sourced, ...]
-    columns: Mapping[str, tuple[str, Coerce]]  # body key -> (column, coercion), rename applied
+    columns: Mapping[str, tuple[str, Coerce | None]]  # body key -> (column, coercion or None for ids)
     extras: tuple[Sourced, ...]
     constants: Mapping[str, Any]  # column -> value, already coerced
 
@@ -173,8 +177,14 @@ class CompiledEvent:
     known: frozenset[str]  # body keys some target stores, keys on or ignores
 
 
+def _coercion(spec: TableSpec, column: str) -> Coerce | None:
+    """The column's coercion; None for ids, whose stored form depends on the event (``EventIds``)."""
+    kind = spec.kinds[column]
+    return None if kind is Kind.ID else COERCE[kind]
+
+
 def _sourced(spec: TableSpec, column: str, source: Source) -> Sourced:
-    return Sourced(column, source, COERCE[spec.kinds[column]])
+    return Sourced(column, source, _coercion(spec, column))
 
 
 def compile_target(target: Target) -> tuple[Plan, frozenset[str]]:
@@ -192,11 +202,11 @@ def compile_target(target: Target) -> tuple[Plan, frozenset[str]]:
         raise MappingError(f"{target.table}: a key cannot be a constant")
 
     key_body = {s.key for s in target.key.values() if isinstance(s, BodyField)}
-    columns: dict[str, tuple[str, Coerce]] = {}
+    columns: dict[str, tuple[str, Coerce | None]] = {}
     for body_key in (*spec.data_columns, *target.rename):
         column = target.rename.get(body_key, body_key)
         if column in spec.data_columns and body_key not in key_body and body_key not in target.ignore:
-            columns[body_key] = (column, COERCE[spec.kinds[column]])
+            columns[body_key] = (column, _coercion(spec, column))
     constants: dict[str, Any] = {}
     extras: list[Sourced] = []
     for column, source in target.extra.items():
@@ -237,6 +247,7 @@ COMPILED: dict[str, CompiledEvent] = {name: compile_event(spec) for name, spec i
 class Applied:
     changes: list[RowChange]
     unknown_fields: list[str]
+    happening_id: str  # see ``happening``; the event id when the event is not correlated
 
 
 def flatten_body(body: Mapping[str, Any], flatten: Mapping[str, str]) -> dict[str, Any]:
@@ -257,10 +268,12 @@ def apply_mapping(
     *,
     event_id: str,
     event_time: datetime | None,
+    ids: EventIds,
     label: str | None = None,
 ) -> Applied | None:
     """Row changes for one event; None when the event name has no mapping.
 
+    ``ids`` converts every id (keys included) to its stored form for this event's shard.
     ``label`` names the event in ``unknown_fields`` entries (defaults to the mapping's name).
     A key that is absent or invalid skips that target's change (reported as ``missing_key``);
     a field that cannot be coerced is left unset (reported as ``invalid``).
@@ -273,13 +286,18 @@ def apply_mapping(
     flat = flatten_body(body, compiled.flatten) if compiled.flatten else body
     problems: list[str] = []
     changes: list[RowChange] = []
+    by_happening: list[tuple[dict[str, Any], str]] = []  # keys still missing the happening id, and its column
     for plan in compiled.plans:
         key: dict[str, Any] | None = {}
+        happening_column = None
         for slot in plan.keys:
+            if type(slot.source) is HappeningId:
+                happening_column = slot.column
+                continue
             raw = _read(slot.source, flat, meta, event_id, event_time, event_name)
             try:
-                value = None if raw is _ABSENT or raw is None else slot.coerce(raw)
-            except Invalid:
+                value = None if raw is _ABSENT or raw is None else (slot.coerce or ids)(raw)
+            except (Invalid, InvalidId):
                 value = None
             if value is None:
                 problems.append(f"{label}.{slot.source}:missing_key")
@@ -297,20 +315,26 @@ def apply_mapping(
                 fields[column] = None
                 continue
             try:
-                fields[column] = convert(raw)
-            except Invalid:
+                fields[column] = (convert or ids)(raw)
+            except (Invalid, InvalidId):
                 problems.append(f"{label}.{raw_key}:invalid")
         for slot in plan.extras:
             raw = _read(slot.source, flat, meta, event_id, event_time, event_name)
             if raw is _ABSENT:
                 continue
             try:
-                fields[slot.column] = None if raw is None else slot.coerce(raw)
-            except Invalid:
+                fields[slot.column] = None if raw is None else (slot.coerce or ids)(raw)
+            except (Invalid, InvalidId):
                 problems.append(f"{label}.{slot.source}:invalid")
         if plan.constants:
             fields.update(plan.constants)
-        if key:
-            changes.append(RowChange(table=plan.table, key=key, fields=fields, version=version))
+        if key is None:
+            continue
+        changes.append(RowChange(table=plan.table, key=key, fields=fields, version=version))
+        if happening_column is not None:
+            by_happening.append((key, happening_column))
+    happening = happening_id(event_id, event_name, meta, event_time, object_of(event_name, changes))
+    for key, column in by_happening:  # the change holds this dict: filled in place, once
+        key[column] = happening
     unknown = [f"{label}.{k}" for k in flat if k not in compiled.known]
-    return Applied(changes=changes, unknown_fields=unknown + problems)
+    return Applied(changes=changes, unknown_fields=unknown + problems, happening_id=happening)

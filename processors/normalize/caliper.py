@@ -8,6 +8,10 @@ extensions already use Canvas field names; standard Caliper properties are renam
 then goes through the same mapping as the Canvas format, so both formats yield the same columns
 and values. Anything else (other sensors, undocumented types) is stored as an event named
 ``caliper:<Type>/<Action>`` with no row changes, never rejected.
+
+An item that describes an entity rather than an event (the spec lets a sensor mix them: an id and a
+type, no action and no eventTime) is not an event: it becomes a ``caliper_entities`` row keyed by
+its id, whose columns follow the latest describe by the envelope's ``sendTime``.
 """
 
 from __future__ import annotations
@@ -20,10 +24,15 @@ from typing import Any
 import msgspec
 
 from canvas_stream import json_codec
-from canvas_stream.records import Record
+from canvas_stream.records import Record, arrival_of
+from canvas_stream.tenancy import caliper_item_root_account_uuid
+from processors.warehouse.schema import Kind
 
-from .apply import apply_mapping
-from .model import EventRow, NormalizationError, Normalized, parse_time
+from .apply import Invalid, apply_mapping, coerce
+from .canvas import canonical_json
+from .happening import metadata_columns
+from .ids import IdPolicy, caliper_event_shard
+from .model import EventRow, NormalizationError, Normalized, RowChange, make_version, parse_time
 
 CANVAS_URN = "urn:instructure:canvas:"
 EXT = "com.instructure.canvas"
@@ -162,7 +171,7 @@ def _canvas_id(value: Any) -> int | None:
         value = ident
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit() and int(value) < 2**63:
+    if isinstance(value, str) and len(value) <= 19 and value.isascii() and value.isdigit() and int(value) < 2**63:
         return int(value)
     return None
 
@@ -260,6 +269,9 @@ def caliper_meta(item: Mapping[str, Any], rule: Rule | None = None) -> dict[str,
     if ctx_type is not None:
         meta["context_type"] = ctx_type
         meta["context_id"] = ctx_id
+    root_account_uuid = caliper_item_root_account_uuid(item)
+    if root_account_uuid is not None:
+        meta["root_account_uuid"] = root_account_uuid
     return meta
 
 
@@ -317,7 +329,45 @@ def stored_texts(record: Record, items: int) -> list[bytes] | None:
     return [b"".join((b"{", head, b'"data":[', item, b"]}")) for item in found.data]
 
 
-def normalize_caliper(record: Record) -> Normalized:
+
+
+def is_entity(item: Mapping[str, Any]) -> bool:
+    """A describe of an entity (Person, CourseSection, ...), not an event: Caliper events carry an
+    action and an eventTime and their types end in ``Event``; an entity carries an id and a type."""
+    kind, ident = item.get("type"), item.get("id")
+    return (isinstance(ident, str) and bool(ident) and isinstance(kind, str) and not kind.endswith("Event")
+            and "action" not in item and "eventTime" not in item)
+
+
+_ENTITY_TIMES = (("dateCreated", "date_created"), ("dateModified", "date_modified"))
+
+
+def entity_change(item: Mapping[str, Any], sensor: Any, send_time: Any, problems: list[str]) -> RowChange:
+    """The caliper_entities row change of one entity describe, versioned by the envelope's sendTime
+    (ties broken by the describe's digest, so any delivery order keeps the same describe)."""
+    fields: dict[str, Any] = {"type": item["type"], "entity": item,
+                              "sensor": sensor if isinstance(sensor, str) else None}
+    name = item.get("name")
+    if isinstance(name, str):
+        fields["name"] = name
+    for key, column in _ENTITY_TIMES:
+        if key in item:
+            try:
+                fields[column] = coerce(Kind.TIME, item[key])
+            except Invalid:
+                problems.append(f"caliper:entity.{key}:invalid")
+    try:
+        sent = parse_time(send_time)
+    except NormalizationError:
+        sent = None
+        problems.append("caliper:envelope.sendTime:invalid")
+    fields["send_time"] = sent
+    digest = hashlib.sha256(canonical_json(item).encode()).hexdigest()
+    return RowChange(table="caliper_entities", key={"id": item["id"]}, fields=fields,
+                     version=make_version(sent, f"entity:{digest}"))
+
+
+def normalize_caliper(record: Record, ids: IdPolicy) -> Normalized:
     payload = record.payload
     data = payload.get("data")
     if not isinstance(data, list):
@@ -325,10 +375,16 @@ def normalize_caliper(record: Record) -> Normalized:
     envelope = {k: payload[k] for k in _ENVELOPE_KEYS if k in payload}
     texts = stored_texts(record, len(data))
     received_at = record.received_datetime
+    subscription = record.delivery.delivered_by if record.delivery else None
+    arrival = arrival_of(record)
     out = Normalized()
     for index, item in enumerate(data):
         if not isinstance(item, dict):
             raise NormalizationError(f"caliper data[{index}] is not an object")
+        if is_entity(item):
+            out.changes.append(entity_change(item, payload.get("sensor"), payload.get("sendTime"),
+                                             out.unknown_fields))
+            continue
         event_id = item.get("id")
         if not isinstance(event_id, str) or not event_id:
             event_id = "sha256:" + hashlib.sha256(json_codec.canonical(item)).hexdigest()
@@ -341,6 +397,14 @@ def normalize_caliper(record: Record) -> Normalized:
             event_time = None  # not a Canvas event we map: store it anyway
         name = rule.event if rule else f"caliper:{item.get('type')}/{item.get('action')}"
         meta = caliper_meta(item, rule)
+        shard = caliper_event_shard(item)
+        event_ids = ids.for_event(shard)
+        if shard is not None:
+            out.shards.append(shard)
+        applied = None
+        if rule is not None:
+            applied = apply_mapping(rule.event, meta, caliper_body(item, rule), event_id=event_id,
+                                    event_time=event_time, ids=event_ids, label=f"caliper:{rule.event}")
         out.events.append(
             EventRow(
                 event_id=event_id,
@@ -348,19 +412,19 @@ def normalize_caliper(record: Record) -> Normalized:
                 format="caliper",
                 event_time=event_time,
                 received_at=received_at,
-                user_id=meta.get("user_id"),
+                user_id=event_ids.lenient(meta.get("user_id")),
                 context_type=meta.get("context_type"),
-                context_id=meta.get("context_id"),
+                context_id=event_ids.lenient(meta.get("context_id")),
                 payload={**envelope, "data": [item]},
                 payload_json=None if texts is None else texts[index],
+                subscription=subscription,
+                root_account_uuid=meta.get("root_account_uuid"),
+                happening_id=applied.happening_id if applied is not None else event_id,
+                arrival=arrival,
+                **metadata_columns(meta, event_ids.lenient),
             )
         )
-        if rule is None:
-            out.unknown_events.append(name)
-            continue
-        applied = apply_mapping(rule.event, meta, caliper_body(item, rule), event_id=event_id,
-                                event_time=event_time, label=f"caliper:{rule.event}")
-        if applied is None:  # a rule without a mapping: a bug, surfaced rather than hidden
+        if applied is None:  # unknown, or a rule without a mapping: a bug, surfaced rather than hidden
             out.unknown_events.append(name)
             continue
         out.changes.extend(applied.changes)

@@ -9,11 +9,14 @@ from typing import Any
 import msgspec
 
 from canvas_stream import json_codec
-from canvas_stream.records import Record
+from canvas_stream.records import Record, arrival_of
+from canvas_stream.tenancy import canvas_root_account_uuid
 
 from .apply import apply_mapping
 from .event_map import resolve_event_name
-from .model import EventRow, NormalizationError, Normalized, parse_time, to_id
+from .happening import metadata_columns
+from .ids import IdPolicy, canvas_event_shard
+from .model import EventRow, NormalizationError, Normalized, parse_time
 
 
 def canonical_json(value: Any) -> str:
@@ -46,14 +49,7 @@ def stored_text(record: Record) -> bytes | None:
     return b"".join((b'{"metadata":', found.metadata, b',"body":', found.body, b"}"))
 
 
-def _safe_id(value: Any) -> int | None:
-    try:
-        return to_id(value)
-    except NormalizationError:
-        return None
-
-
-def normalize_canvas(record: Record) -> Normalized:
+def normalize_canvas(record: Record, ids: IdPolicy) -> Normalized:
     payload = record.payload
     meta = payload.get("metadata")
     if not isinstance(meta, dict):
@@ -69,7 +65,12 @@ def normalize_canvas(record: Record) -> Normalized:
         raise NormalizationError(f"{name[:60]}: body is not an object")
 
     event_id = canvas_event_id(payload)
-    out = Normalized()
+    shard = canvas_event_shard(meta)
+    event_ids = ids.for_event(shard)
+    out = Normalized(shards=[] if shard is None else [shard])
+    mapped = resolve_event_name(name, body)
+    applied = apply_mapping(mapped, meta, body, event_id=event_id, event_time=event_time, ids=event_ids,
+                            label=name)
     out.events.append(
         EventRow(
             event_id=event_id,
@@ -77,15 +78,18 @@ def normalize_canvas(record: Record) -> Normalized:
             format="canvas",
             event_time=event_time,
             received_at=record.received_datetime,
-            user_id=_safe_id(meta.get("user_id")),
+            user_id=event_ids.lenient(meta.get("user_id")),
             context_type=meta.get("context_type") if isinstance(meta.get("context_type"), str) else None,
-            context_id=_safe_id(meta.get("context_id")),
+            context_id=event_ids.lenient(meta.get("context_id")),
             payload={"metadata": meta, "body": body},
             payload_json=stored_text(record),
+            subscription=record.delivery.delivered_by if record.delivery else None,
+            root_account_uuid=canvas_root_account_uuid(meta),
+            happening_id=applied.happening_id if applied is not None else event_id,
+            arrival=arrival_of(record),
+            **metadata_columns(meta, event_ids.lenient),
         )
     )
-    mapped = resolve_event_name(name, body)
-    applied = apply_mapping(mapped, meta, body, event_id=event_id, event_time=event_time, label=name)
     if applied is None:
         out.unknown_events.append(name)
         return out

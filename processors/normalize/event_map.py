@@ -3,8 +3,13 @@
 Both formats go through it (see ``apply``): the Canvas normalizer with ``metadata`` and ``body``
 as received, the Caliper normalizer with a Canvas-shaped ``(meta, body)`` rebuilt from the item.
 A field source is written as a short string in the declarations (a body key, ``@event_id``,
-``@event_time``, ``@event_name``, ``@meta.<key>``, or ``=<value>`` for a constant) and parsed
-here, once, into a typed :data:`Source`; ``apply`` then never interprets a string per event.
+``@happening_id``, ``@event_time``, ``@event_name``, ``@meta.<key>``, or ``=<value>`` for a
+constant) and parsed here, once, into a typed :data:`Source`; ``apply`` then never interprets a
+string per event.
+
+Fact tables are keyed by ``@happening_id`` (see ``happening``): :data:`BOTH_FORMATS` names the
+event types Canvas sends in both formats and where each one's object is read from, which is what
+correlates a Canvas and a Caliper delivery of one happening.
 """
 
 from __future__ import annotations
@@ -51,6 +56,14 @@ class EventId:
 
 
 @dataclass(frozen=True, slots=True)
+class HappeningId:
+    """The happening the event reports (the key of fact rows): see ``processors.normalize.happening``."""
+
+    def __str__(self) -> str:
+        return "@happening_id"
+
+
+@dataclass(frozen=True, slots=True)
 class EventTime:
     def __str__(self) -> str:
         return "@event_time"
@@ -64,9 +77,9 @@ class EventName:
         return "@event_name"
 
 
-Source = BodyField | MetaField | Constant | EventId | EventTime | EventName
+Source = BodyField | MetaField | Constant | EventId | HappeningId | EventTime | EventName
 
-_EVENT_SOURCES: dict[str, Source] = {str(s): s for s in (EventId(), EventTime(), EventName())}
+_EVENT_SOURCES: dict[str, Source] = {str(s): s for s in (EventId(), HappeningId(), EventTime(), EventName())}
 
 
 def parse_source(text: str) -> Source:
@@ -89,7 +102,7 @@ class Target:
 
     ``key``: key column -> source. ``rename``: body key -> column (default: same name).
     ``extra``: column -> source, set in addition to the body's fields. ``ignore``: body keys that
-    are known but deliberately not stored in this table (they stay in ``canvas.events.payload``).
+    are known but deliberately not stored in this table (they stay in ``events.payload``).
     """
 
     table: str
@@ -103,6 +116,15 @@ class Target:
 class EventSpec:
     targets: tuple[Target, ...]
     flatten: Mapping[str, str] = field(default_factory=dict)  # nested object key -> prefix
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectOf:
+    """Where a happening's object is read: columns of the row change this event makes to ``table``
+    (key or data columns, after coercion, so both formats compare the same values)."""
+
+    table: str
+    columns: tuple[str, ...]
 
 
 EVENTS: dict[str, EventSpec] = {}
@@ -126,8 +148,14 @@ def T(table: str, key: str | Mapping[str, str], *, rename: Mapping[str, str] | N
     )
 
 
-FACT = {"event_id": "@event_id"}
+FACT = {"happening_id": "@happening_id"}
 DELETED = {"workflow_state": "=deleted"}
+
+
+def F(table: str, *, extra: Mapping[str, str] | None = None, **options: Any) -> Target:
+    """A fact target: keyed by the happening, recording which delivery's values it holds."""
+    return T(table, FACT, extra={"event_id": "@event_id", **(extra or {})}, **options)
+
 
 _ev("account_created account_updated", T("accounts", "account_id"))
 _ev("account_notification_created", T("account_notifications", "account_notification_id"))
@@ -150,10 +178,11 @@ _ev("assignment_override_created assignment_override_updated",
 _ev("submission_created submission_updated plagiarism_resubmit", T("submissions", "submission_id"))
 _ev("grade_change",
     T("submissions", "submission_id"),  # the body keys submissions has no column for go to grade_changes
-    T("grade_changes", FACT, extra={"event_time": "@event_time"}))
+    F("grade_changes", extra={"event_time": "@event_time", "real_user_id": "@meta.real_user_id",
+                              "root_account_uuid": "@meta.root_account_uuid"}))
 _ev("submission_custom_grade_status",
     T("submissions", "submission_id", ignore="old_submission_status old_submission_status_id"),
-    T("submission_status_changes", FACT, extra={"event_time": "@event_time"}))
+    F("submission_status_changes", extra={"event_time": "@event_time"}))
 _ev("submission_comment_created", T("submission_comments", "submission_comment_id"))
 _ev("quiz_created quiz_updated", T("quizzes", "quiz_id"))
 _ev("quiz_submitted",
@@ -176,19 +205,19 @@ _ev("learning_outcome_group_created learning_outcome_group_updated",
 _ev("learning_outcome_link_created learning_outcome_link_updated",
     T("learning_outcome_links", "learning_outcome_link_id"))
 _ev("learning_outcome_result_created learning_outcome_result_updated",
-    T("learning_outcome_results", FACT, rename={"id": "learning_outcome_result_id"},
+    F("learning_outcome_results", rename={"id": "learning_outcome_result_id"},
       extra={"event_time": "@event_time"}))
 _ev("outcome_calculation_method_created outcome_calculation_method_updated",
     T("outcome_calculation_methods", "outcome_calculation_method_id"))
 _ev("outcome_proficiency_created outcome_proficiency_updated",
     T("outcome_proficiencies", "outcome_proficiency_id"))
 _ev("outcomes.retry_outcome_alignment_clone",
-    T("outcome_alignment_clones", FACT, extra={"event_time": "@event_time"}))
+    F("outcome_alignment_clones", extra={"event_time": "@event_time"}))
 _ev("rubric_assessed", T("rubric_assessments", "id"))
 _ev("conversation_created", T("conversations", "conversation_id"))
 _ev("conversation_forwarded",
     T("conversations", "conversation_id", extra={"last_forwarded_at": "@event_time"}),
-    T("conversation_forwards", FACT, extra={"user_id": "@meta.user_id", "event_time": "@event_time"}))
+    F("conversation_forwards", extra={"user_id": "@meta.user_id", "event_time": "@event_time"}))
 _ev("conversation_message_created", T("conversation_messages", "message_id"))
 _ev("lti_resource_link_created lti_resource_link_updated", T("lti_resource_links", "resource_link_id"))
 _ev("content_migration_started",
@@ -200,11 +229,11 @@ _ev("master_migration_started",
 _ev("sis_batch_created sis_batch_updated", T("sis_batches", "sis_batch_id"))
 _ev("grade_override final_grade_custom_status",
     T("scores", "score_id", ignore="old_override_score old_override_status old_override_status_id"),
-    T("score_changes", FACT, extra={"event_time": "@event_time"}))
+    F("score_changes", extra={"event_time": "@event_time"}))
 _ev("course_grade_change",
     T("course_scores", {"course_id": "course_id", "user_id": "user_id"},
       ignore="old_current_score old_final_score old_unposted_current_score old_unposted_final_score"),
-    T("course_grade_changes", FACT, extra={"event_time": "@event_time"}))
+    F("course_grade_changes", extra={"event_time": "@event_time"}))
 _ev("course_progress course_completed",
     T("course_progress", {"course_id": "course_id", "user_id": "user_id"}),
     flatten={"course": "course_", "user": "user_", "progress": ""})
@@ -215,13 +244,40 @@ _META_ACCESS = {
     "session_id": "@meta.session_id", "user_agent": "@meta.user_agent",
     "developer_key_id": "@meta.developer_key_id",
 }
-_ev("asset_accessed", T("asset_accesses", FACT, extra=_META_ACCESS))
+# Who acted, as the metadata says it, on the facts analysts filter by it (masquerading, tenant).
+_META_ACTOR = {
+    "real_user_id": "@meta.real_user_id", "user_login": "@meta.user_login", "user_sis_id": "@meta.user_sis_id",
+    "root_account_uuid": "@meta.root_account_uuid",
+}
+_ev("asset_accessed", F("asset_accesses", extra={**_META_ACCESS, **_META_ACTOR}))
 _ev("logged_in logged_out",
-    T("logins", FACT, extra={
+    F("logins", extra={
         "event_name": "@event_name", "event_time": "@event_time", "user_id": "@meta.user_id",
         "client_ip": "@meta.client_ip", "session_id": "@meta.session_id", "user_agent": "@meta.user_agent",
-        "hostname": "@meta.hostname",
+        "hostname": "@meta.hostname", **_META_ACTOR,
     }))
+
+# Event types Canvas sends in both formats (the Caliper rules of ``caliper.RULES``; a test keeps the two
+# lists equal), each with where its object is read: by default the key of its first target. Only these
+# are correlated across formats (see ``happening``): a type sent in one format only cannot arrive twice
+# as two different events, so its happening is its event.
+BOTH_FORMATS: dict[str, ObjectOf] = {}
+
+
+def _both(names: str, obj: ObjectOf | None = None) -> None:
+    for name in names.split():
+        first = EVENTS[name].targets[0]
+        BOTH_FORMATS[name] = obj or ObjectOf(first.table, tuple(first.key))
+
+
+_both("assignment_created assignment_updated assignment_override_created assignment_override_updated "
+      "attachment_created attachment_updated attachment_deleted course_created course_updated syllabus_updated "
+      "discussion_entry_created discussion_topic_created enrollment_created enrollment_updated "
+      "enrollment_state_created enrollment_state_updated grade_change group_category_created group_created "
+      "group_membership_created quiz_created quiz_updated quiz_submitted submission_created submission_updated "
+      "user_account_association_created wiki_page_created wiki_page_updated wiki_page_deleted")
+_both("asset_accessed", ObjectOf("asset_accesses", ("asset_type", "asset_subtype", "asset_id")))
+_both("logged_in logged_out", ObjectOf("logins", ("user_id",)))
 
 
 def resolve_event_name(name: str, body: Mapping[str, Any]) -> str:

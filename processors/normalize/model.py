@@ -12,14 +12,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from canvas_stream.errors import CanvasStreamError
 
-class NormalizationError(ValueError):
+from .ids import InvalidId, parse_id
+
+
+class NormalizationError(CanvasStreamError, ValueError):
     """An authentic event we cannot turn into rows; the worker quarantines it with this reason."""
 
 
 @dataclass(frozen=True, slots=True)
 class EventRow:
-    """One row of ``canvas.events``: a distinct event, whatever else it feeds."""
+    """One row of the ``events`` table: a distinct event, whatever else it feeds."""
 
     event_id: str
     event_name: str
@@ -33,6 +37,15 @@ class EventRow:
     # ``payload`` as JSON text, when it could be taken from the record's own text: the writer stores
     # it as is instead of encoding ``payload`` again.
     payload_json: bytes | None = field(default=None, compare=False, repr=False)
+    subscription: str | None = None  # the delivering subscription id, or the SQS queue
+    root_account_uuid: str | None = None
+    happening_id: str | None = None  # see ``happening``; None: the event id
+    request_id: str | None = None
+    real_user_id: int | None = None
+    user_login: str | None = None
+    user_sis_id: str | None = None
+    root_account_id: int | None = None
+    arrival: Mapping[str, Any] | None = None  # the record's delivery context (replay rebuilds the record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +70,14 @@ class Normalized:
     changes: list[RowChange] = field(default_factory=list)
     unknown_events: list[str] = field(default_factory=list)
     unknown_fields: list[str] = field(default_factory=list)
+    shards: list[int] = field(default_factory=list)  # the Canvas shard of each event that names one
 
     def extend(self, other: Normalized) -> None:
         self.events.extend(other.events)
         self.changes.extend(other.changes)
         self.unknown_events.extend(other.unknown_events)
         self.unknown_fields.extend(other.unknown_fields)
+        self.shards.extend(other.shards)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -95,20 +110,11 @@ def make_version(event_time: datetime | None, event_id: str) -> str:
 
 
 def to_id(value: Any) -> int | None:
-    """A Canvas id (string or number, global form, or a Caliper urn) as an int; None if absent."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise NormalizationError("id is a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        text = value.rsplit(":", 1)[-1].strip()
-        if text.isdigit():
-            number = int(text)
-            if number < 2**63:
-                return number
-        raise NormalizationError(f"not a Canvas id: {value[:60]!r}")
-    raise NormalizationError(f"not a Canvas id: {type(value).__name__}")
+    """A Canvas id as written (string or number, either form, or a Caliper urn) as an int; None if absent.
+
+    The form is left as the event wrote it: the stored form comes from ``ids.EventIds``.
+    """
+    try:
+        return parse_id(value)
+    except InvalidId as exc:
+        raise NormalizationError(str(exc)) from exc

@@ -1,6 +1,6 @@
 """LTI PNS notices (verified claims) to an event row and row changes. Pure: no I/O.
 
-Every notice, known type or not, becomes a ``canvas.events`` row and a ``canvas.lti_notices`` row
+Every notice, known type or not, becomes an ``events`` row and an ``lti_notices`` row
 keyed by ``notice.id`` (so a repeated delivery is a no-op). The documented types also feed typed
 tables. Versions are (notice timestamp, iat, notice id): Canvas's "Resubmit All Files" sends the
 same submission under a new notice id, possibly with the same timestamp, and the later-issued
@@ -12,15 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from canvas_stream.records import Record
+from canvas_stream.formats import CLAIM_DEPLOYMENT_ID, CLAIM_NOTICE, FORMAT_LTI_NOTICE
+from canvas_stream.formats import LTI_CLAIM as CLAIM
+from canvas_stream.records import Record, arrival_of
 
 from .model import EventRow, NormalizationError, Normalized, RowChange, make_version, parse_time
-
-FORMAT_LTI_NOTICE = "lti_notice"
-CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
-CLAIM_NOTICE = CLAIM + "notice"
-CLAIM_DEPLOYMENT_ID = CLAIM + "deployment_id"
-CLAIM_CONTEXT = CLAIM + "context"
 
 HELLO_WORLD = "LtiHelloWorldNotice"
 CONTEXT_COPY = "LtiContextCopyNotice"
@@ -106,6 +102,8 @@ def normalize_notice(record: Record) -> Normalized:
             context_id=None,  # likewise: the LTI context id is kept as text in the LTI tables
             payload=claims,
             payload_json=record.payload_json,
+            happening_id=event_id,  # one notice id, one notice: no other delivery format to correlate
+            arrival=arrival_of(record, with_raw=True),  # the JWT, kid and client id lti_notices keeps
         )
     )
 

@@ -1,6 +1,6 @@
 """The warehouse schema, declared once as plain data: every table, its key, columns, kinds and comments.
 
-Pure: no SQLAlchemy here. ``processors.warehouse.tables`` builds the SQLAlchemy tables (and so
+No SQLAlchemy here. ``processors.warehouse.tables`` builds the SQLAlchemy tables (and so
 Alembic's target and the data dictionary) from these declarations, and it alone maps a column
 kind to an SQL type. The normalizers read the kinds to coerce values, and the event map is
 checked against these columns when it is compiled, so every row change a normalizer produces
@@ -9,6 +9,15 @@ names real columns with values of the right kind.
 Versioned tables (every table but ``events`` and ``quarantine``) also get :data:`VERSION_COLUMNS`:
 ``last_event_at`` (the newest event that touched the row) and ``field_versions`` (column ->
 version of the event that set it), which make the writer's upserts order-safe per column.
+
+Fact tables (one row per happening: grade changes, page views, logins, ...) are keyed by
+``happening_id``, not by the delivery's event id: an institution subscribed in both formats gets
+each happening twice (a Canvas and a Caliper event), and a fact must be counted once (see
+``processors.normalize.happening``).
+
+:data:`SCHEMA`, the PostgreSQL schema everything lives in, is the one value read from the
+environment (``WAREHOUSE_SCHEMA``, default ``canvas_stream``), once, at import: everything that
+names the schema (tables, writer, migrations, views, docs generators, tests) takes it from here.
 """
 
 from __future__ import annotations
@@ -17,13 +26,18 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA = "canvas"
+from canvas_stream.settings import configured_warehouse_schema
+
+SCHEMA: str = configured_warehouse_schema()
+# Where releases before migration 0007 kept everything, and where Canvas Data 2's client puts its
+# own tables: never ours to create in; migrations/env.py moves a previous release's warehouse out.
+LEGACY_SCHEMA = "canvas"
 
 
 class Kind(enum.Enum):
     """What a column holds: how a normalizer coerces a value to it, and (in tables.py) its SQL type."""
 
-    ID = "id"  # bigint Canvas id (string, number or urn)
+    ID = "id"  # bigint Canvas id (string, number or urn), stored in CD2's form (processors/normalize/ids.py)
     INT = "int"  # bigint count/position
     FLOAT = "float"
     BOOL = "bool"
@@ -49,6 +63,7 @@ class Col:
 class IndexSpec:
     name: str
     columns: tuple[str, ...]
+    where: str | None = None  # an SQL predicate: a partial index
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,8 @@ class TableSpec:
     indexes: tuple[IndexSpec, ...] = ()
     versioned: bool = True
     fed_by: tuple[str, ...] | None = None
+    # False for a table that holds source data no events row keeps (caliper_entities): replay leaves it.
+    rebuilt_by_replay: bool = True
     # Derived once here, not per event: the data columns a change may set, and every column's kind.
     data_columns: frozenset[str] = field(init=False, repr=False, compare=False)
     kinds: dict[str, Kind] = field(init=False, repr=False, compare=False)
@@ -95,13 +112,26 @@ def _id(comment: str) -> list[Col]:
     return [Col("id", ID, comment)]
 
 
-def _fact(comment: str = "The event that recorded this fact (canvas.events.event_id).") -> list[Col]:
-    return [Col("event_id", TEXT, comment)]
+def _fact(comment: str = "The happening this fact records (events.happening_id): one row however many "
+          "subscriptions delivered it.") -> list[Col]:
+    return [Col("happening_id", TEXT, comment)]
+
+
+# The first data column of every fact table: which delivery's values the row holds.
+DELIVERY = Col("event_id", TEXT, "One delivery of the happening (events.event_id): the latest by event time, then "
+               "event id; every delivery: events with the same happening_id.")
 
 
 C = Col
 
 EVENT_TIME = C("event_time", TIME, "When the event happened (metadata.event_time / eventTime).")
+# What the event's metadata says about who acted (fact tables analysts filter on it carry these too).
+REAL_USER = C("real_user_id", ID, "The masquerading user when an admin acted as user_id (metadata.real_user_id / "
+              "Caliper actor extension); NULL when nobody masqueraded.")
+USER_LOGIN = C("user_login", TEXT, "Login of the acting user (only in events emitted by a web request).")
+USER_SIS = C("user_sis_id", TEXT, "SIS id of the acting user (only in events emitted by a web request).")
+ROOT_ACCOUNT_UUID = C("root_account_uuid", TEXT, "Root account the event names (metadata.root_account_uuid / "
+                      "Caliper com.instructure.canvas extension of the event or its actor).")
 CTX_ID = C("context_id", ID, "Canvas id of the owning context (see context_type).")
 CTX_TYPE = C("context_type", TEXT, "Course, Account, Group, User, ...")
 WS = C("workflow_state", TEXT, "Canvas workflow_state; 'deleted' after a *_deleted event (rows are kept).")
@@ -118,9 +148,27 @@ _table(
     C("context_type", TEXT, "Course, Account, Group, ..."),
     C("context_id", ID, "Canvas id of the context."),
     C("payload", JSON, "The event as received.", nullable=False),
-    comment="One row per distinct event; a Caliper envelope yields one row per data[] item.",
+    C("subscription", TEXT, "What delivered it first: the Data Services subscription id (signed HTTPS token's "
+      "subscription.id) or the SQS queue URL; NULL when unknown (unsigned, LTI, before 0006)."),
+    ROOT_ACCOUNT_UUID,
+    C("happening_id", TEXT, "The happening this delivery reports: the Canvas and the Caliper delivery of one "
+      "happening share it (same request, event, object and second); fact tables are keyed by it. Equals event_id "
+      "when the event cannot be correlated (no request or job id, or a type Canvas sends in one format only).",
+      nullable=False),
+    C("request_id", TEXT, "The Canvas web request that emitted the event (metadata.request_id / Caliper "
+      "extension; Canvas Data's requests.id); NULL for events of background jobs."),
+    REAL_USER, USER_LOGIN, USER_SIS,
+    C("root_account_id", ID, "Canvas id of the root account (metadata.root_account_id / Caliper actor extension)."),
+    C("arrival", JSON, "How the delivery arrived (signature check, subscription or queue, ingress notes; an LTI "
+      "notice's JWT): with payload and received_at, the record the worker normalized, for replay."),
+    comment="One row per distinct event as delivered; a Caliper envelope yields one row per data[] event (entities it "
+            "describes go to caliper_entities). A happening delivered in both formats has two rows with one "
+            "happening_id: count distinct happening_id to count happenings.",
     indexes=(IndexSpec("events_name_time_idx", ("event_name", "event_time")),
-             IndexSpec("events_context_idx", ("context_id", "event_time"))),
+             IndexSpec("events_context_idx", ("context_id", "event_time")),
+             IndexSpec("events_received_at_idx", ("received_at",)),
+             IndexSpec("events_happening_idx", ("happening_id",)),
+             IndexSpec("events_user_time_idx", ("user_id", "event_time"))),
     versioned=False, fed_by=("every event",),
 )
 _table(
@@ -132,25 +180,42 @@ _table(
     C("retried_at", TIME, "When an operator last retried it."),
     C("resolved", BOOL, nullable=False, server_default="false"),
     comment="Authentic deliveries that broke normalization or a constraint; nothing is dropped.",
+    indexes=(IndexSpec("quarantine_unresolved_idx", ("received_at",), where="NOT resolved"),),
     versioned=False, fed_by=("any event that fails",),
+)
+
+# --- entities a Caliper envelope describes beside its events (source data, not events) --------
+
+_table(
+    "caliper_entities", [C("id", TEXT, "The entity's id as described (an IRI or URN).")],
+    C("type", TEXT, "Caliper type, e.g. Person, CourseSection, Assessment, SoftwareApplication."),
+    C("name", TEXT, "The entity's name, when described."),
+    C("date_created", TIME, "dateCreated, when described."),
+    C("date_modified", TIME, "dateModified, when described."),
+    C("sensor", TEXT, "The envelope's sensor: who described it."),
+    C("send_time", TIME, "The envelope's sendTime: each column holds the latest describe's value."),
+    C("entity", JSON, "The describe as received (latest by sendTime)."),
+    comment="Entities a Caliper envelope describes in data[] beside (or instead of) events: one row per entity "
+            "id, latest describe by sendTime (per column).",
+    fed_by=("Caliper entity describes",), rebuilt_by_replay=False,
 )
 
 # --- entities ---------------------------------------------------------------------------------
 
 _table(
-    "accounts", _id("Canvas global account id."),
+    "accounts", _id("Canvas account id."),
     C("name"), C("root_account_id", ID), C("root_account_uuid"), C("parent_account_id", ID),
     C("external_status"), WS, C("domain"), C("default_time_zone"), C("default_locale"),
     comment="Current state of each account.",
 )
 _table(
-    "account_notifications", _id("Canvas global account notification id."),
+    "account_notifications", _id("Canvas account notification id."),
     C("subject"), C("message", TEXT, "HTML message of the announcement."), C("icon"),
     C("start_at", TIME), C("end_at", TIME),
     comment="Global announcements (account notifications).",
 )
 _table(
-    "courses", _id("Canvas global course id."),
+    "courses", _id("Canvas course id."),
     C("name"), C("course_code"), C("account_id", ID), C("root_account_id", ID), C("enrollment_term_id", ID),
     C("sis_source_id"), C("uuid"), C("workflow_state"), C("created_at", TIME), C("updated_at", TIME),
     C("start_at", TIME), C("conclude_at", TIME),
@@ -158,7 +223,7 @@ _table(
     comment="Current state of each course.",
 )
 _table(
-    "course_sections", _id("Canvas global course section id."),
+    "course_sections", _id("Canvas course section id."),
     C("course_id", ID), C("name"), C("sis_source_id"), C("sis_batch_id", ID), C("integration_id"),
     C("root_account_id", ID), C("enrollment_term_id", ID),
     C("nonxlist_course_id", ID, "The course the section belonged to before it was cross-listed."),
@@ -166,29 +231,32 @@ _table(
     C("restrict_enrollments_to_section_dates", BOOL), C("start_at", TIME), C("end_at", TIME),
     C("stuck_sis_fields", JSON, "Fields changed outside SIS that SIS imports will not overwrite."), WS,
     comment="Current state of each course section.",
+    indexes=(IndexSpec("course_sections_course_idx", ("course_id",)),),
 )
 _table(
-    "users", _id("Canvas global user id."),
+    "users", _id("Canvas user id."),
     C("name"), C("short_name"), C("sortable_name"), C("uuid"), C("workflow_state"), C("user_login"),
     C("user_sis_id"), C("created_at", TIME), C("updated_at", TIME),
     comment="Current state of each user.",
 )
 _table(
     "user_account_associations",
-    [C("user_id", ID, "Canvas global user id."), C("account_id", ID, "Canvas global account id.")],
+    [C("user_id", ID, "Canvas user id."), C("account_id", ID, "Canvas account id.")],
     C("account_uuid"), C("is_admin", BOOL), C("created_at", TIME), C("updated_at", TIME),
     comment="Which accounts each user is associated with.",
 )
 _table(
-    "enrollments", _id("Canvas global enrollment id."),
+    "enrollments", _id("Canvas enrollment id."),
     C("course_id", ID), C("course_section_id", ID), C("user_id", ID), C("user_name"),
     C("type", TEXT, "StudentEnrollment, TeacherEnrollment, ..."), C("workflow_state"),
     C("associated_user_id", ID), C("limit_privileges_to_course_section", BOOL),
     C("created_at", TIME), C("updated_at", TIME),
     comment="Current state of each enrollment.",
+    indexes=(IndexSpec("enrollments_course_idx", ("course_id",)), IndexSpec("enrollments_user_idx", ("user_id",)),
+             IndexSpec("enrollments_section_idx", ("course_section_id",))),
 )
 _table(
-    "enrollment_states", [C("enrollment_id", ID, "Canvas global enrollment id.")],
+    "enrollment_states", [C("enrollment_id", ID, "Canvas enrollment id.")],
     C("state", TEXT, "Effective state (e.g. active, pending_invited, completed, deleted)."),
     C("state_is_current", BOOL, "False when the state must be recalculated."),
     C("access_is_current", BOOL), C("restricted_access", BOOL, "True when term/course dates restrict access."),
@@ -196,7 +264,7 @@ _table(
     comment="Current computed state of each enrollment (EnrollmentState).",
 )
 _table(
-    "assignment_groups", _id("Canvas global assignment group id."),
+    "assignment_groups", _id("Canvas assignment group id."),
     C("course_id", ID, "The context of the group (always a course)."), C("context_type"), C("name"),
     C("position", INT), C("group_weight", FLOAT, "Percent weight when the course weights groups."),
     C("rules", TEXT, "Drop rules, e.g. 'drop_lowest:1\\n'."), C("sis_source_id"),
@@ -204,7 +272,7 @@ _table(
     comment="Current state of each assignment group.",
 )
 _table(
-    "assignments", _id("Canvas global assignment id."),
+    "assignments", _id("Canvas assignment id."),
     C("course_id", ID), C("context_type"), C("assignment_group_id", ID), C("title"), C("description"),
     C("points_possible", FLOAT), C("due_at", TIME), C("unlock_at", TIME), C("lock_at", TIME),
     C("submission_types"), C("workflow_state"), C("created_at", TIME), C("updated_at", TIME),
@@ -213,9 +281,10 @@ _table(
     C("lti_resource_link_id_duplicated_from"), C("assignment_id_duplicated_from", ID),
     C("domain_duplicated_from"), C("domain"),
     comment="Current state of each assignment.",
+    indexes=(IndexSpec("assignments_course_idx", ("course_id",)),),
 )
 _table(
-    "assignment_overrides", _id("Canvas global assignment override id."),
+    "assignment_overrides", _id("Canvas assignment override id."),
     C("assignment_id", ID), C("quiz_id", ID),
     C("type", TEXT, "Who the override applies to: CourseSection, Group or ADHOC (a list of students)."),
     C("course_section_id", ID), C("group_id", ID), C("due_at", TIME), C("all_day", BOOL),
@@ -223,7 +292,7 @@ _table(
     comment="Current state of each assignment override (different dates for a section, group or students).",
 )
 _table(
-    "submissions", _id("Canvas global submission id."),
+    "submissions", _id("Canvas submission id."),
     C("assignment_id", ID), C("user_id", ID), C("grader_id", ID), C("workflow_state"), C("score", FLOAT),
     C("grade"), C("submission_type"), C("attempt", INT), C("late", BOOL), C("missing", BOOL),
     C("submitted_at", TIME), C("graded_at", TIME), C("updated_at", TIME),
@@ -232,15 +301,17 @@ _table(
     C("course_id", ID), C("submission_status", TEXT, "Custom grade status name."),
     C("submission_status_id", ID, "Custom grade status id."),
     comment="Current state of each submission, from submission events and grade_change.",
+    indexes=(IndexSpec("submissions_assignment_idx", ("assignment_id",)),
+             IndexSpec("submissions_user_idx", ("user_id",))),
 )
 _table(
-    "submission_comments", _id("Canvas global submission comment id."),
+    "submission_comments", _id("Canvas submission comment id."),
     C("submission_id", ID), C("user_id", ID, "The author."), C("body"), C("created_at", TIME),
     C("attachment_ids", JSON, "Ids of attached files."),
     comment="Comments on submissions.",
 )
 _table(
-    "quizzes", _id("Canvas global (classic) quiz id."),
+    "quizzes", _id("Canvas (classic) quiz id."),
     C("assignment_id", ID), C("context_id", ID), C("context_type"), C("context_uuid"), C("title"),
     C("description"), C("quiz_type", TEXT, "practice_quiz, assignment, graded_survey or survey."),
     C("points_possible", FLOAT), C("due_at", TIME), C("lock_at", TIME), C("unlock_at", TIME),
@@ -255,20 +326,20 @@ _table(
     comment="Current state of each classic quiz.",
 )
 _table(
-    "quiz_submissions", _id("Canvas global quiz submission id."),
+    "quiz_submissions", _id("Canvas quiz submission id."),
     C("quiz_id", ID), C("user_id", ID, "The student (metadata user / Caliper assignee)."),
     C("submitted_at", TIME, "Time of the quiz_submitted event."),
     comment="Quiz submissions (quiz_submitted).",
 )
 _table(
-    "discussion_topics", _id("Canvas global discussion topic id."),
+    "discussion_topics", _id("Canvas discussion topic id."),
     C("context_id", ID), C("context_type"), C("title"), C("body", TEXT, "HTML message of the topic."),
     C("assignment_id", ID, "Set for graded discussions."), C("is_announcement", BOOL), C("lock_at", TIME),
     C("updated_at", TIME), WS,
     comment="Current state of each discussion topic and announcement.",
 )
 _table(
-    "discussion_entries", _id("Canvas global discussion entry id."),
+    "discussion_entries", _id("Canvas discussion entry id."),
     C("discussion_topic_id", ID), C("parent_discussion_entry_id", ID, "Set for replies to an entry."),
     C("user_id", ID, "The author."), C("text", TEXT, "HTML of the entry."), C("created_at", TIME),
     C("assignment_id", ID, "Set for graded discussions (discussion_entry_submitted)."),
@@ -276,47 +347,47 @@ _table(
     comment="Discussion entries (posts and replies).",
 )
 _table(
-    "wiki_pages", _id("Canvas global wiki page id."),
+    "wiki_pages", _id("Canvas wiki page id."),
     C("title"), C("body", TEXT, "HTML of the page."), WS,
     comment="Current state of each wiki page.",
 )
 _table(
-    "attachments", _id("Canvas global attachment (file) id."),
+    "attachments", _id("Canvas attachment (file) id."),
     C("context_id", ID), C("context_type"), C("user_id", ID, "Uploader."), C("folder_id", ID),
     C("display_name"), C("filename"), C("content_type", TEXT, "MIME type."), C("lock_at", TIME),
     C("unlock_at", TIME), C("created_at", TIME), C("updated_at", TIME), WS,
     comment="Current state of each file.",
 )
 _table(
-    "modules", _id("Canvas global context module id."),
+    "modules", _id("Canvas context module id."),
     C("context_id", ID), C("context_type"), C("name"), C("position", INT), WS,
     comment="Current state of each module (Canvas ContextModule).",
 )
 _table(
-    "module_items", _id("Canvas global module item (content tag) id."),
+    "module_items", _id("Canvas module item (content tag) id."),
     C("module_id", ID), C("context_id", ID), C("context_type"), C("position", INT), WS,
     comment="Current state of each module item.",
 )
 _table(
-    "groups", _id("Canvas global group id."),
+    "groups", _id("Canvas group id."),
     C("name", TEXT, "group_name in the event."), C("context_id", ID), C("context_type"), C("account_id", ID),
     C("group_category_id", ID), C("group_category_name"), C("max_membership", INT), C("uuid"), WS,
     comment="Current state of each group.",
 )
 _table(
-    "group_categories", _id("Canvas global group category (group set) id."),
+    "group_categories", _id("Canvas group category (group set) id."),
     C("name", TEXT, "group_category_name in the event."), C("context_id", ID), C("context_type"),
     C("group_limit", INT, "Maximum members per group."),
     comment="Current state of each group category (group set).",
 )
 _table(
-    "group_memberships", _id("Canvas global group membership id."),
+    "group_memberships", _id("Canvas group membership id."),
     C("group_id", ID), C("user_id", ID), C("group_name"), C("group_category_id", ID),
     C("group_category_name"), C("workflow_state", TEXT, "accepted, invited, requested or deleted."),
     comment="Current state of each group membership.",
 )
 _table(
-    "learning_outcomes", _id("Canvas global learning outcome id."),
+    "learning_outcomes", _id("Canvas learning outcome id."),
     C("context_id", ID), C("context_type"), C("title"), C("display_name"), C("short_description"),
     C("description"), C("vendor_guid"), C("calculation_method"),
     C("calculation_int", INT, "Parameter of the calculation method (e.g. decaying average weight)."),
@@ -324,54 +395,54 @@ _table(
     comment="Current state of each learning outcome.",
 )
 _table(
-    "learning_outcome_groups", _id("Canvas global learning outcome group id."),
+    "learning_outcome_groups", _id("Canvas learning outcome group id."),
     C("context_id", ID), C("context_type"), C("title"), C("description"), C("vendor_guid"),
     C("parent_outcome_group_id", ID), C("updated_at", TIME), WS,
     comment="Current state of each learning outcome group.",
 )
 _table(
-    "learning_outcome_links", _id("Canvas global learning outcome link (content tag) id."),
+    "learning_outcome_links", _id("Canvas learning outcome link (content tag) id."),
     C("context_id", ID), C("context_type"), C("learning_outcome_id", ID), C("learning_outcome_group_id", ID),
     C("updated_at", TIME), WS,
     comment="Current state of each link of an outcome into an outcome group.",
 )
 _table(
-    "outcome_calculation_methods", _id("Canvas global outcome calculation method id."),
+    "outcome_calculation_methods", _id("Canvas outcome calculation method id."),
     C("context_id", ID), C("context_type"), C("calculation_method"), C("calculation_int", INT),
     C("updated_at", TIME), WS,
     comment="Current outcome calculation method per context.",
 )
 _table(
-    "outcome_proficiencies", _id("Canvas global outcome proficiency id."),
+    "outcome_proficiencies", _id("Canvas outcome proficiency id."),
     C("context_id", ID), C("context_type"), C("outcome_proficiency_ratings", JSON, "The mastery scale."),
     C("updated_at", TIME), WS,
     comment="Current outcome proficiency (mastery scale) per context.",
 )
 _table(
-    "rubric_assessments", _id("Canvas global rubric assessment id."),
+    "rubric_assessments", _id("Canvas rubric assessment id."),
     C("artifact_id", ID), C("artifact_type", TEXT, "What was assessed, e.g. Submission."),
     C("assessment_type", TEXT, "grading, peer_review or provisional_grade."), C("aligned_to_outcomes", BOOL),
     C("context_uuid"), C("attempt", INT), C("submitted_at", TIME), C("created_at", TIME), C("updated_at", TIME),
     comment="Current state of each rubric assessment.",
 )
 _table(
-    "conversations", _id("Canvas global conversation id."),
+    "conversations", _id("Canvas conversation id."),
     C("updated_at", TIME), C("last_forwarded_at", TIME, "Time of the latest conversation_forwarded event."),
     comment="Conversations (inbox threads).",
 )
 _table(
-    "conversation_messages", _id("Canvas global conversation message id."),
+    "conversation_messages", _id("Canvas conversation message id."),
     C("conversation_id", ID), C("author_id", ID), C("created_at", TIME),
     comment="Messages in conversations.",
 )
 _table(
-    "lti_resource_links", _id("Canvas global LTI resource link id."),
+    "lti_resource_links", _id("Canvas LTI resource link id."),
     C("resource_link_uuid"), C("lookup_uuid"), C("context_id", ID), C("context_type"),
     C("context_external_tool_id", ID), C("url"), WS,
     comment="Current state of each LTI 1.3 resource link.",
 )
 _table(
-    "content_migrations", _id("Canvas global content migration id."),
+    "content_migrations", _id("Canvas content migration id."),
     C("context_id", ID), C("context_type"), C("context_uuid"), C("migration_type"),
     C("import_quizzes_next", BOOL), C("lti_context_id"), C("source_course_lti_id"), C("source_course_uuid"),
     C("destination_course_lti_id"), C("domain"),
@@ -380,18 +451,18 @@ _table(
     comment="Content migrations (course copies and imports).",
 )
 _table(
-    "master_migrations", _id("Canvas global blueprint (master) migration id."),
+    "master_migrations", _id("Canvas blueprint (master) migration id."),
     C("master_template_id", ID), C("account_id", ID), C("account_uuid"), C("blueprint_course_id", ID),
     C("blueprint_course_uuid"), C("started_at", TIME, "Time of master_migration_started."),
     comment="Blueprint course syncs.",
 )
 _table(
-    "sis_batches", _id("Canvas global SIS import id."),
+    "sis_batches", _id("Canvas SIS import id."),
     C("account_id", ID), WS,
     comment="Current state of each SIS import.",
 )
 _table(
-    "scores", _id("Canvas global score id."),
+    "scores", _id("Canvas score id."),
     C("enrollment_id", ID), C("user_id", ID), C("course_id", ID),
     C("grading_period_id", ID, "Null for the course total."), C("override_score", FLOAT),
     C("override_status", TEXT, "Custom grade status of the final grade."),
@@ -422,15 +493,19 @@ _table(
 # --- facts (one row per event) ---------------------------------------------------------------
 
 _table(
-    "grade_changes", [C("event_id", TEXT, "The grade_change event.")],
+    "grade_changes", _fact("The grade_change happening (events.happening_id): one row however many subscriptions "
+                           "delivered it."), DELIVERY,
     C("submission_id", ID), C("assignment_id", ID), C("user_id", ID, "The student."), C("grader_id", ID),
     C("score", FLOAT), C("old_score", FLOAT), C("grade"), C("old_grade"), C("points_possible", FLOAT),
     C("old_points_possible", FLOAT), C("grading_complete", BOOL), C("muted", BOOL), C("event_time", TIME),
     C("student_id", ID, "Same as user_id."), C("student_sis_id"),
-    comment="One row per grade_change event (history).",
+    C("real_user_id", ID, "The masquerading user when an admin graded as grader_id; NULL otherwise."),
+    ROOT_ACCOUNT_UUID,
+    comment="One row per grade_change happening (history), however many subscriptions delivered it.",
+    indexes=(IndexSpec("grade_changes_submission_idx", ("submission_id", "event_time")),),
 )
 _table(
-    "course_grade_changes", _fact(),
+    "course_grade_changes", _fact(), DELIVERY,
     C("course_id", ID), C("user_id", ID, "The student."), C("workflow_state"),
     C("current_score", FLOAT), C("old_current_score", FLOAT), C("final_score", FLOAT), C("old_final_score", FLOAT),
     C("unposted_current_score", FLOAT), C("old_unposted_current_score", FLOAT),
@@ -439,21 +514,21 @@ _table(
     comment="One row per course_grade_change event (history of course scores).",
 )
 _table(
-    "score_changes", _fact(),
+    "score_changes", _fact(), DELIVERY,
     C("score_id", ID), C("enrollment_id", ID), C("user_id", ID), C("course_id", ID), C("grading_period_id", ID),
     C("override_score", FLOAT), C("old_override_score", FLOAT), C("override_status"), C("override_status_id", ID),
     C("old_override_status"), C("old_override_status_id", ID), C("updated_at", TIME), EVENT_TIME,
     comment="One row per grade_override / final_grade_custom_status event (history).",
 )
 _table(
-    "submission_status_changes", _fact(),
+    "submission_status_changes", _fact(), DELIVERY,
     C("submission_id", ID), C("assignment_id", ID), C("user_id", ID), C("course_id", ID),
     C("submission_status"), C("submission_status_id", ID), C("old_submission_status"),
     C("old_submission_status_id", ID), C("updated_at", TIME), EVENT_TIME,
     comment="One row per submission_custom_grade_status event (history).",
 )
 _table(
-    "asset_accesses", _fact(),
+    "asset_accesses", _fact(), DELIVERY,
     EVENT_TIME, C("user_id", ID, "Who accessed it."),
     C("asset_id", ID), C("asset_type", TEXT, "course, assignment, attachment, quizzes:quiz, ..."),
     C("asset_subtype", TEXT, "Page of a course/group, e.g. files, grades, modules."),
@@ -463,17 +538,21 @@ _table(
     CTX_TYPE, CTX_ID, C("context_account_id", ID), C("http_method"),
     C("request_url", TEXT, "URL of the request (metadata.url / request_url)."),
     C("client_ip"), C("session_id"), C("user_agent"), C("developer_key_id", ID),
-    comment="One row per asset_accessed event (page views).",
+    REAL_USER, USER_LOGIN, USER_SIS, ROOT_ACCOUNT_UUID,
+    comment="One row per asset_accessed happening (page views), however many subscriptions delivered it.",
+    indexes=(IndexSpec("asset_accesses_context_idx", ("context_id", "event_time")),
+             IndexSpec("asset_accesses_user_idx", ("user_id", "event_time"))),
 )
 _table(
-    "logins", _fact(),
+    "logins", _fact(), DELIVERY,
     C("event_name", TEXT, "logged_in or logged_out."), EVENT_TIME, C("user_id", ID),
     C("redirect_url", TEXT, "Where the user was sent after logging in."), C("client_ip"), C("session_id"),
     C("user_agent"), C("hostname"),
-    comment="One row per logged_in / logged_out event.",
+    REAL_USER, USER_LOGIN, USER_SIS, ROOT_ACCOUNT_UUID,
+    comment="One row per logged_in / logged_out happening, however many subscriptions delivered it.",
 )
 _table(
-    "learning_outcome_results", _fact(),
+    "learning_outcome_results", _fact(), DELIVERY,
     C("learning_outcome_result_id", ID, "The result id (only in learning_outcome_result_updated)."),
     C("learning_outcome_id", ID), C("user_uuid", TEXT, "uuid of the assessed user."),
     C("learning_outcome_context_uuid"), C("result_context_id", ID), C("result_context_type"),
@@ -485,13 +564,13 @@ _table(
     comment="One row per learning outcome result event (the created event carries no result id).",
 )
 _table(
-    "outcome_alignment_clones", _fact(),
+    "outcome_alignment_clones", _fact(), DELIVERY,
     C("original_course_uuid"), C("new_course_uuid"), C("new_course_resource_link_id"), C("domain"),
     C("original_assignment_resource_link_id"), C("new_assignment_resource_link_id"), C("status"), EVENT_TIME,
     comment="One row per outcomes.retry_outcome_alignment_clone event.",
 )
 _table(
-    "conversation_forwards", _fact(),
+    "conversation_forwards", _fact(), DELIVERY,
     C("conversation_id", ID), C("user_id", ID, "Who forwarded it."), C("updated_at", TIME), EVENT_TIME,
     comment="One row per conversation_forwarded event.",
 )
@@ -553,4 +632,47 @@ _table(
     C("last_notice_at", TIME, "Time of the latest notice of any type for this deployment."),
     comment="LTI deployments seen in notices; hello_world_at shows the notice handler works.",
     fed_by=("every LTI notice",),
+)
+
+# --- operations: what the system watches about itself (not event data) ----------------------
+
+_table(
+    "ingress_answers",
+    [C("minute", TIME, "Start of the minute the answers were given in."),
+     C("route", TEXT, "Route template, e.g. /live-events."),
+     C("replica", TEXT, "Ingress process that answered: host:pid:start time."),
+     C("code", INT, "HTTP status code of the answers.")],
+    C("answers", INT, "Answers with this code in this minute.", nullable=False),
+    C("slow", INT, "How many of them took 15 s or more (Canvas: a timeout).", nullable=False),
+    comment="Ingress answers to Canvas per minute, route, replica and status: the source of the 24-hour "
+            "deactivation budget (operational; not event data).",
+    indexes=(IndexSpec("ingress_answers_minute_idx", ("minute",)),),
+    versioned=False, fed_by=("every ingress answer on a Canvas route",),
+)
+_table(
+    "lti_nonces",
+    [C("nonce", TEXT, "nonce claim of a verified LTI notice (Canvas: a random UUID per notice JWT).")],
+    C("notice_id", TEXT, "notice.id of the notice that carried it first; the same nonce under another notice id "
+      "is a replay and is rejected.", nullable=False),
+    C("expires_at", TIME, "exp of that notice's JWT plus LTI_LEEWAY_SECONDS: the token is refused after this "
+      "anyway, so the ingress purges the row.", nullable=False),
+    C("seen_at", TIME, "When an ingress replica first recorded it.", nullable=False, server_default="now()"),
+    comment="LTI notice nonces seen by any ingress replica within their token's lifetime: replay protection "
+            "(operational; not event data).",
+    indexes=(IndexSpec("lti_nonces_expires_at_idx", ("expires_at",)),),
+    versioned=False, fed_by=("the ingress, for every verified LTI notice",),
+)
+_table(
+    "lti_handler_subscriptions",
+    [C("deployment_id", TEXT, "LTI deployment_id the platform's notice-handlers endpoint answered for."),
+     C("notice_type", TEXT, "Notice type subscribed, e.g. LtiHelloWorldNotice.")],
+    C("handler", TEXT, "Handler URL subscribed; '' after an unsubscribe.", nullable=False),
+    C("max_batch_size", INT, "max_batch_size sent with the subscription, if any."),
+    C("pns_url", TEXT, "The platform's notice-handlers URL the subscription was sent to."),
+    C("set_at", TIME, "When `canvas-stream notice-handlers set` sent it (taken before the call: Canvas sends "
+      "the LtiHelloWorldNotice at once).", nullable=False),
+    comment="Notice handlers subscribed with `canvas-stream notice-handlers set`, per deployment and type; "
+            "the hello-world check waits from set_at (operational; kept apart from lti_deployments, which "
+            "`canvas-stream replay` rebuilds from events).",
+    versioned=False, fed_by=("canvas-stream notice-handlers set",),
 )

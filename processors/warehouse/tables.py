@@ -1,5 +1,5 @@
 """The SQLAlchemy tables of the warehouse, built from ``schema``: used by the writer, Alembic and the
-data dictionary.
+data dictionary. They live in ``schema.SCHEMA`` (the ``WAREHOUSE_SCHEMA`` setting).
 
 This is the only place a column kind becomes an SQL type. ``info["fed_by"]`` (for the data
 dictionary) comes from the schema for the tables it names a feeder for, else from the event map.
@@ -52,7 +52,8 @@ def _build(spec: TableSpec, fed_by: list[str]) -> Table:
         spec.name,
         metadata,
         *(_column(c, key=c.name in keys) for c in spec.all_columns()),
-        *(Index(index.name, *index.columns) for index in spec.indexes),
+        *(Index(index.name, *index.columns,
+                **({"postgresql_where": text(index.where)} if index.where else {})) for index in spec.indexes),
         comment=spec.comment,
         info={"fed_by": fed_by},
     )

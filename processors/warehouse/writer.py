@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from canvas_stream import json_codec
+from canvas_stream.errors import CanvasStreamError
 from processors.normalize.model import EventRow, RowChange
 
 from . import tables
@@ -31,7 +32,7 @@ _DIALECT = postgresql.dialect()
 _QUOTE = _DIALECT.identifier_preparer.quote
 
 
-class UnknownColumn(ValueError):
+class UnknownColumn(CanvasStreamError, ValueError):
     """A row change names a table or column the warehouse does not have: a normalizer bug.
 
     Normalizers produce valid changes by construction (the event map is checked against
@@ -140,15 +141,16 @@ def _upsert_statement(name: str) -> _Statement:
     if table is None:
         raise UnknownColumn(f"unknown table {name!r}")
     target = _DIALECT.identifier_preparer.format_table(table)
+    functions = _QUOTE(table.schema)  # newer() and merge_versions() live beside the tables
     keys = [c.name for c in table.primary_key.columns]
     sets = []
     for column in table.c:
         if column.name in keys or column.name in tables.VERSION_COLUMNS:
             continue
         quoted, literal = _QUOTE(column.name), column.name.replace("'", "''")
-        sets.append(f"{quoted} = CASE WHEN canvas.newer(EXCLUDED.field_versions ->> '{literal}', "
+        sets.append(f"{quoted} = CASE WHEN {functions}.newer(EXCLUDED.field_versions ->> '{literal}', "
                     f"{target}.field_versions ->> '{literal}') THEN EXCLUDED.{quoted} ELSE {target}.{quoted} END")
-    sets.append(f"field_versions = canvas.merge_versions({target}.field_versions, EXCLUDED.field_versions)")
+    sets.append(f"field_versions = {functions}.merge_versions({target}.field_versions, EXCLUDED.field_versions)")
     sets.append(f"last_event_at = greatest({target}.last_event_at, EXCLUDED.last_event_at)")
     return _statement(table, f"ON CONFLICT ({', '.join(_QUOTE(k) for k in keys)}) DO UPDATE SET {', '.join(sets)} "
                              f"WHERE NOT ({target}.field_versions @> EXCLUDED.field_versions)")
@@ -157,7 +159,11 @@ def _upsert_statement(name: str) -> _Statement:
 @functools.cache
 def _events_statement() -> _Statement:
     target = _DIALECT.identifier_preparer.format_table(tables.events)
-    return _statement(tables.events, "ON CONFLICT (event_id) DO UPDATE SET received_at = EXCLUDED.received_at "
+    # the earliest receipt also names the subscription that delivered first (when it knows one),
+    # and is the delivery a replay rebuilds
+    return _statement(tables.events, "ON CONFLICT (event_id) DO UPDATE SET received_at = EXCLUDED.received_at, "
+                                     f"subscription = coalesce(EXCLUDED.subscription, {target}.subscription), "
+                                     f"arrival = coalesce(EXCLUDED.arrival, {target}.arrival) "
                                      f"WHERE EXCLUDED.received_at < {target}.received_at")
 
 
@@ -227,8 +233,21 @@ async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
         "context_id": [r.context_id for r in events],
         "payload": [(r.payload_json if r.payload_json is not None else json_codec.dumps(r.payload)).decode("utf-8")
                     for r in events],
+        "subscription": [r.subscription for r in events],
+        "root_account_uuid": [r.root_account_uuid for r in events],
+        "happening_id": [r.happening_id or r.event_id for r in events],
+        "request_id": [r.request_id for r in events],
+        "real_user_id": [r.real_user_id for r in events],
+        "user_login": [r.user_login for r in events],
+        "user_sis_id": [r.user_sis_id for r in events],
+        "root_account_id": [r.root_account_id for r in events],
+        "arrival": [_json_text(r.arrival) for r in events],
     }
-    await conn.exec_driver_sql(statement.sql, tuple(values[c] for c in statement.columns))
+    try:
+        parameters = tuple(values[c] for c in statement.columns)
+    except KeyError as exc:  # a column of events that this function does not fill: caught by the tests
+        raise UnknownColumn(f"events column not written: {exc.args[0]!r}") from None
+    await conn.exec_driver_sql(statement.sql, parameters)
     return len(events)
 
 

@@ -19,8 +19,10 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from canvas_stream.services import free_port, plain_postgres_url
+from canvas_stream.embedded.process import free_port
+from canvas_stream.settings import plain_database_url
 from processors.normalize.canvas import canvas_event_id
+from processors.warehouse.schema import SCHEMA
 from tests.support.corpus import CORPUS
 from tests.support.jwt_helpers import rsa_key, sign
 from tests.support.procs import Role, role_env, wait_until
@@ -113,23 +115,23 @@ class Sender:
 
 
 async def event_ids(database_url: str) -> set[str]:
-    conn = await asyncpg.connect(plain_postgres_url(database_url))
+    conn = await asyncpg.connect(plain_database_url(database_url))
     try:
-        return {r[0] for r in await conn.fetch("select event_id from canvas.events")}
+        return {r[0] for r in await conn.fetch(f"select event_id from {SCHEMA}.events")}
     finally:
         await conn.close()
 
 
 async def quarantine_rows(database_url: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(plain_postgres_url(database_url))
+    conn = await asyncpg.connect(plain_database_url(database_url))
     try:
-        return list(await conn.fetch("select id, reason, source, raw, retried_at, resolved from canvas.quarantine"))
+        return list(await conn.fetch(f"select id, reason, source, raw, retried_at, resolved from {SCHEMA}.quarantine"))
     finally:
         await conn.close()
 
 
 async def wait_for_events(database_url: str, expected: set[str], timeout: float = 90.0, logs: str = "") -> None:
-    """Wait until canvas.events holds exactly ``expected`` (an extra id fails at once)."""
+    """Wait until the events table holds exactly ``expected`` (an extra id fails at once)."""
 
     async def check() -> bool:
         try:
@@ -141,7 +143,7 @@ async def wait_for_events(database_url: str, expected: set[str], timeout: float 
         return got == expected
 
     try:
-        await wait_until(check, timeout=timeout, interval=0.5, message="the accepted events in canvas.events")
+        await wait_until(check, timeout=timeout, interval=0.5, message="the accepted events in the events table")
     except AssertionError:
         got = await event_ids(database_url)
         raise AssertionError(
@@ -153,7 +155,8 @@ def ingress_role(*, jwks_url: str, bootstrap: str, topic: str, spool_dir: Path |
                  port: int | None = None, **extra: str) -> Role:
     env = role_env(
         PORT=str(port or free_port()), HOST="127.0.0.1", LIVE_EVENTS_JWKS_URL=jwks_url, LIVE_EVENTS_ISSUER=ISSUER,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC=topic, KAFKA_ACK_TIMEOUT_SECONDS="2", **extra,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC=topic, KAFKA_ACK_TIMEOUT_SECONDS="2",
+        LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true", **extra,  # binding itself: tests/integration/test_tenant_binding.py
     )
     if spool_dir is not None:
         env["SPOOL_DIR"] = str(spool_dir)

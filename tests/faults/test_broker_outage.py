@@ -22,7 +22,8 @@ import asyncio
 
 import pytest
 
-from canvas_stream.services import EmbeddedKafka, free_port
+from canvas_stream.embedded.broker import EmbeddedKafka
+from canvas_stream.embedded.process import free_port
 from ingest.publish import ensure_topic
 from tests.faults.harness import (
     PARTITIONS,

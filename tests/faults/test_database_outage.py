@@ -11,7 +11,8 @@ import asyncio
 import pytest
 
 from canvas_stream import migrate
-from canvas_stream.services import EmbeddedPostgres, free_port
+from canvas_stream.embedded.database import EmbeddedPostgres
+from canvas_stream.embedded.process import free_port
 from tests.faults.harness import (
     Sender,
     http_status,

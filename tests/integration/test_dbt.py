@@ -26,11 +26,12 @@ from tests.support.events import example, make_client, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
 from tests.support.procs import Role, role_env, running, wait_until
 
-COURSE_A = 21070000000000565
-COURSE_B = 21070000000000777  # no course event is sent for it
-STUDENT_1, STUDENT_2, STUDENT_3, TEACHER = 21070000000001001, 21070000000001002, 21070000000001003, 21070000000001009
-ON_PAPER, DUE_SOON, DUE_PAST = 21070000000002001, 21070000000002002, 21070000000002003
-NEVER_SEEN_ASSIGNMENT = 21070000000002999
+# Local-form ids: the events' root account is on shard 2107, so that is how the workers store them.
+COURSE_A = 565
+COURSE_B = 777  # no course event is sent for it
+STUDENT_1, STUDENT_2, STUDENT_3, TEACHER = 1001, 1002, 1003, 1009
+ON_PAPER, DUE_SOON, DUE_PAST = 2001, 2002, 2003
+NEVER_SEEN_ASSIGNMENT = 2999
 TARGET_SCHEMA = "analytics_test"
 
 
@@ -68,11 +69,11 @@ def warehouse_events() -> tuple[list[dict], int]:
         page_view(STUDENT_3, COURSE_B, "2024-03-04T10:05:00Z"),
     ]
     course = canvas_event("course_created", "2024-02-01T08:00:00Z",
-                          {"course_id": COURSE_A, "name": "Linear Algebra", "account_id": 21070000000000438,
+                          {"course_id": COURSE_A, "name": "Linear Algebra", "account_id": 438,
                            "workflow_state": "available"}, user=TEACHER)
     enrollments = [
         canvas_event("enrollment_created", "2024-02-02T08:00:00Z",
-                     {"enrollment_id": 21070000000003000 + i, "course_id": COURSE_A, "user_id": user, "type": kind,
+                     {"enrollment_id": 3000 + i, "course_id": COURSE_A, "user_id": user, "type": kind,
                       "workflow_state": "active"}, user=TEACHER, course=COURSE_A)
         for i, (user, kind) in enumerate(
             [(STUDENT_1, "StudentEnrollment"), (STUDENT_2, "StudentEnrollment"), (TEACHER, "TeacherEnrollment")])
@@ -95,10 +96,10 @@ def warehouse_events() -> tuple[list[dict], int]:
                             template="submission_created")
 
     submissions = [
-        submission(21070000000004001, DUE_SOON, STUDENT_1, "2024-03-09T10:00:00Z", 9, "graded", "2024-03-09T10:00:00Z"),
-        submission(21070000000004002, DUE_SOON, STUDENT_2, "2024-03-11T10:00:00Z", 6, "graded", "2024-03-11T10:00:00Z"),
-        submission(21070000000004003, DUE_PAST, STUDENT_1, None, None, "unsubmitted", "2024-03-09T11:00:00Z"),
-        submission(21070000000004004, NEVER_SEEN_ASSIGNMENT, STUDENT_2, "2024-03-08T10:00:00Z", None, "submitted",
+        submission(4001, DUE_SOON, STUDENT_1, "2024-03-09T10:00:00Z", 9, "graded", "2024-03-09T10:00:00Z"),
+        submission(4002, DUE_SOON, STUDENT_2, "2024-03-11T10:00:00Z", 6, "graded", "2024-03-11T10:00:00Z"),
+        submission(4003, DUE_PAST, STUDENT_1, None, None, "unsubmitted", "2024-03-09T11:00:00Z"),
+        submission(4004, NEVER_SEEN_ASSIGNMENT, STUDENT_2, "2024-03-08T10:00:00Z", None, "submitted",
                    "2024-03-08T10:00:00Z"),
     ]
     grades = [

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from canvas_stream.services import free_port
+from canvas_stream.embedded.process import free_port
 from canvas_stream.settings import Settings
 from ingest.app import create_app
 from ingest.jwks import JwksCache
@@ -67,7 +67,7 @@ async def ingress():
         publisher = RecordingPublisher()
         app = create_app(
             Settings(kafka_bootstrap_servers="127.0.0.1:1", live_events_jwks_url=jwks.url, live_events_issuer=ISSUER,
-                     max_body_bytes=MAX_BODY, live_events_leeway_seconds=300),
+                     max_body_bytes=MAX_BODY, live_events_leeway_seconds=300, live_events_allow_any_account=True),
             publisher=publisher,  # type: ignore[arg-type]
             live_events_jwks=JwksCache(jwks.url, refetch_cooldown=30),
         )
@@ -240,7 +240,7 @@ def real_ingress():
     role = Role("ingress", role_env(
         PORT=str(port), HOST="127.0.0.1", KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
         KAFKA_ACK_TIMEOUT_SECONDS="0.5", HTTP_READ_TIMEOUT_SECONDS="2",
-        LIVE_EVENTS_JWKS_URL=f"http://127.0.0.1:{free_port()}/jwks"))
+        LIVE_EVENTS_JWKS_URL=f"http://127.0.0.1:{free_port()}/jwks", LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true"))
     role.start()
     try:
         deadline = time.monotonic() + 30

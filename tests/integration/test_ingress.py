@@ -203,7 +203,7 @@ async def test_health_and_readiness(client, jwks):
 
 
 async def test_unreachable_broker_gives_503_not_a_lost_event(jwks, unique_topic):
-    from canvas_stream.services import free_port
+    from canvas_stream.embedded.process import free_port
 
     dead = f"127.0.0.1:{free_port()}"
     c = await make_client(jwks.url, dead, unique_topic)
@@ -218,7 +218,7 @@ async def test_unreachable_broker_gives_503_not_a_lost_event(jwks, unique_topic)
 
 
 async def test_unreachable_jwks_gives_503_so_canvas_retries(kafka_bootstrap, topic):
-    from canvas_stream.services import free_port
+    from canvas_stream.embedded.process import free_port
 
     c = await make_client(f"http://127.0.0.1:{free_port()}/jwks", kafka_bootstrap, topic)
     try:

@@ -42,6 +42,7 @@ class Platform:
         self.token_requests = 0
         self.problems: list[str] = []
         self.base = ""
+        self.deployment = DEPLOYMENT
 
     @property
     def token_url(self) -> str:
@@ -101,7 +102,7 @@ class Platform:
             return web.json_response({"errors": [{"message": "Invalid access token format"}]}, status=401)
         if request.method == "GET":
             return web.json_response({
-                "client_id": int(CLIENT_ID), "deployment_id": DEPLOYMENT,
+                "client_id": int(CLIENT_ID), "deployment_id": self.deployment,
                 "notice_handlers": [self.handlers.get(t, {"notice_type": t, "handler": ""}) for t in NOTICE_TYPES],
             })
         body = await request.json()
@@ -156,7 +157,7 @@ async def platform(tool_key):
 
 async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run the real ``canvas-stream`` CLI in a subprocess (the stand-in keeps serving meanwhile)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("LTI_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LTI_") and k != "DATABASE_URL"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "canvas_stream.cli", *args, env={**base, **(env or {})},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -183,7 +184,8 @@ async def test_register_list_and_remove_handlers(platform, tool_key):
     rc, out, err = await cli("notice-handlers", "list", env=env)
     assert rc == 0, err
     assert f"deployment_id: {DEPLOYMENT}" in out
-    lines = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
+    assert out.splitlines()[-1] == "hello world: not checked (DATABASE_URL not set)"
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:-1]}
     assert lines == {"LtiHelloWorldNotice": "(none)", "LtiAssetProcessorSubmissionNotice": "(none)",
                      "LtiContextCopyNotice": handler, "LtiAssetProcessorContributionNotice": "(none)"}
 

@@ -1,14 +1,11 @@
 """LTI PNS notices over real HTTP, a real broker, a worker subprocess and PostgreSQL.
 
-Claims follow protocols.md B.6/B.7 (Canvas's builders): HelloWorld and ContextCopy carry no sub,
-roles or message_type; the asset-processor notice carries assets with base64 SHA-256 checksums.
+The notices are built as Canvas builds them (:mod:`tests.support.lti`).
 """
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import json
 import time
 import uuid
@@ -16,95 +13,33 @@ import uuid
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import func, select
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from canvas_stream.embedded.process import free_port
 from canvas_stream.keys import generate_private_key, public_jwk
 from canvas_stream.settings import Settings
 from ingest.app import create_app
 from ingest.jwks import JwksCache
+from ingest.nonces import NonceClaim, PostgresNonces
 from ingest.publish import KafkaPublisher, ensure_topic
 from processors.warehouse import tables
-from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key, sign
+from processors.warehouse.notice_ledger import WarehouseNoticeLedger
+from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
+from tests.support.lti import (
+    CLAIM,
+    CLIENT_ID,
+    DEPLOYMENT,
+    ISSUER,
+    KID,
+    b64sha256,
+    batch,
+    jwt_of,
+    nid,
+    notice,
+)
 from tests.support.procs import Role, role_env, running, wait_until
-
-ISSUER = "https://canvas.instructure.com"
-CLIENT_ID = "10000000000068"
-DEPLOYMENT = "106:8865aa05b4b79b64a91a86042e43af5ea8ae79eb"
-KID = "2025-02-01T01:16:43Z_3018685d-05b7-43cb-b865-027eec352714"
-CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
-COURSE = "http://purl.imsglobal.org/vocab/lis/v2/course#CourseOffering"
-
-
-def b64sha256(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
-BODIES = {
-    "LtiHelloWorldNotice": {
-        CLAIM + "context": {"id": "8865aa05b4b79b64a91a86042e43af5ea8ae79eb", "title": "Fake Academy",
-                            "type": ["Account"]},
-        "https://www.instructure.com/hello_world": {
-            "title": "Hello World!",
-            "message": "Congratulations! You have successfully subscribed to LtiHelloWorldNotice in Canvas."},
-    },
-    "LtiContextCopyNotice": {
-        CLAIM + "context": {"id": "4dde05e8ca1973bcca9bffc13e1548820eee93a3", "label": "BIO-2", "title": "Biology 2",
-                            "type": [COURSE]},
-        CLAIM + "origin_contexts": ["5098686ffc86cae4e0784b533a18af229ff5074e"],
-    },
-    "LtiAssetProcessorSubmissionNotice": {
-        "sub": "535fa085f22b4655f48cd5a36a9215f64c062838",
-        CLAIM + "context": {"id": "4dde05e8ca1973bcca9bffc13e1548820eee93a3", "label": "BIO-2", "title": "Biology 2",
-                            "type": [COURSE]},
-        CLAIM + "roles": ["http://purl.imsglobal.org/vocab/lis/v2/system/person#User"],
-        CLAIM + "custom": {"canvas_course_id": "1"},
-        CLAIM + "for_user": {"user_id": "972fd8aa-7f57-4d11-9400-916a0ed0d31d"},
-        CLAIM + "activity": {"id": "d79c2ded-b078-4e8e-b090-dd1d380fc596"},
-        CLAIM + "submission": {"id": "d6446aaf-3f71-4eea-b2fd-20bd8d151506:1"},
-        CLAIM + "assetreport": {"scope": ["https://purl.imsglobal.org/spec/lti/scope/report"],
-                                "report_url": "https://canvas.example/api/lti/asset_processors/83/reports"},
-        CLAIM + "assetservice": {
-            "scope": ["https://purl.imsglobal.org/spec/lti/scope/asset.readonly"],
-            "assets": [{"asset_id": "dd33081e-81ba-4651-b528-098315f8a346",
-                        "url": "https://canvas.example/api/lti/asset_processors/83/assets/dd33081e",
-                        "sha256_checksum": b64sha256(b"<p>essay v1</p>"),
-                        "timestamp": "2025-07-30T03:26:44-06:00", "size": 15, "content_type": "text/html",
-                        "title": "AnonymousGraded"}],
-        },
-        CLAIM + "eulaservice": {"url": "https://canvas.example/api/lti/asset_processor_eulas/132",
-                                "scope": ["https://purl.imsglobal.org/spec/lti/scope/eula/user"]},
-    },
-}
-
-
-def notice(ntype: str, *, notice_id: str | None = None, timestamp: str = "2025-03-19T11:24:25Z",
-           deployment: str = DEPLOYMENT, iat: int | None = None, **overrides) -> dict:
-    """Claims as Canvas's PnsNotice builds them (aud = azp = client id, exp = iat + 1 h)."""
-    now = int(time.time()) if iat is None else iat
-    claims = {
-        CLAIM + "version": "1.3.0",
-        CLAIM + "notice": {"id": notice_id or str(uuid.uuid4()), "timestamp": timestamp, "type": ntype},
-        "aud": CLIENT_ID, "azp": CLIENT_ID,
-        CLAIM + "deployment_id": deployment,
-        "iat": now, "exp": now + 3600, "iss": ISSUER, "nonce": str(uuid.uuid4()),
-        **copy.deepcopy(BODIES.get(ntype, {})),
-    }
-    claims.update(overrides)
-    return {k: v for k, v in claims.items() if v is not None}
-
-
-def jwt_of(claims: dict, key_name: str = "lti-current", kid: str = KID) -> str:
-    return sign(claims, rsa_key(key_name), kid, headers={"typ": "JWT"})
-
-
-def nid(claims: dict) -> str:
-    return claims[CLAIM + "notice"]["id"]
-
-
-def batch(*tokens: str) -> str:
-    return json.dumps({"notices": [{"jwt": t} for t in tokens]})
-
 
 # ---- fixtures -------------------------------------------------------------------------------------
 
@@ -142,7 +77,8 @@ async def clients(platform, kafka_bootstrap, lti_topic):
     """Factory of ingress clients (each has its own app, LTI key cache and recent-id memory)."""
     made: list[TestClient] = []
 
-    async def make(jwks_url: str | None = None, bootstrap: str | None = None, **overrides) -> TestClient:
+    async def make(jwks_url: str | None = None, bootstrap: str | None = None,
+                   nonce_store: PostgresNonces | None = None, **overrides) -> TestClient:
         values = {"kafka_bootstrap_servers": bootstrap or kafka_bootstrap, "kafka_topic": lti_topic,
                   "kafka_ack_timeout_seconds": 5, "lti_platform_jwks_url": jwks_url or platform.url,
                   "lti_platform_issuer": ISSUER, "lti_client_id": CLIENT_ID, "jwks_refetch_cooldown_seconds": 0,
@@ -151,7 +87,12 @@ async def clients(platform, kafka_bootstrap, lti_topic):
         settings = Settings(**values)
         publisher = KafkaPublisher(settings.kafka_bootstrap_servers, lti_topic,
                                    ack_timeout=settings.kafka_ack_timeout_seconds)
-        app = create_app(settings, publisher=publisher, live_events_jwks=JwksCache(platform.url))
+        # As the CLI wires it: with a warehouse, stored notice ids are looked up there, and the
+        # nonces are shared in it (an explicit nonce_store overrides, e.g. an unreachable one).
+        ledger = WarehouseNoticeLedger(settings.require_database_url()) if settings.database_url else None
+        nonces = nonce_store or (PostgresNonces(settings.require_database_url()) if settings.database_url else None)
+        app = create_app(settings, publisher=publisher, live_events_jwks=JwksCache(platform.url),
+                         notice_ledger=ledger, nonce_store=nonces)
         client = TestClient(TestServer(app))
         await client.start_server()
         made.append(client)
@@ -221,7 +162,7 @@ async def test_batch_of_three_types_and_a_forged_notice(clients, worker, db):
     t = tables
     ids = [nid(hello), nid(copy_), nid(ap)]
     await wait_until(lambda: count(db, t.lti_notices, t.lti_notices.c.notice_id.in_(ids)), timeout=90,
-                     message=f"3 notices in canvas.lti_notices; worker log:\n{worker.output()}")
+                     message=f"3 notices in canvas_stream.lti_notices; worker log:\n{worker.output()}")
     await wait_until(lambda: _n_at_least(db, t.lti_notices, 3, t.lti_notices.c.notice_id.in_(ids)), timeout=30,
                      message="all 3 notices")
     assert await count(db, t.lti_notices, t.lti_notices.c.notice_id == nid(forged)) == 0
@@ -364,6 +305,7 @@ async def test_resubmission_with_new_notice_id_updates_the_same_row(clients, wor
     # "Resubmit All Files": same submission and time, new notice id, issued later, new checksum.
     second = copy.deepcopy(first)
     second[CLAIM + "notice"]["id"] = str(uuid.uuid4())
+    second["nonce"] = str(uuid.uuid4())  # a new JWT, so a new nonce (the same one would be a replay)
     second["iat"] += 30
     second["exp"] += 30
     second[CLAIM + "assetservice"]["assets"][0]["sha256_checksum"] = b64sha256(b"<p>essay v2</p>")
@@ -413,3 +355,68 @@ async def test_unusable_bodies_and_broker_outage(clients, tmp_path):
     keyed = await clients(lti_private_key_file=str(tmp_path / "tool.pem"), lti_tool_key_id="tool-1")
     doc = await (await keyed.get("/.well-known/jwks.json")).json()
     assert doc == {"keys": [public_jwk(key, "tool-1")]} and "d" not in doc["keys"][0]
+
+
+# ---- replay protection ----------------------------------------------------------------------------
+
+async def test_a_replayed_nonce_is_rejected_per_notice_on_every_replica(clients, db, database_url):
+    one = await clients(database_url=database_url)
+    two = await clients(database_url=database_url)  # another replica: shares only PostgreSQL
+    original = notice("LtiContextCopyNotice")
+    replay = notice("LtiContextCopyNotice", nonce=original["nonce"])  # a new notice id under a seen nonce
+    other = notice("LtiContextCopyNotice")
+
+    status, doc = await post(one, batch(jwt_of(original), jwt_of(replay), jwt_of(other)))
+    assert status == 200 and statuses(doc) == ["accepted", "rejected", "accepted"], doc
+    assert doc["results"][1]["notice_id"] == nid(replay)  # the signature was good: worth naming
+    assert doc["results"][1]["error"] == "invalid notice: nonce already used by another notice (replay)"
+
+    status, doc = await post(two, batch(jwt_of(replay), jwt_of(original)))
+    assert statuses(doc)[0] == "rejected", doc
+    assert statuses(doc)[1] in ("accepted", "duplicate"), doc  # the same notice is no replay (duplicate once stored)
+    status, doc = await post(one, batch(jwt_of(original)))
+    assert statuses(doc) == ["duplicate"], doc  # the same notice re-sent stays a duplicate
+
+    async with db.connect() as conn:
+        row = (await conn.execute(text("SELECT notice_id, expires_at FROM canvas_stream.lti_nonces WHERE nonce = :n"),
+                                  {"n": original["nonce"]})).one()
+    assert row.notice_id == nid(original)
+    assert row.expires_at.timestamp() == original["exp"] + 60  # exp + LTI_LEEWAY_SECONDS
+
+
+async def test_an_unreachable_nonce_store_fails_open_counted_and_shown(clients):
+    down = PostgresNonces(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere")
+    client = await clients(nonce_store=down)
+    before = REGISTRY.get_sample_value("canvas_stream_lti_nonce_store_unavailable_total") or 0.0
+    first = notice("LtiHelloWorldNotice")
+    status, doc = await post(client, batch(jwt_of(first)))
+    assert (status, statuses(doc)) == (200, ["accepted"]), doc  # Canvas never resends: accept, do not lose it
+    assert REGISTRY.get_sample_value("canvas_stream_lti_nonce_store_unavailable_total") == before + 1
+    ready = await (await client.get("/readyz")).json()
+    assert ready["lti_nonces"].startswith("memory only (PostgreSQL unreachable")
+    status, doc = await post(client, batch(jwt_of(notice("LtiHelloWorldNotice", nonce=first["nonce"]))))
+    assert statuses(doc) == ["rejected"], doc  # this replica's memory still catches a replay
+
+
+async def test_expired_nonces_are_purged_in_bounded_batches_and_taken_over(db, database_url):
+    store = PostgresNonces(database_url, purge_batch=2)
+    tag = uuid.uuid4().hex
+    try:
+        async with db.begin() as conn:
+            await conn.execute(text(
+                "INSERT INTO canvas_stream.lti_nonces (nonce, notice_id, expires_at) "
+                "SELECT :tag || '-' || i, 'old', now() - interval '1 minute' FROM generate_series(1, 5) i"),
+                {"tag": tag})
+            await conn.execute(text("INSERT INTO canvas_stream.lti_nonces (nonce, notice_id, expires_at) "
+                                    "VALUES (:n, 'live', now() + interval '1 hour')"), {"n": f"{tag}-live"})
+        # An expired row not purged yet is taken over: its token is refused by its exp anyway.
+        owners = await store.claim([NonceClaim(f"{tag}-1", "new", time.time() + 3600),
+                                    NonceClaim(f"{tag}-live", "intruder", time.time() + 3600)])
+        assert owners == {f"{tag}-1": "new", f"{tag}-live": "live"}
+        assert await store.purge() >= 4  # the other four expired rows, two per statement
+        async with db.connect() as conn:
+            left = dict((await conn.execute(text("SELECT nonce, notice_id FROM canvas_stream.lti_nonces "
+                                                 "WHERE nonce LIKE :p"), {"p": f"{tag}-%"})).all())
+        assert left == {f"{tag}-1": "new", f"{tag}-live": "live"}
+    finally:
+        await store.close()

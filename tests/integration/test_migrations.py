@@ -10,8 +10,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from canvas_stream import migrate, services
+from canvas_stream import migrate
 from processors.warehouse.tables import SCHEMA, metadata
+from tests.support.databases import create_database, drop_database
 
 
 def _diff(connection) -> list:
@@ -33,7 +34,7 @@ def _is_version_table(diff) -> bool:
 
 async def test_migrations_match_the_table_definitions_and_downgrade_cleanly(postgres_server_url):
     name = f"cs_migr_{uuid.uuid4().hex[:10]}"
-    url = await services.create_database(postgres_server_url, name)
+    url = await create_database(postgres_server_url, name)
     try:
         await asyncio.to_thread(migrate.upgrade, url)
         engine = create_async_engine(url)
@@ -41,16 +42,16 @@ async def test_migrations_match_the_table_definitions_and_downgrade_cleanly(post
             async with engine.connect() as conn:
                 diff = await conn.run_sync(_diff)
                 assert diff == [], f"models and migrations differ: {diff}"
-                comment = (await conn.execute(text("select obj_description('canvas.events'::regclass)"))).scalar()
+                comment = (await conn.execute(text(f"select obj_description('{SCHEMA}.events'::regclass)"))).scalar()
                 assert comment and "distinct event" in comment
             await asyncio.to_thread(migrate.downgrade, url, "base")
             async with engine.connect() as conn:
                 left = (await conn.execute(text(
-                    "select count(*) from information_schema.tables where table_schema = 'canvas' "
+                    f"select count(*) from information_schema.tables where table_schema = '{SCHEMA}' "
                     "and table_name <> 'alembic_version'"))).scalar()
                 assert left == 0
             await asyncio.to_thread(migrate.upgrade, url)  # and up again
         finally:
             await engine.dispose()
     finally:
-        await services.drop_database(postgres_server_url, name)
+        await drop_database(postgres_server_url, name)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream.records import Record, Verification
 from processors.batch import prepare
+from processors.normalize import IdPolicy
 from processors.sink import WarehouseSink
 from processors.warehouse import tables
 from tests.support.events import example
@@ -84,11 +85,11 @@ async def load(url: str, batches: list[list[bytes]]) -> dict:
     engine = create_async_engine(url, pool_size=1)
     try:
         async with engine.begin() as conn:
-            names = ", ".join(f"canvas.{t.name}" for t in tables.metadata.sorted_tables)
+            names = ", ".join(f"{tables.SCHEMA}.{t.name}" for t in tables.metadata.sorted_tables)
             await conn.execute(text(f"TRUNCATE {names}"))
         sink = WarehouseSink(engine)
         for batch in batches:
-            prepared = prepare(batch)
+            prepared = prepare(batch, IdPolicy())
             assert prepared.quarantined() == []
             await sink.write(prepared)
         snapshot = {}

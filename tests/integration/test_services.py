@@ -8,10 +8,14 @@ from pathlib import Path
 
 import asyncpg
 import psutil
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from canvas_stream import services
+from canvas_stream.embedded.broker import EmbeddedKafka, kafka_api_versions_ok
+from canvas_stream.embedded.database import EmbeddedPostgres
+from canvas_stream.embedded.process import free_port
+from canvas_stream.settings import plain_database_url
+from ingest.publish import ensure_topic
+from tests.support.databases import wait_for_postgres
 
 
 async def _drain(consumers: list[AIOKafkaConsumer], expected: int, timeout: float = 30.0):
@@ -29,8 +33,8 @@ async def _drain(consumers: list[AIOKafkaConsumer], expected: int, timeout: floa
 
 async def test_produce_consume_group_two_partitions(kafka_bootstrap: str, unique_topic: str) -> None:
     topic = unique_topic + "events"
-    assert await services.create_topics(kafka_bootstrap, {topic: 2}) == [topic]
-    assert await services.create_topics(kafka_bootstrap, {topic: 2}) == []  # already exists: tolerated
+    await ensure_topic(kafka_bootstrap, topic, 2)
+    await ensure_topic(kafka_bootstrap, topic, 2)  # already exists: tolerated
 
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
@@ -76,22 +80,22 @@ async def test_produce_consume_group_two_partitions(kafka_bootstrap: str, unique
 
 
 def test_embedded_kafka_stop_leaves_nothing() -> None:
-    kafka = services.EmbeddedKafka()
+    kafka = EmbeddedKafka()
     bootstrap = kafka.start()
     host, _, port = bootstrap.rpartition(":")
-    assert services.kafka_api_versions_ok(host, int(port))
+    assert kafka_api_versions_ok(host, int(port))
     pid, log_path = kafka.pid, kafka.log_path
     assert pid is not None and log_path is not None and log_path.exists()
     kafka.stop()
     assert not psutil.pid_exists(pid)
     assert not log_path.exists()
-    assert not services.kafka_api_versions_ok(host, int(port))
+    assert not kafka_api_versions_ok(host, int(port))
     kafka.stop()  # idempotent
 
 
 async def test_database_answers(database_url: str) -> None:
     assert database_url.startswith("postgresql+asyncpg://")
-    conn = await asyncpg.connect(services.plain_postgres_url(database_url))
+    conn = await asyncpg.connect(plain_database_url(database_url))
     try:
         assert await conn.fetchval("select 1") == 1
         assert (await conn.fetchval("select current_database()")).startswith("cs_test_")
@@ -112,7 +116,7 @@ async def test_database_answers_through_sqlalchemy(database_url: str) -> None:
 
 
 async def _query(url: str, sql: str, *args: object):
-    conn = await asyncpg.connect(services.plain_postgres_url(url))
+    conn = await asyncpg.connect(plain_database_url(url))
     try:
         return await conn.fetch(sql, *args)
     finally:
@@ -121,11 +125,11 @@ async def _query(url: str, sql: str, *args: object):
 
 async def test_embedded_postgres_persists_across_restart(server_dir: Path) -> None:
     data_dir = server_dir / "pgdata"
-    pg = services.EmbeddedPostgres(data_dir)
+    pg = EmbeddedPostgres(data_dir)
     try:
         url = await asyncio.to_thread(pg.start)
         assert url.startswith("postgresql+asyncpg://") and url.endswith("/canvas_stream")
-        await services.wait_for_postgres(url, timeout=10)
+        await wait_for_postgres(url, timeout=10)
         await _query(url, "create table kept (id int primary key, note text)")
         await _query(url, "insert into kept values (1, 'survives restart')")
         first_pid = pg.pid
@@ -135,7 +139,7 @@ async def test_embedded_postgres_persists_across_restart(server_dir: Path) -> No
     assert not psutil.pid_exists(first_pid)
     assert (data_dir / "PG_VERSION").exists()  # persistent: not removed by stop()
 
-    pg2 = services.EmbeddedPostgres(data_dir)
+    pg2 = EmbeddedPostgres(data_dir)
     try:
         url2 = await asyncio.to_thread(pg2.start)
         rows = await _query(url2, "select id, note from kept")
@@ -147,7 +151,7 @@ async def test_embedded_postgres_persists_across_restart(server_dir: Path) -> No
 
 
 async def test_embedded_postgres_temporary_dir_removed() -> None:
-    with services.EmbeddedPostgres(database="other_db") as pg:
+    with EmbeddedPostgres(database="other_db") as pg:
         assert pg.url.endswith("/other_db")
         rows = await _query(pg.url, "select current_database() as db")
         assert rows[0]["db"] == "other_db"
@@ -157,21 +161,9 @@ async def test_embedded_postgres_temporary_dir_removed() -> None:
     assert pid is not None and not psutil.pid_exists(pid)
 
 
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("postgresql://u:p@h:5432/d", "postgresql+asyncpg://u:p@h:5432/d"),
-        ("postgres://h/d", "postgresql+asyncpg://h/d"),
-        ("postgresql+asyncpg://h/d", "postgresql+asyncpg://h/d"),
-    ],
-)
-def test_to_asyncpg_url(given: str, expected: str) -> None:
-    assert services.to_asyncpg_url(given) == expected
-
-
 def test_free_port_is_bindable() -> None:
     import socket
 
-    port = services.free_port()
+    port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))

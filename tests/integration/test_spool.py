@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from canvas_stream.services import free_port
+from canvas_stream.embedded.process import free_port
 from ingest.publish import KafkaPublisher, SpoolFullError, ensure_topic
 from ingest.spool import SUFFIX, Spool, encode_record
 

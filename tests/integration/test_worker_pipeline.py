@@ -10,9 +10,10 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
-from canvas_stream import services
+from canvas_stream.settings import plain_database_url
 from ingest.publish import ensure_topic
 from processors.warehouse import tables
+from processors.warehouse.schema import SCHEMA
 from tests.support.corpus import load_examples
 from tests.support.procs import Role, role_env, running, wait_until
 
@@ -27,11 +28,11 @@ async def committed(bootstrap: str, topic: str, group: str) -> int:
 
 
 async def waiting_on_events(conn: asyncpg.Connection) -> bool:
-    """Some backend waits for a lock on canvas.events (the worker's insert, behind our lock)."""
+    """Some backend waits for a lock on the events table (the worker's insert, behind our lock)."""
     return bool(await conn.fetchval(
         "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'canvas' AND c.relname = 'events' "
-        "AND NOT l.granted"))
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = 'events' "
+        "AND NOT l.granted", SCHEMA))
 
 
 async def test_offsets_move_only_after_the_commit_while_the_next_batch_is_prepared(
@@ -47,10 +48,10 @@ async def test_offsets_move_only_after_the_commit_while_the_next_batch_is_prepar
     finally:
         await producer.stop()
 
-    lock = await asyncpg.connect(services.plain_postgres_url(migrated_database_url))
+    lock = await asyncpg.connect(plain_database_url(migrated_database_url))
     holding = lock.transaction()
     await holding.start()
-    await lock.execute("LOCK TABLE canvas.events IN SHARE MODE")  # inserts wait; the batch cannot commit
+    await lock.execute(f"LOCK TABLE {SCHEMA}.events IN SHARE MODE")  # inserts wait; the batch cannot commit
     released = False
     env = role_env(DATABASE_URL=migrated_database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic,
                    KAFKA_PARTITIONS="1", WORKER_GROUP_ID=group, WORKER_BATCH_SIZE="30", WORKER_BATCH_SECONDS="0.1",

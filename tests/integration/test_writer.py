@@ -58,7 +58,7 @@ async def test_any_order_and_repetition_gives_the_same_row(engine):
     expected = await rows(engine, tables.submissions)
     for order in list(itertools.permutations(HISTORY))[:: 7]:
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE canvas.submissions"))
+            await conn.execute(text(f"TRUNCATE {tables.SCHEMA}.submissions"))
         # One change per transaction, each delivered twice, in this order.
         for c in order:
             await apply(engine, [c])
@@ -126,5 +126,5 @@ async def test_a_json_column_no_event_carried_is_sql_null(engine):
     key = {c.name: (1 if c.type.__class__.__name__ == "BigInteger" else "k") for c in table.primary_key.columns}
     async with engine.begin() as conn:
         await upsert_changes(conn, [RowChange(table.name, key, {}, make_version(T0, "e"))])
-        found = await conn.execute(text(f"select count(*) from canvas.{table.name} where {column} is null"))
+        found = await conn.execute(text(f"select count(*) from {tables.SCHEMA}.{table.name} where {column} is null"))
         assert found.scalar_one() == 1

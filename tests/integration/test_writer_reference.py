@@ -6,6 +6,7 @@ the corpus gives the same tables as the unoptimized path."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -16,21 +17,24 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from canvas_stream import migrate, services
+from canvas_stream import migrate
 from processors.normalize.model import EventRow, RowChange, make_version
 from processors.warehouse import tables, writer
-from processors.warehouse.schema import TABLE_SPECS, Kind
+from processors.warehouse.schema import SCHEMA, TABLE_SPECS, Kind
 from tests.support import identity, reference_writer
+from tests.support.databases import create_database, drop_database
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 # Tables with every kind of column, integer and text keys, composite keys and jsonb columns.
 TABLES = ["submissions", "courses", "lti_notices", "asset_processor_submissions", "course_scores", "quizzes"]
 
+# What PostgreSQL text and jsonb can hold: no NUL, no lone surrogate (both writers refuse those alike).
+storable = st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-10, 10**12), st.floats(allow_nan=False, allow_infinity=False),
-              st.text(max_size=6)),
-    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=4), children,
-                                                                                  max_size=3)),
+              st.text(storable, max_size=6)),
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(storable, max_size=4),
+                                                                                  children, max_size=3)),
     max_leaves=6)
 
 
@@ -40,8 +44,7 @@ def value_of(kind: Kind):
         Kind.FLOAT: st.floats(allow_nan=False, allow_infinity=False, width=64),
         Kind.BOOL: st.booleans(),
         Kind.TIME: st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)),
-        Kind.TEXT: st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
-                           max_size=12),
+        Kind.TEXT: st.text(alphabet=storable, max_size=12),
         Kind.JSON: json_values,
     }[kind]
 
@@ -59,38 +62,45 @@ def row_change(draw) -> RowChange:
 
 @st.composite
 def event_row(draw) -> tuple[EventRow, bool]:
-    payload = draw(st.dictionaries(st.text(max_size=5), json_values, max_size=4))
+    payload = draw(st.dictionaries(st.text(storable, max_size=5), json_values, max_size=4))
     row = EventRow(event_id=draw(st.sampled_from(["a", "b", "c", "d"])), event_name="x", format="canvas",
                    event_time=draw(st.none() | st.just(T0)),
                    received_at=T0 + timedelta(seconds=draw(st.integers(0, 9))),
-                   user_id=draw(st.none() | st.integers(1, 9)), context_type=None, context_id=None, payload=payload)
+                   user_id=draw(st.none() | st.integers(1, 9)), context_type=None, context_id=None, payload=payload,
+                   subscription=draw(st.none() | st.sampled_from(["s1", "s2"])),
+                   root_account_uuid=draw(st.none() | st.just("uuid-1")),
+                   happening_id=draw(st.none() | st.sampled_from(["h1", "h2"])),
+                   request_id=draw(st.none() | st.text(storable, max_size=5)),
+                   real_user_id=draw(st.none() | st.integers(1, 9)),
+                   user_login=draw(st.none() | st.text(storable, max_size=5)),
+                   user_sis_id=draw(st.none() | st.text(storable, max_size=5)),
+                   root_account_id=draw(st.none() | st.integers(1, 9)),
+                   arrival=draw(st.none() | st.dictionaries(st.text(storable, max_size=5), json_values, max_size=3)))
     as_text = draw(st.booleans())  # the payload as the record's text, or encoded by the writer
     if as_text:
-        row = EventRow(**{f: getattr(row, f) for f in ("event_id", "event_name", "format", "event_time",
-                                                        "received_at", "user_id", "context_type", "context_id",
-                                                        "payload")},
-                       payload_json=json.dumps(payload, ensure_ascii=False).encode())
+        row = dataclasses.replace(row, payload_json=json.dumps(payload, ensure_ascii=False).encode())
     return row, as_text
 
 
 @pytest.fixture(scope="module")
 def two_databases(postgres_server_url):
     names = [f"cs_test_ref_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    urls = [asyncio.run(services.create_database(postgres_server_url, name)) for name in names]
+    urls = [asyncio.run(create_database(postgres_server_url, name)) for name in names]
     try:
         for url in urls:
             migrate.upgrade(url)
         yield urls
     finally:
         for name in names:
-            asyncio.run(services.drop_database(postgres_server_url, name))
+            asyncio.run(drop_database(postgres_server_url, name))
 
 
 async def write(url: str, batches: list[tuple[list[EventRow], list[RowChange]]], module) -> dict[str, list[str]]:
     engine = create_async_engine(url, pool_size=1)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE " + ", ".join(f"canvas.{t.name}" for t in tables.metadata.sorted_tables)))
+            names = ", ".join(f"{SCHEMA}.{t.name}" for t in tables.metadata.sorted_tables)
+            await conn.execute(text(f"TRUNCATE {names}"))
         for events, changes in batches:
             async with engine.begin() as conn:
                 await module.insert_events(conn, events)

@@ -28,6 +28,7 @@ def signed(event: dict, kid: str = "current") -> str:
 
 
 async def make_client(jwks_url: str, bootstrap: str, topic: str, **overrides) -> TestClient:
+    overrides.setdefault("live_events_allow_any_account", True)  # binding: tests/integration/test_tenant_binding.py
     settings = Settings(kafka_bootstrap_servers=bootstrap, kafka_topic=topic, live_events_jwks_url=jwks_url,
                         live_events_issuer=ISSUER, kafka_ack_timeout_seconds=3, **overrides)
     publisher = KafkaPublisher(bootstrap, topic, ack_timeout=3)

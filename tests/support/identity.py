@@ -22,9 +22,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from canvas_stream import services
+from canvas_stream.settings import plain_database_url
+from processors.normalize.ids import IdPolicy
+from processors.warehouse.schema import SCHEMA
+from tests.support.databases import create_database, drop_database
 
 BATCH = 1000
+IDS = IdPolicy()  # no home shard set, as the worker runs by default
 RECEIVED_AT = "2026-01-01T00:00:00.000001+00:00"
 
 
@@ -96,7 +100,7 @@ async def _old_path(url: str, inputs: list[Input]) -> None:
                 record = Record(source=obj["source"], format=obj["format"], received_at=obj["received_at"],
                                 payload=obj["payload"], verification=Verification(**obj["verification"]),
                                 raw=obj["raw"])
-                merged.extend(normalize(record))
+                merged.extend(normalize(record, IDS))
             async with engine.begin() as conn:
                 await reference_writer.insert_events(conn, merged.events)
                 await reference_writer.upsert_changes(conn, merged.changes)
@@ -115,7 +119,7 @@ async def _new_path(url: str, inputs: list[Input]) -> None:
         sink = WarehouseSink(engine)
         wire = [_new_wire(item) for item in inputs]
         for start in range(0, len(wire), BATCH):
-            batch = prepare(wire[start:start + BATCH])
+            batch = prepare(wire[start:start + BATCH], IDS)
             if batch.quarantined():
                 raise AssertionError(f"quarantined: {[q.reason for q in batch.quarantined()][:3]}")
             await sink.write(batch)
@@ -129,14 +133,14 @@ async def dump(url: str) -> dict[str, list[str]]:
 
     from processors.warehouse import tables
 
-    conn = await asyncpg.connect(services.plain_postgres_url(url))
+    conn = await asyncpg.connect(plain_database_url(url))
     try:
         out = {}
         for table in tables.metadata.sorted_tables:
             if table.name == "quarantine":
                 continue
             keys = ", ".join(f'"{c.name}"' for c in table.primary_key.columns)
-            rows = await conn.fetch(f'SELECT t::text AS row FROM canvas."{table.name}" t ORDER BY {keys}')
+            rows = await conn.fetch(f'SELECT t::text AS row FROM {SCHEMA}."{table.name}" t ORDER BY {keys}')
             out[table.name] = [r["row"] for r in rows]
         return out
     finally:
@@ -158,7 +162,7 @@ async def compare(server_url: str, inputs: list[Input]) -> Report:
     from canvas_stream import migrate
 
     names = [f"cs_identical_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    urls = [await services.create_database(server_url, name) for name in names]
+    urls = [await create_database(server_url, name) for name in names]
     try:
         for url in urls:
             await asyncio.to_thread(migrate.upgrade, url)
@@ -167,7 +171,7 @@ async def compare(server_url: str, inputs: list[Input]) -> Report:
         old, new = await dump(urls[0]), await dump(urls[1])
     finally:
         for name in names:
-            await services.drop_database(server_url, name)
+            await drop_database(server_url, name)
     report = Report(events=len(inputs), tables=len(old))
     for name, rows in old.items():
         report.rows += len(rows)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,9 +18,16 @@ from typing import Any
 
 def role_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LTI_", "LIVE_EVENTS_", "KAFKA_", "WORKER_"))}
-    env.update({"LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+    # A free admin port of its own: several ingresses run side by side in a test.
+    env.update({"LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "ADMIN_PORT": str(_free_port())})
     env.update(overrides)
     return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Role:

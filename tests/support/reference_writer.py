@@ -46,17 +46,18 @@ def _version_time(version: str) -> datetime:
 def _upsert_statement(table: Table) -> Any:
     stmt = insert(table)
     excluded = stmt.excluded
+    functions = getattr(func, table.schema)  # newer() and merge_versions() live beside the tables
     key_names = [c.name for c in table.primary_key.columns]
     data_columns = [c for c in table.c if c.name not in key_names and c.name not in tables.VERSION_COLUMNS]
     set_: dict[str, Any] = {
         c.name: case(
-            (func.canvas.newer(excluded.field_versions[c.name].astext, table.c.field_versions[c.name].astext),
+            (functions.newer(excluded.field_versions[c.name].astext, table.c.field_versions[c.name].astext),
              excluded[c.name]),
             else_=table.c[c.name],
         )
         for c in data_columns
     }
-    set_["field_versions"] = func.canvas.merge_versions(table.c.field_versions, excluded.field_versions)
+    set_["field_versions"] = functions.merge_versions(table.c.field_versions, excluded.field_versions)
     set_["last_event_at"] = func.greatest(table.c.last_event_at, excluded.last_event_at)
     return stmt.on_conflict_do_update(index_elements=key_names, set_=set_,
                                       where=not_(table.c.field_versions.contains(excluded.field_versions)))
@@ -65,8 +66,12 @@ def _upsert_statement(table: Table) -> Any:
 @functools.cache
 def _events_statement() -> Any:
     stmt = insert(tables.events)
-    return stmt.on_conflict_do_update(index_elements=["event_id"], set_={"received_at": stmt.excluded.received_at},
-                                      where=stmt.excluded.received_at < tables.events.c.received_at)
+    return stmt.on_conflict_do_update(
+        index_elements=["event_id"],
+        set_={"received_at": stmt.excluded.received_at,
+              "subscription": func.coalesce(stmt.excluded.subscription, tables.events.c.subscription),
+              "arrival": func.coalesce(stmt.excluded.arrival, tables.events.c.arrival)},
+        where=stmt.excluded.received_at < tables.events.c.received_at)
 
 
 async def upsert_changes(conn: AsyncConnection, changes: Iterable[RowChange]) -> int:
@@ -94,7 +99,10 @@ async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
     values = [
         {"event_id": r.event_id, "event_name": r.event_name, "format": r.format, "event_time": r.event_time,
          "received_at": r.received_at, "user_id": r.user_id, "context_type": r.context_type,
-         "context_id": r.context_id, "payload": r.payload}
+         "context_id": r.context_id, "payload": r.payload, "subscription": r.subscription,
+         "root_account_uuid": r.root_account_uuid, "happening_id": r.happening_id or r.event_id,
+         "request_id": r.request_id, "real_user_id": r.real_user_id, "user_login": r.user_login,
+         "user_sis_id": r.user_sis_id, "root_account_id": r.root_account_id, "arrival": r.arrival}
         for r in sorted(best.values(), key=lambda r: r.event_id)
     ]
     if values:

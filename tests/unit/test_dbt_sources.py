@@ -44,10 +44,9 @@ def test_every_table_column_and_key_is_declared_with_its_comment():
             assert entry["data_tests"] == [{"unique_combination_of_columns": {"arguments": {"columns": keys}}}]
 
 
-def test_the_schema_comes_from_a_var_or_the_environment_with_the_project_default():
+def test_the_schema_comes_from_the_setting_with_the_project_default():
     source = yaml.safe_load(dbt_sources.render())["sources"][0]
-    assert source["schema"] == (
-        f"{{{{ var('canvas_schema', env_var('CANVAS_STREAM_SCHEMA', '{tables.SCHEMA}')) }}}}")
+    assert source["schema"] == "{{ env_var('WAREHOUSE_SCHEMA', 'canvas_stream') }}"
     assert "'elsewhere'" in dbt_sources.schema_expression("elsewhere")
 
 

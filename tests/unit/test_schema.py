@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 
 from canvas_stream.records import SOURCE_LTI_NOTICE, Record, Verification
-from processors.normalize import normalize
+from processors.normalize import IdPolicy, normalize
 from processors.normalize.apply import COMPILED, MappingError, compile_target
 from processors.normalize.event_map import (
     EVENTS,
@@ -16,6 +16,7 @@ from processors.normalize.event_map import (
     EventId,
     EventName,
     EventTime,
+    HappeningId,
     MetaField,
     T,
     parse_source,
@@ -23,6 +24,8 @@ from processors.normalize.event_map import (
 from processors.normalize.notices import CLAIM, FORMAT_LTI_NOTICE
 from processors.warehouse import schema, tables
 from processors.warehouse.schema import TABLE_SPECS, Kind
+
+IDS = IdPolicy()
 
 TARGETS = [(name, target) for name, spec in EVENTS.items() for target in spec.targets]
 
@@ -61,7 +64,8 @@ def test_the_schema_declares_every_table_including_events_quarantine_and_lti():
     assert set(TABLE_SPECS) == set(tables.TABLES) == {t.name for t in tables.metadata.sorted_tables}
     assert {"events", "quarantine", "lti_notices", "context_copies", "asset_processor_submissions",
             "lti_deployments"} <= set(TABLE_SPECS)
-    assert {name for name, spec in TABLE_SPECS.items() if not spec.versioned} == {"events", "quarantine"}
+    unversioned = {name for name, spec in TABLE_SPECS.items() if not spec.versioned}
+    assert unversioned == {"events", "quarantine", "ingress_answers", "lti_nonces", "lti_handler_subscriptions"}
 
 
 @pytest.mark.parametrize("name", sorted(TABLE_SPECS))
@@ -89,7 +93,8 @@ def test_field_sources_are_parsed_into_typed_objects():
     assert parse_source("@event_id") == EventId()
     assert parse_source("@event_time") == EventTime()
     assert parse_source("@event_name") == EventName()
-    for text in ("score", "@meta.url", "=deleted", "@event_id", "@event_time", "@event_name"):
+    assert parse_source("@happening_id") == HappeningId()
+    for text in ("score", "@meta.url", "=deleted", "@event_id", "@happening_id", "@event_time", "@event_name"):
         assert str(parse_source(text)) == text
     with pytest.raises(ValueError, match="unknown field source"):
         parse_source("@event_tyme")
@@ -147,7 +152,7 @@ KIND_TYPES = {Kind.TEXT: str, Kind.TIME: datetime, Kind.JSON: (dict, list), Kind
 
 @pytest.mark.parametrize("ntype", sorted(NOTICES))
 def test_lti_notice_changes_name_schema_columns_of_the_right_kind(ntype):
-    out = normalize(_notice(ntype))
+    out = normalize(_notice(ntype), IDS)
     expected = {"lti_notices", "lti_deployments"} | {
         "LtiContextCopyNotice": {"context_copies"},
         "LtiAssetProcessorSubmissionNotice": {"asset_processor_submissions"},

@@ -15,8 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.verify import (
+    ClaimsRejected,
     JwsParts,
+    TokenPolicy,
     TokenRejected,
+    UnknownKid,
     VerifiedToken,
     check_claims,
     decode_claims,
@@ -45,11 +48,10 @@ def claims(**over: Any) -> dict[str, Any]:
     return {k: v for k, v in base.items() if v is not None}
 
 
-def verify(token: str | bytes, **kw: Any) -> VerifiedToken:
-    kw.setdefault("issuer", ISS)
-    kw.setdefault("leeway", 60)
-    kw.setdefault("now", NOW)
-    return verify_token(token, KEYS.get, **kw)
+def verify(token: str | bytes, *, now: float = NOW, **policy: Any) -> VerifiedToken:
+    policy.setdefault("issuer", ISS)
+    policy.setdefault("leeway", 60)
+    return verify_token(token, KEYS.get, TokenPolicy(**policy), now=now)
 
 
 def rejected(token: str | bytes, **kw: Any) -> str:
@@ -93,7 +95,7 @@ def test_pieces_compose() -> None:
     parts = parse_compact(tok)
     assert isinstance(parts, JwsParts) and parts.kid == "ka"
     verify_signature(parts, KEYS["ka"])
-    check_claims(decode_claims(parts), issuer=ISS, leeway=0, now=NOW)
+    check_claims(decode_claims(parts), TokenPolicy(issuer=ISS, leeway=0), now=NOW)
 
 
 # ---- signatures ---------------------------------------------------------------------------------
@@ -230,6 +232,15 @@ def test_json_bomb_payload(depth: int) -> None:
     assert rejected(tok, max_len=10**7) == "malformed token (JSON nested deeper than 64)"
 
 
+def test_header_with_many_escaped_quotes_is_refused_in_linear_time() -> None:
+    # Before the shared guard, each escaped quote restarted a scan to the end of the header: ~0.25 s of
+    # CPU per forged token at the 8 KiB header limit, before any signature check.
+    hdr = '{"alg":"RS256","kid":"ka","x":' + "[]," * 70 + '"' + '\\"' * 2800
+    started = time.perf_counter()
+    assert rejected(compact(hdr, claims(), b"x")) == "malformed token (header is not valid JSON)"
+    assert time.perf_counter() - started < 0.1
+
+
 def test_moderate_nesting_and_brackets_in_strings_are_fine() -> None:
     c = claims(deep=json.loads("[" * 60 + "]" * 60), s="[[[{{{" * 100)
     assert verify(sign(c, KEY_A, "ka")).claims["s"].startswith("[[[")
@@ -340,9 +351,24 @@ def test_required_claims() -> None:
 
 
 def test_check_claims_uses_wall_clock_by_default() -> None:
-    check_claims({"exp": time.time() + 100}, issuer=None, leeway=0)
+    check_claims({"exp": time.time() + 100}, TokenPolicy(issuer=None, leeway=0))
     with pytest.raises(TokenRejected):
-        check_claims({"exp": time.time() - 100}, issuer=None, leeway=0)
+        check_claims({"exp": time.time() - 100}, TokenPolicy(issuer=None, leeway=0))
+
+
+def test_unknown_kid_names_the_kid() -> None:
+    with pytest.raises(UnknownKid) as ei:
+        verify(sign(claims(), KEY_A, "rotated-in"))
+    assert ei.value.kid == "rotated-in" and ei.value.reason == "unknown kid"
+
+
+def test_claims_rejection_carries_the_authentic_claims_only() -> None:
+    with pytest.raises(ClaimsRejected) as ei:
+        verify(sign(claims(exp=int(NOW) - 3600), KEY_A, "ka"))
+    assert ei.value.reason == "token expired" and ei.value.claims["body"] == {"redirect_url": "x"}
+    with pytest.raises(TokenRejected) as forged:  # a bad signature never exposes the claims
+        verify(sign(claims(exp=int(NOW) - 3600), KEY_B, "ka"))
+    assert not isinstance(forged.value, ClaimsRejected)
 
 
 # ---- fuzzing ------------------------------------------------------------------------------------
@@ -474,7 +500,7 @@ def _pyjwt_verdict(tok: str, audience: str | None, require: tuple[str, ...]) -> 
 def test_cross_check_with_pyjwt(scenario: tuple[str, str | None, tuple[str, ...]]) -> None:
     tok, audience, require = scenario
     try:
-        verify_token(tok, KEYS.get, issuer=ISS, audience=audience, leeway=60, require=require)
+        verify_token(tok, KEYS.get, TokenPolicy(issuer=ISS, audience=audience, leeway=60, require=require))
         ours = True
     except TokenRejected:
         ours = False

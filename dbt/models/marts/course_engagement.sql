@@ -39,7 +39,7 @@ activity as (
     select
         course_id,
         user_id,
-        count(*) as events,
+        count(distinct happening_id) as events,  -- a happening delivered in both formats counts once
         count(distinct (occurred_at at time zone '{{ var("activity_time_zone") }}')::date) as active_days,
         min(occurred_at) as first_activity_at,
         max(occurred_at) as last_activity_at

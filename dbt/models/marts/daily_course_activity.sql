@@ -1,7 +1,8 @@
--- Daily activity per course: every event in the course's context, and its page views.
--- Days are calendar days in var('activity_time_zone').
+-- Daily activity per course: every happening in the course's context, and its page views.
+-- Days are calendar days in var('activity_time_zone'). A happening delivered in both formats counts once.
 with events as (
     select
+        happening_id,
         course_id,
         (occurred_at at time zone '{{ var("activity_time_zone") }}')::date as activity_date,
         user_id
@@ -19,7 +20,7 @@ page_views as (
 ),
 
 events_per_day as (
-    select course_id, activity_date, count(*) as events, count(distinct user_id) as active_users
+    select course_id, activity_date, count(distinct happening_id) as events, count(distinct user_id) as active_users
     from events
     group by 1, 2
 ),

@@ -1,5 +1,6 @@
 -- Page views (asset_accessed), without client IP, user agent, session or URL (personal data).
 select
+    happening_id,
     event_id,
     event_time,
     user_id,

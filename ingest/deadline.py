@@ -1,0 +1,181 @@
+"""Canvas's 15-second contract: every answer on its routes is given within RESPONSE_DEADLINE_SECONDS.
+
+Canvas counts an answer slower than 15 s as a timeout against the subscription (the lower of its two
+deactivation thresholds), whatever the answer. So whatever hangs (the body, a key fetch, the broker,
+a spool fsync, a database lookup) must turn into a 503, which Canvas retries, before then.
+
+How, in three parts:
+
+* :func:`deadline_middleware` runs the handler of a Canvas route under ``asyncio.timeout_at`` of the
+  request's deadline and answers 503 when it fires. The body is read inside the handler, so the
+  deadline covers it (the headers are bounded by the server's keep-alive timeout).
+* :func:`read_body` bounds the body read by ``HTTP_READ_TIMEOUT_SECONDS`` and by the deadline, a
+  moment before it, so a slow sender gets its own answer (408) rather than the generic 503.
+* :func:`publish_within_deadline` waits for the broker only until a moment before the deadline, in
+  tasks the deadline does not cancel. A record acknowledged by then is answered 2xx, always, even if
+  the deadline fires in the same instant. A record not acknowledged by then is answered 503 while its
+  publish goes on: if it is acknowledged later it is durable, and Canvas's retry of the 503 becomes a
+  duplicate, which the warehouse absorbs (event id / notice id keys). Counted as a late acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from canvas_stream.errors import CanvasStreamError
+from canvas_stream.metrics import LATE_ACKNOWLEDGEMENTS, RESPONSE_DEADLINE_EXCEEDED
+from ingest.budget import COUNTED_ROUTES
+from ingest.http import error
+
+__all__ = [
+    "DEADLINE_KEY",
+    "NotAcknowledgedInTime",
+    "deadline_middleware",
+    "publish_within_deadline",
+    "read_body",
+]
+
+log = structlog.get_logger(__name__)
+
+DEADLINE_KEY = web.RequestKey("response_deadline", float)  # loop.time() by which the answer must be given
+LATE_PUBLISHES_KEY = web.AppKey("late_publishes", set)
+DEADLINE_MESSAGE = "no answer within the response deadline; retry later"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class NotAcknowledgedInTime(CanvasStreamError):
+    """The broker had not acknowledged a record a moment before the deadline (it may still)."""
+
+    public = "event store did not acknowledge within the response deadline; retry later"
+
+
+def margin(seconds: float) -> float:
+    """How long before the deadline the body read and the broker wait give up: enough to answer."""
+    return min(0.5, seconds * 0.05)
+
+
+def _route(request: web.Request) -> str | None:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
+def deadline_middleware(seconds: float, routes: Iterable[str] = COUNTED_ROUTES) -> Any:
+    """Answer 503 on ``routes`` when the handler has not answered within ``seconds``."""
+    guarded = frozenset(routes)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = _route(request)
+        if route not in guarded:
+            return await handler(request)
+        deadline = asyncio.get_running_loop().time() + seconds
+        request[DEADLINE_KEY] = deadline
+        timeout = asyncio.timeout_at(deadline)
+        try:
+            async with timeout:
+                return await handler(request)
+        except TimeoutError:
+            if not timeout.expired():
+                raise  # some other timeout the handler did not handle: not ours to rename
+            RESPONSE_DEADLINE_EXCEEDED.labels(route).inc()
+            log.warning("no answer within the response deadline; answering 503", route=route, seconds=seconds)
+            return error(503, DEADLINE_MESSAGE)
+
+    return middleware
+
+
+def _read_deadline(request: web.Request, read_timeout: float) -> float:
+    loop = asyncio.get_running_loop()
+    until = loop.time() + read_timeout
+    deadline = request.get(DEADLINE_KEY)
+    if deadline is not None:
+        until = min(until, deadline - margin(deadline - loop.time()))
+    return until
+
+
+async def read_body(request: web.Request, read_timeout: float) -> bytes:
+    """The whole body, within ``read_timeout`` and before the response deadline; raises TimeoutError
+    (answer 408) or ``web.HTTPRequestEntityTooLarge`` (413)."""
+    async with asyncio.timeout_at(_read_deadline(request, read_timeout)):
+        return await request.read()
+
+
+def _late_publishes(request: web.Request) -> set[asyncio.Task[None]]:
+    app = request.app
+    if LATE_PUBLISHES_KEY not in app:
+        app[LATE_PUBLISHES_KEY] = set()
+    tasks: set[asyncio.Task[None]] = app[LATE_PUBLISHES_KEY]
+    return tasks
+
+
+def _acknowledged(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+def _follow_late(request: web.Request, task: asyncio.Task[None]) -> None:
+    """Keep a publish answered 503 running, and say what became of it."""
+    tasks = _late_publishes(request)
+    tasks.add(task)
+
+    def done(t: asyncio.Task[None]) -> None:
+        tasks.discard(t)
+        if _acknowledged(t):
+            LATE_ACKNOWLEDGEMENTS.inc()
+            log.info("record acknowledged after its request was answered 503: durable; a retry is a duplicate")
+        elif not t.cancelled():
+            t.exception()  # retrieved: the 503 already said it is not stored
+
+    task.add_done_callback(done)
+
+
+async def publish_within_deadline(
+    request: web.Request, publish: Callable[[bytes, bytes], Awaitable[None]], records: Sequence[tuple[bytes, bytes]]
+) -> list[BaseException | None]:
+    """Publish ``records`` at once; per record, None once acknowledged, else why not (the exception,
+    or :class:`NotAcknowledgedInTime` when the wait ended a moment before the deadline)."""
+
+    async def one(key: bytes, value: bytes) -> None:
+        await publish(key, value)
+
+    tasks = [asyncio.ensure_future(one(k, v)) for k, v in records]
+    if not tasks:
+        return []
+    loop = asyncio.get_running_loop()
+    deadline = request.get(DEADLINE_KEY)
+    wait = None if deadline is None else max(0.0, deadline - margin(deadline - loop.time()) - loop.time())
+    try:
+        await asyncio.wait(tasks, timeout=wait)
+    except asyncio.CancelledError:
+        # The deadline (or a shutdown) fired while we waited. Records the broker acknowledged are
+        # durable: when all of them are, the answer is the 2xx they earned, never a 503.
+        if deadline is not None and loop.time() >= deadline and all(_acknowledged(t) for t in tasks):
+            return [None] * len(tasks)
+        for task in tasks:
+            if not task.done():
+                _follow_late(request, task)
+            elif not task.cancelled():
+                task.exception()
+        raise
+    outcomes: list[BaseException | None] = []
+    for task in tasks:
+        if not task.done():
+            _follow_late(request, task)
+            outcomes.append(NotAcknowledgedInTime())
+        else:
+            outcomes.append(NotAcknowledgedInTime() if task.cancelled() else task.exception())
+    return outcomes
+
+
+async def settle_late_publishes(app: web.Application, timeout: float) -> None:
+    """At shutdown: give publishes answered 503 a bounded chance to finish before the producer stops."""
+    tasks = app.get(LATE_PUBLISHES_KEY) or set()
+    if tasks:
+        with contextlib.suppress(Exception):
+            await asyncio.wait(list(tasks), timeout=timeout)

@@ -1,0 +1,39 @@
+"""The ingress's notice ledger, answered by the warehouse: which LTI notice ids are stored already.
+
+Implements ``ingest.lti_routes.NoticeLedger`` (structurally: nothing here imports the ingress),
+and the CLI passes it to the ingress when DATABASE_URL is set, so the ingress never imports a table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from processors.warehouse import tables
+
+__all__ = ["WarehouseNoticeLedger"]
+
+LTI_NOTICES = tables.metadata.tables[f"{tables.SCHEMA}.lti_notices"]
+
+
+class WarehouseNoticeLedger:
+    """Looks notice ids up in ``canvas_stream.lti_notices`` over a one-connection pool."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._engine: AsyncEngine | None = None  # on first use: a bad URL must not stop the ingress
+
+    async def known(self, ids: Sequence[str]) -> set[str]:
+        """The subset of ``ids`` already stored; raises on any database error (the caller backs off)."""
+        if self._engine is None:
+            self._engine = create_async_engine(self._url, pool_size=1, max_overflow=2)
+        stmt = select(LTI_NOTICES.c.notice_id).where(LTI_NOTICES.c.notice_id.in_(list(ids)))
+        async with self._engine.connect() as conn:
+            return set((await conn.execute(stmt)).scalars())
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
