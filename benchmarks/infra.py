@@ -153,10 +153,8 @@ def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def cli_cmd(role: str, *args: str, wrap: list[str] | None = None) -> list[str]:
-    """The real CLI (``canvas-stream <role>``); ``wrap`` runs it through benchmarks.wrap experiments."""
-    if wrap:
-        return [sys.executable, "-m", "benchmarks.wrap", *wrap, "--", role, *args]
+def cli_cmd(role: str, *args: str) -> list[str]:
+    """The real CLI (``canvas-stream <role>``)."""
     return [sys.executable, "-m", "canvas_stream.cli", role, *args]
 
 

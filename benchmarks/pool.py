@@ -135,8 +135,12 @@ class Pool:
         jwk.update({"kid": KID, "use": "sig", "alg": "RS256"})
         return jwk
 
+    def claims_json(self, i: int) -> bytes:
+        """The signed payload's JSON text (what the ingress publishes)."""
+        return base64.urlsafe_b64decode(self.tokens[i].split(b".")[1] + b"===")
+
     def claims(self, i: int) -> dict[str, Any]:
-        return json.loads(base64.urlsafe_b64decode(self.tokens[i].split(b".")[1] + b"==="))
+        return json.loads(self.claims_json(i))
 
 
 def _fingerprint(n: int, seed: int) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from canvas_stream.embedded.broker import EmbeddedKafka
 from canvas_stream.embedded.process import free_port
+from canvas_stream.settings import async_database_url
 from ingest.publish import ensure_topic
 from processors.warehouse.schema import SCHEMA
 
@@ -33,10 +34,9 @@ from .infra import Proc
 from .pool import ISSUER, Pool, build_pool
 
 PARTITIONS = 6
-# faust processes run with a 10 s session timeout: tansu delays a new group's first join by half of it
-# (faust's default 60 s would add 30 s of idle time to every worker start; rates exclude it anyway).
-SESSION = ["--session-timeout", "10"]
-EXTRA_PATH = os.environ.get("BENCH_EXTRA_PATH", "/tmp/cs-bench-tools")
+# Workers run with a 10 s session timeout: tansu delays a new group's first join by half of it (the
+# default 20 s would add 10 s of idle time to every worker start; rates and CPU figures exclude it anyway).
+SESSION_SECONDS = "10"
 
 
 @dataclass
@@ -53,12 +53,14 @@ class Mode:
     experiment_events: int = 8000
     experiment_reps: int = 1
     soak_rate: float = 500
+    identical_events: int = 3000
 
 
 QUICK = Mode("quick", pool=24_000, http_seconds=4, latency_seconds=8, rate=1000, scaling=(1, 2), soak_minutes=0,
-             kafka_values=10_000, copy_rows=10_000)
+             kafka_values=10_000, copy_rows=10_000, identical_events=1000)
 FULL = Mode("full", pool=80_000, http_seconds=12, latency_seconds=30, rate=1000, scaling=(1, 2, 3),
-            soak_minutes=10, kafka_values=40_000, copy_rows=40_000, experiment_events=10_000, experiment_reps=3)
+            soak_minutes=10, kafka_values=40_000, copy_rows=40_000, experiment_events=10_000, experiment_reps=3,
+            identical_events=12_000)
 
 
 @dataclass
@@ -122,25 +124,25 @@ class Bench:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("LTI_", "LIVE_EVENTS_", "KAFKA_", "WORKER_", "DATABASE_URL"))}
-        env.update(LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1", BENCH_EXTRA_PATH=EXTRA_PATH)
+        env.update(LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
         env.update(extra)
         return env
 
-    def ingress(self, topic: str, wrap: list[str] | None = None) -> tuple[Proc, str]:
+    def ingress(self, topic: str) -> tuple[Proc, str]:
         port = free_port()
         env = self.env(KAFKA_BOOTSTRAP_SERVERS=self.kafka, KAFKA_TOPIC=topic, LIVE_EVENTS_JWKS_URL=self.jwks_url,
                        LIVE_EVENTS_ISSUER=ISSUER, HOST="127.0.0.1", PORT=str(port),
                        LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true")
-        proc = Proc("ingress", infra.cli_cmd("ingress", "--port", str(port), wrap=wrap), env).start()
+        proc = Proc("ingress", infra.cli_cmd("ingress", "--port", str(port)), env).start()
         infra.wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc)
         return proc, f"http://127.0.0.1:{port}/live-events"
 
-    def worker(self, topic: str, group: str, wrap: list[str] | None = None, **extra: str) -> Proc:
+    def worker(self, topic: str, group: str, **extra: str) -> Proc:
         port = free_port()
         env = self.env(KAFKA_BOOTSTRAP_SERVERS=self.kafka, KAFKA_TOPIC=topic, KAFKA_PARTITIONS=str(PARTITIONS),
-                       DATABASE_URL=self.pg.url, WORKER_GROUP_ID=group, WORKER_STATUS_PORT=str(port), **extra)
-        wrap = [*SESSION, *(wrap or [])]
-        proc = Proc("worker", infra.cli_cmd("worker", wrap=wrap), env).start()
+                       DATABASE_URL=self.pg.url, WORKER_GROUP_ID=group, WORKER_STATUS_PORT=str(port),
+                       WORKER_SESSION_TIMEOUT_SECONDS=SESSION_SECONDS, **extra)
+        proc = Proc("worker", infra.cli_cmd("worker"), env).start()
         infra.wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, timeout=90)
         return proc
 
@@ -183,17 +185,25 @@ class Bench:
     def checksum(self) -> str:
         """md5 over every warehouse table's rows (received_at comes from the topic, so equal runs match)."""
         names = self.sql("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = "
-                         "'canvas' AND tablename <> 'quarantine'").split(",")
+                         f"'{SCHEMA}' AND tablename <> 'quarantine'").split(",")
         parts = [self.sql(f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {SCHEMA}.{n} t")
                  for n in names]
         return ",".join(p[:8] for p in parts)
 
     def truncate(self) -> None:
         tables = self.sql("SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') FROM pg_tables "
-                          "WHERE schemaname = 'canvas'")
+                          f"WHERE schemaname = '{SCHEMA}'")
         self.sql(f"TRUNCATE {tables}")
 
-    def closed(self, url: str, seconds: float | None = None) -> load.LoadResult:
+    def closed(self, url: str, seconds: float | None = None, cpu_of: Proc | None = None) -> load.LoadResult:
+        """Closed-loop load; with ``cpu_of``, its CPU seconds during the load go in ``extra["cpu_s"]``."""
+        cpu0 = cpu_of.cpu_seconds() if cpu_of is not None else 0.0
+        res = self._closed(url, seconds)
+        if cpu_of is not None:
+            res.extra["cpu_s"] = cpu_of.cpu_seconds() - cpu0
+        return res
+
+    def _closed(self, url: str, seconds: float | None = None) -> load.LoadResult:
         seconds = seconds or self.mode.http_seconds
         if self.use_wrk:
             return load.closed_loop(url, self.pool.tokens_path, self.pool.tokens, seconds)
@@ -201,17 +211,26 @@ class Bench:
 
     def drain(self, table: str, expect: int, procs: list[Proc], timeout: float = 300.0,
               since: float | None = None) -> dict[str, float]:
-        """Poll ``table`` until it holds ``expect`` rows; rate from the first row (or ``since``) to the last."""
+        """Poll ``table`` until it holds ``expect`` rows; rate from the first row (or ``since``) to the last.
+
+        ``cpu_us_per_row``: CPU of ``procs`` between the first and the last row seen, per row in between
+        (startup and idle time left out)."""
         first_t = since
         last_n, last_t = 0, time.perf_counter()
+        first_cpu: tuple[float, int] | None = None
+        last_cpu = (0.0, 0)
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             n = self.count(table)
             t = time.perf_counter()
+            cpu = sum(p.cpu_seconds() for p in procs)
             if n > 0 and first_t is None:
                 first_t, first_n = t, n
+            if n > 0 and first_cpu is None:
+                first_cpu = (cpu, n)
             if n != last_n:
                 last_n, last_t = n, t
+                last_cpu = (cpu, n)
             if n >= expect:
                 break
             for p in procs:
@@ -221,10 +240,13 @@ class Bench:
                 break  # stalled
             time.sleep(0.25)
         if first_t is None:
-            return {"rows": 0, "rate": 0.0, "seconds": 0.0}
+            return {"rows": 0, "rate": 0.0, "seconds": 0.0, "cpu_us_per_row": 0.0}
         base = 0 if since is not None else first_n
         seconds = max(last_t - first_t, 1e-6)
-        return {"rows": last_n, "rate": (last_n - base) / seconds, "seconds": seconds}
+        cpu_us = 0.0
+        if first_cpu is not None and last_cpu[1] > first_cpu[1]:
+            cpu_us = (last_cpu[0] - first_cpu[0]) / (last_cpu[1] - first_cpu[1]) * 1e6
+        return {"rows": last_n, "rate": (last_n - base) / seconds, "seconds": seconds, "cpu_us_per_row": cpu_us}
 
     def peak(self, role: str, proc: Proc) -> None:
         self.peaks[role] = max(self.peaks.get(role, 0), proc.peak_rss)
@@ -238,8 +260,8 @@ class Bench:
         log("limit: aiohttp no-op handler")
         proc, url = self.minimal("noop")
         try:
-            res = self.closed(url)
-            r.put("limit.noop", _load(res, proc))
+            res = self.closed(url, cpu_of=proc)
+            r.put("limit.noop", _load(res))
             if self.use_wrk:
                 aio = asyncio.run(load._aiohttp_closed(url, self.pool.tokens, 3, 64, None))
                 r.put("client_overhead", {"wrk_us_per_req": res.client_us_per_request,
@@ -253,7 +275,7 @@ class Bench:
         log("limit: aiohttp + fast RS256 verify")
         proc, url = self.minimal("verify")
         try:
-            r.put("limit.verify", _load(self.closed(url), proc))
+            r.put("limit.verify", _load(self.closed(url, cpu_of=proc)))
         finally:
             proc.stop()
 
@@ -261,7 +283,7 @@ class Bench:
         topic = self.topic("min-ingress")
         proc, url = self.minimal("verify-produce", "--bootstrap", self.kafka, "--topic", topic)
         try:
-            r.put("limit.verify_produce", _load(self.closed(url), proc))
+            r.put("limit.verify_produce", _load(self.closed(url, cpu_of=proc)))
             self.peak("min-ingress", proc)
         finally:
             proc.stop()
@@ -287,7 +309,7 @@ class Bench:
         out = []
         for i in range(min(n, len(self.pool))):
             _key, rec = build_record(self.pool.claims(i), Verification(True, "bench-2048", ISSUER, limits.now()),
-                                    self.pool.tokens[i])
+                                     self.pool.claims_json(i))
             out.append(rec.to_bytes())
         return out
 
@@ -300,17 +322,20 @@ class Bench:
         try:
             time.sleep(3)  # consumer joins its group
             before = self.count("bench_min_events")
+            cpu0 = ingress.cpu_seconds() + consumer.cpu_seconds()
+            consumer0, pg0 = consumer.cpu_seconds(), self.pg_cpu()
             started = time.perf_counter()
             res = self.closed(url)
             time.sleep(0.5)
             distinct = min(self.topic_size(topic), len(self.pool))
             out = self.drain("bench_min_events", before + distinct, [consumer], since=started)
-            cpu = (ingress.cpu_seconds() + consumer.cpu_seconds()) / max(distinct, 1) * 1e6
+            n = max(out["rows"] - before, 1)
+            cpu = (ingress.cpu_seconds() + consumer.cpu_seconds() - cpu0) / n * 1e6
             self.res.put("limit.min_pipeline", {"ingress_rate": res.rate, "committed_rate": out["rate"],
                                                 "rows": out["rows"] - before, "p99_ms": res.p99_ms,
                                                 "cpu_us_per_event": cpu, "consumer_cpu_us_per_event":
-                                                consumer.cpu_seconds() / max(distinct, 1) * 1e6,
-                                                "pg_cpu_us_per_event": self.pg_cpu() / max(distinct, 1) * 1e6})
+                                                (consumer.cpu_seconds() - consumer0) / n * 1e6,
+                                                "pg_cpu_us_per_event": (self.pg_cpu() - pg0) / n * 1e6})
         finally:
             ingress.stop()
             consumer.stop()
@@ -320,9 +345,9 @@ class Bench:
         topic = self.topic("ours")
         proc, url = self.ingress(topic)
         try:
-            res = self.closed(url)
+            res = self.closed(url, cpu_of=proc)
             self.res.put("ours.ingress", _load(res))
-            self.res.put("ours.ingress_cpu_us_per_event", proc.cpu_seconds() / max(res.ok, 1) * 1e6)
+            self.res.put("ours.ingress_cpu_us_per_event", _load(res)["cpu_us_per_event"])
             self.peak("ingress", proc)
             self.filled = (topic, min(self.topic_size(topic), len(self.pool)))
         finally:
@@ -340,14 +365,13 @@ class Bench:
             try:
                 ready = time.perf_counter() - started
                 out = self.drain(f"{SCHEMA}.events", distinct, workers)
-                cpu = sum(w.cpu_seconds() for w in workers)
                 pg_cpu = self.pg_cpu()
                 if n == 1:
                     size = self.sql("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace ns "
-                                    "ON ns.oid = c.relnamespace WHERE ns.nspname = 'canvas' AND c.relkind = 'r'")
+                                    f"ON ns.oid = c.relnamespace WHERE ns.nspname = '{SCHEMA}' AND c.relkind = 'r'")
                     self.res.put("ours.storage_bytes_per_event", int(size) / max(out["rows"], 1))
                 self.res.put(f"ours.workers_{n}", {"rate": out["rate"], "rows": out["rows"], "startup_s": ready,
-                                                   "cpu_us_per_event": cpu / max(out["rows"], 1) * 1e6,
+                                                   "cpu_us_per_event": out["cpu_us_per_row"],
                                                    "pg_cpu_us_per_event": pg_cpu / max(out["rows"], 1) * 1e6})
                 for w in workers:
                     w.sample()
@@ -367,17 +391,27 @@ class Bench:
             try:
                 deadline = time.monotonic() + 120
                 rate = 0.0
+                first_cpu: tuple[float, int] | None = None
+                last_cpu = (0.0, 0)
                 while time.monotonic() < deadline:
                     lines = [ln for ln in proc.output(20000).splitlines() if ln.startswith("PROGRESS")]
+                    cpu = proc.cpu_seconds()
                     if lines:
                         _, n, t, first = lines[-1].split()
+                        if first_cpu is None:
+                            first_cpu = (cpu, int(n))
+                        if int(n) != last_cpu[1]:
+                            last_cpu = (cpu, int(n))
                         if int(n) >= distinct:
                             rate = int(n) / max(float(t) - float(first), 1e-6)
                             break
                     if not proc.alive():
                         raise RuntimeError(proc.output())
-                    time.sleep(0.25)
+                    time.sleep(0.1)
                 self.res.put(f"limit.faust_noop_{label}", rate)
+                if first_cpu is not None and last_cpu[1] > first_cpu[1]:
+                    self.res.put(f"limit.faust_noop_{label}_cpu_us_per_event",
+                                 (last_cpu[0] - first_cpu[0]) / (last_cpu[1] - first_cpu[1]) * 1e6)
             finally:
                 proc.stop()
 
@@ -467,86 +501,57 @@ class Bench:
         finally:
             proc.stop()
         filled = min(self.topic_size(topic), len(self.pool))
-        variants = [("profile.worker", None), ("profile.worker_with_unnest_writer", ["--unnest-writer"])]
-        for label, wrap in variants:
-            log(f"profile: py-spy on one worker draining the topic ({label})")
-            self.truncate()
-            worker = self.worker(topic, f"g-{uuid.uuid4().hex[:6]}", wrap=wrap)
-            try:
-                spy = profile.start(worker.pid, 600)
-                out = self.drain(f"{SCHEMA}.events", filled, [worker])
-                self.res.put(label, {"rate_under_profiler": out["rate"],
-                                     "top": profile.summarize(profile.finish(spy))})
-            finally:
-                worker.stop()
+        log("profile: py-spy on one worker draining the topic (attached at its first committed row)")
+        self.truncate()
+        worker = self.worker(topic, f"g-{uuid.uuid4().hex[:6]}")
+        try:
+            deadline = time.monotonic() + 120
+            while self.count(f"{SCHEMA}.events") == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            spy = profile.start(worker.pid, 600)
+            out = self.drain(f"{SCHEMA}.events", filled, [worker])
+            self.res.put("profile.worker", {"rate_under_profiler": out["rate"],
+                                            "top": profile.summarize(profile.finish(spy))})
+        finally:
+            worker.stop()
 
     def experiments(self, reps: int) -> None:
-        """Each suggestion against the same baseline, interleaved (baseline, A, B, ..., baseline, A, ...)
-        ``reps`` times so the other engineers' load hits all variants alike; medians are reported."""
+        """Settings against the same baseline, interleaved (baseline, A, B, ..., baseline, A, ...) ``reps``
+        times so the other engineers' load hits all variants alike; medians are reported. Worker variants
+        are checked to leave the same tables (md5 of every table)."""
         import statistics
-
-        have_uvloop = (Path(EXTRA_PATH) / "uvloop").exists()
-        ingress_variants: list[tuple[str, list[str]]] = [
-            ("baseline", []), ("fast_record_to_bytes", ["--fast-record"]), ("linger_5ms", ["--linger", "5"]),
-            ("no_raw_in_record", ["--no-raw"])]
-        if have_uvloop:
-            ingress_variants += [("uvloop", ["--uvloop"]), ("orjson_records", ["--orjson"]),
-                                 ("uvloop+fast_record", ["--uvloop", "--fast-record"])]
-        runs: dict[str, list[dict[str, Any]]] = {}
-        for rep in range(reps):
-            for label, wrap in ingress_variants:
-                log(f"experiment {rep + 1}/{reps}: ingress {label}")
-                proc, url = self.ingress(self.topic("exp"), wrap=wrap or None)
-                try:
-                    res = self.closed(url, min(self.mode.http_seconds, 8))
-                    runs.setdefault(label, []).append({"rate": res.rate, "p99_ms": res.p99_ms,
-                                                       "cpu_us": proc.cpu_seconds() / max(res.ok, 1) * 1e6})
-                finally:
-                    proc.stop()
-        for label, values in runs.items():
-            self.res.put(f"exp.ingress.{label}", {
-                "rate": statistics.median(v["rate"] for v in values),
-                "p99_ms": statistics.median(v["p99_ms"] for v in values),
-                "cpu_us_per_event": statistics.median(v["cpu_us"] for v in values),
-                "runs": [round(v["rate"]) for v in values]})
 
         log(f"experiment: filling a topic with {self.mode.experiment_events} records for the worker variants")
         topic = self.topic("exp-worker")
         records = self.records(self.mode.experiment_events)
         asyncio.run(limits.kafka_produce_consume(self.kafka, topic, records, consume=False))
         distinct = len(records)
-        worker_variants: list[tuple[str, list[str], dict[str, str], str | None]] = [
-            ("baseline", [], {}, None), ("batch_2000", [], {"WORKER_BATCH_SIZE": "2000"}, None),
-            ("batch_500", [], {"WORKER_BATCH_SIZE": "500"}, None),
-            ("executemany_writer", ["--executemany-writer"], {}, None),
-            ("unnest_writer", ["--unnest-writer"], {}, None),
+        worker_variants: list[tuple[str, dict[str, str], str | None]] = [
+            ("baseline", {}, None), ("batch_2000", {"WORKER_BATCH_SIZE": "2000"}, None),
+            ("batch_500", {"WORKER_BATCH_SIZE": "500"}, None),
         ]
         if self.pg.lz4:
-            worker_variants.append(("lz4_payload", [], {}, "lz4"))
-        if have_uvloop:
-            worker_variants.append(("uvloop", ["--uvloop"], {}, None))
-            worker_variants.append(("executemany+uvloop", ["--executemany-writer", "--uvloop"], {}, None))
-            worker_variants.append(("unnest+uvloop", ["--unnest-writer", "--uvloop"], {}, None))
+            worker_variants.append(("lz4_payload", {}, "lz4"))
         baseline_digest = ""
         wruns: dict[str, list[dict[str, Any]]] = {}
-        for rep in range(max(1, reps - 1)):
-            for label, wrap, extra, compression in worker_variants:
+        for rep in range(reps):
+            for label, extra, compression in worker_variants:
                 log(f"experiment {rep + 1}/{reps}: worker {label}")
                 self.truncate()
                 if compression:
                     self.sql(f"ALTER TABLE {SCHEMA}.events ALTER COLUMN payload SET COMPRESSION {compression}")
-                worker = self.worker(topic, f"g-{uuid.uuid4().hex[:6]}", wrap=wrap or None, **extra)
+                worker = self.worker(topic, f"g-{uuid.uuid4().hex[:6]}", **extra)
                 try:
+                    pg0 = self.pg_cpu()
                     out = self.drain(f"{SCHEMA}.events", distinct, [worker])
-                    cpu = worker.cpu_seconds()
-                    pg_cpu = self.pg_cpu()
+                    pg_cpu = self.pg_cpu() - pg0
                 finally:
                     worker.stop()
                     if compression:
                         self.sql(f"ALTER TABLE {SCHEMA}.events ALTER COLUMN payload SET COMPRESSION pglz")
                 digest = self.checksum() if rep == 0 else baseline_digest
                 baseline_digest = digest if label == "baseline" else baseline_digest
-                wruns.setdefault(label, []).append({"rate": out["rate"], "cpu_us": cpu / max(out["rows"], 1) * 1e6,
+                wruns.setdefault(label, []).append({"rate": out["rate"], "cpu_us": out["cpu_us_per_row"],
                                                     "pg_us": pg_cpu / max(out["rows"], 1) * 1e6,
                                                     "same": digest == baseline_digest})
         for label, values in wruns.items():
@@ -557,34 +562,23 @@ class Bench:
                 "same_tables_as_baseline": all(v["same"] for v in values),
                 "runs": [round(v["rate"]) for v in values]})
 
-        if have_uvloop:
-            log("experiment: end to end at the fixed rate with the suggested changes applied together")
-            topic = self.topic("exp-e2e")
-            worker = self.worker(topic, f"g-{topic}", wrap=["--unnest-writer", "--uvloop"])
-            ingress, url = self.ingress(topic, wrap=["--uvloop", "--fast-record"])
-            try:
-                self.warm(url)
-                self.latency(url, self.mode.latency_seconds, label="exp.e2e_latency.all_suggestions")
-                time.sleep(3)
-                self.truncate()
-                before = self.topic_size(topic)
-                started = time.perf_counter()
-                res = self.closed(url)
-                time.sleep(0.5)
-                out = self.drain(f"{SCHEMA}.events", min(self.topic_size(topic) - before, len(self.pool)),
-                                 [worker, ingress], since=started)
-                self.res.put("exp.e2e.all_suggestions", {"ingress_rate": res.rate, "committed_rate": out["rate"],
-                                                         "p99_ms": res.p99_ms})
-            finally:
-                ingress.stop()
-                worker.stop()
+    def identical(self, events: int) -> None:
+        """The warehouse the optimized path builds equals the unoptimized path's, on the same input."""
+        from . import identical
+
+        log(f"check: unoptimized vs optimized path on the corpus + {events} pool events, tables compared")
+        inputs = identical.corpus_inputs() + identical.pool_inputs(events)
+        report = asyncio.run(identical.compare(async_database_url(self.pg.server_url), inputs))
+        self.res.put("identical", {"identical": report.identical, "events": report.events, "tables": report.tables,
+                                   "rows": report.rows, "differing": report.differing,
+                                   "ids_checked": report.ids_checked, "ids_wrong": report.ids_wrong})
 
 
-def _load(res: load.LoadResult, *procs: Proc) -> dict[str, Any]:
+def _load(res: load.LoadResult) -> dict[str, Any]:
     out = {"rate": res.rate, "p50_ms": res.p50_ms, "p99_ms": res.p99_ms, "errors": res.errors,
            "requests": res.requests, "tool": res.tool}
-    if procs:
-        out["cpu_us_per_event"] = sum(p.cpu_seconds() for p in procs) / max(res.ok, 1) * 1e6
+    if "cpu_s" in res.extra:  # the server's CPU while the load ran, per answered request
+        out["cpu_us_per_event"] = res.extra["cpu_s"] / max(res.ok, 1) * 1e6
     return out
 
 
@@ -623,7 +617,8 @@ def table(res: Results, peaks: dict[str, int]) -> str:
         None)
     add("  ingress vs verify-only handler", ing, "aiohttp+verify", g("limit.verify/rate"),
         ratio(ing, g("limit.verify/rate")), None)
-    add("  ingress CPU us/event", g("ours.ingress_cpu_us_per_event"), "", None, "", None)
+    ing_cpu, vp_cpu = g("ours.ingress_cpu_us_per_event"), g("limit.verify_produce/cpu_us_per_event")
+    add("  ingress CPU us/event", ing_cpu, "min verify+produce", vp_cpu, f"x{ratio(ing_cpu, vp_cpu)}", None)
     w1 = g("ours.workers_1/rate")
     noop = g("limit.faust_noop_plain")
     add("worker events/s, topic -> committed", w1, "faust no-op", noop, f">=0.70x: {ratio(w1, noop)}",
@@ -634,8 +629,11 @@ def table(res: Results, peaks: dict[str, int]) -> str:
         ratio(w1, g("limit.kafka_consume_msg_s")), None)
     add("  worker vs PostgreSQL COPY of the rows", w1, "COPY", g("limit.pg_copy_rows_s"),
         ratio(w1, g("limit.pg_copy_rows_s")), None)
-    add("  worker CPU us/event", g("ours.workers_1/cpu_us_per_event"), "min consumer",
-        g("limit.min_pipeline/consumer_cpu_us_per_event"), "", None)
+    w_cpu, noop_cpu = g("ours.workers_1/cpu_us_per_event"), g("limit.faust_noop_take_events_cpu_us_per_event")
+    add("  worker CPU us/event", w_cpu, "faust take no-op", noop_cpu, f"x{ratio(w_cpu, noop_cpu)}", None)
+    min_consumer_cpu = g("limit.min_pipeline/consumer_cpu_us_per_event")
+    add("  worker CPU us/event vs the minimal consumer", w_cpu, "min consumer", min_consumer_cpu,
+        f"x{ratio(w_cpu, min_consumer_cpu)}", None)
     add("  PostgreSQL backend CPU us/event", g("ours.workers_1/pg_cpu_us_per_event"), "min pipeline",
         g("limit.min_pipeline/pg_cpu_us_per_event"), "", None)
     e2e = g("ours.e2e/committed_rate")
@@ -669,6 +667,10 @@ def table(res: Results, peaks: dict[str, int]) -> str:
         unseen = sum(c.get("unseen", 0) for c in s)
         add(f"soak {soak['minutes']:g} min: non-2xx answers / sampled events never stored", f"{non_2xx} / {unseen}",
             "events sent", f"{soak['events']}", "0 / 0", non_2xx == 0 and unseen == 0)
+    same = g("identical")
+    if same:
+        add("warehouse tables vs the unoptimized path", f"{same['rows']} rows, {same['tables']} tables",
+            "events", same["events"], "byte-identical", same["identical"])
     add("peak RSS MB ingress / worker", f"{peaks.get('ingress', 0) / 2**20:.0f} / {peaks.get('worker', 0) / 2**20:.0f}",
         "min ingress", f"{peaks.get('min-ingress', 0) / 2**20:.0f}", "", None)
     widths = [max(len(r[i]) for r in [*rows, ("what", "ours", "limit", "ratio / target", "")]) for i in range(5)]
@@ -689,16 +691,9 @@ def table(res: Results, peaks: dict[str, int]) -> str:
                 exp_lines.append(f"  {role:7} {label:24} {value['rate']:8,.0f}/s  x{value['rate'] / base:4.2f}  "
                                  f"{value.get('cpu_us_per_event', 0):5.0f} us/event{extra}  runs {value.get('runs')}"
                                  f"{same}")
-    if g("exp.e2e.all_suggestions"):
-        a = g("exp.e2e.all_suggestions")
-        lat = g("exp.e2e_latency.all_suggestions") or {}
-        exp_lines.append(f"  all suggestions end to end: committed {a['committed_rate']:,.0f}/s (x"
-                         f"{a['committed_rate'] / (e2e or 1):.2f} of ours, {a['committed_rate'] / (mp or 1):.2f} of "
-                         f"the minimal pipeline); at {res.figures.get('rate', 1000):.0f}/s e2e p50/p99 "
-                         f"{lat.get('e2e_p50_ms', 0):,.0f}/{lat.get('e2e_p99_ms', 0):,.0f} ms")
     if exp_lines:
         lines.append("")
-        lines.append("suggestions, measured (median of interleaved runs; x = ratio to the unchanged baseline):")
+        lines.append("settings, measured (median of interleaved runs; x = ratio to the default):")
         lines.extend(exp_lines)
     lim = [("raw RS256 verify /s/core", g("limit.rs256_verify_per_s")),
            ("aiohttp no-op req/s", g("limit.noop/rate")), ("aiohttp+verify req/s", g("limit.verify/rate")),
@@ -709,6 +704,14 @@ def table(res: Results, peaks: dict[str, int]) -> str:
            ("min pipeline committed/s", mp), ("client overhead", g("client_overhead"))]
     lines.append("")
     lines.append("machine limits: " + "; ".join(f"{k} {_fmt(v)}" for k, v in lim if v is not None))
+    cpu = [("min verify+produce", vp_cpu), ("aiohttp no-op", g("limit.noop/cpu_us_per_event")),
+           ("aiohttp+verify", g("limit.verify/cpu_us_per_event")),
+           ("faust no-op", g("limit.faust_noop_plain_cpu_us_per_event")),
+           ("faust take no-op", noop_cpu), ("min consumer", min_consumer_cpu),
+           ("min pipeline (both processes)", g("limit.min_pipeline/cpu_us_per_event")),
+           ("min pipeline PostgreSQL", g("limit.min_pipeline/pg_cpu_us_per_event"))]
+    lines.append("CPU us/event of the minimal programs: "
+                 + "; ".join(f"{k} {_fmt(v)}" for k, v in cpu if v is not None))
     return "\n".join(lines)
 
 
@@ -719,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
                         help="py-spy profiles of ingress and worker (default: on in full mode)")
     parser.add_argument("--experiments", action=argparse.BooleanOptionalAction, default=None,
-                        help="measure the improvement suggestions (default: on in full mode)")
+                        help="measure worker settings against the default (default: on in full mode)")
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
     parser.add_argument("--no-wrk", action="store_true", help="use the aiohttp client even if wrk is installed")
     args = parser.parse_args(argv)
@@ -761,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 ingress.stop()
                 worker.stop()
+            bench.identical(mode.identical_events)
             if args.profile:
                 bench.profile(10)
             if args.experiments:

@@ -1,8 +1,10 @@
 """The one record format on the wire between the ingress and the workers.
 
-The ingress publishes what it verified (source, key id, issuer, times, the decoded payload and the
-raw body), so a worker never needs signing keys and a replay can re-normalize from the topic or
-from the ``events`` table. Pure: no I/O.
+The ingress publishes what it verified (source, key id, issuer, times and the payload), so a worker
+never needs signing keys and a replay can re-normalize from the topic or from the ``events`` table.
+One copy of the event per record: the payload's JSON text as it was verified (a live event's raw
+token is not repeated; an LTI notice keeps its JWT in ``raw`` because ``lti_notices.jwt`` stores
+it). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from canvas_stream import json_codec
 from canvas_stream.errors import CanvasStreamError
 from canvas_stream.formats import (
     FORMAT_CALIPER,
@@ -94,23 +97,29 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
     delivery: Delivery | None = None
     v: int = RECORD_VERSION
+    # The payload's JSON text when it is at hand (the verified token's payload segment, the unsigned
+    # body, or the record's own bytes on the worker): published and stored as is, never re-encoded.
+    payload_json: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
-        """Compact JSON; built by hand because ``asdict`` deep-copies the payload (5x slower here)."""
+        """Compact JSON: the small envelope encoded, the payload's own text spliced in when known."""
         v, d = self.verification, self.delivery
-        obj = {
+        envelope = json_codec.dumps({
             "source": self.source,
             "format": self.format,
             "received_at": self.received_at,
-            "payload": self.payload,
             "verification": {"signed": v.signed, "kid": v.kid, "issuer": v.issuer, "verified_at": v.verified_at},
             "raw": self.raw,
             "extra": self.extra,
             "delivery": None if d is None else {"method": d.method, "subscription_id": d.subscription_id,
                                                 "queue": d.queue, "message_id": d.message_id},
             "v": self.v,
-        }
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        })
+        # The stdlib encodes a payload without text: it writes NaN/Infinity, which the worker refuses
+        # (quarantine), where msgspec would silently write null.
+        payload = self.payload_json if self.payload_json is not None else json.dumps(
+            self.payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return b"".join((envelope[:-1], b',"payload":', payload, b"}"))
 
     @property
     def received_datetime(self) -> datetime:
@@ -163,10 +172,10 @@ def now_iso() -> str:
 
 
 def record_from_bytes(data: bytes) -> Record:
-    """Decode a Kafka message value; raises RecordError for anything else."""
+    """Decode a Kafka message value (once); raises RecordError for anything else."""
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = json_codec.loads(data)
+    except ValueError as exc:  # UnicodeDecodeError included
         raise RecordError("message is not JSON") from exc
     if not isinstance(obj, dict) or obj.get("v") != RECORD_VERSION:
         raise RecordError("message is not a canvas-stream record")
@@ -181,6 +190,7 @@ def record_from_bytes(data: bytes) -> Record:
             verification=verification,
             raw=obj.get("raw"),
             extra=obj.get("extra") or {},
+            payload_json=json_codec.payload_text(data),
             delivery=delivery,
         )
         record.received_datetime  # noqa: B018 - validates the timestamp

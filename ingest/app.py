@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from canvas_stream.records import DELIVERY_HTTPS, Delivery, Verification, now_iso
+from canvas_stream.records import (
+    DELIVERY_HTTPS,
+    FORMAT_CALIPER,
+    FORMAT_CANVAS,
+    FORMAT_UNKNOWN,
+    Delivery,
+    Verification,
+    now_iso,
+)
 from canvas_stream.settings import Settings
 from canvas_stream.tenancy import DeliveryKind, TenantPolicy, token_subscription_id
 from ingest.answers import AnswerLedger, answers_middleware
@@ -42,11 +51,20 @@ def live_events_policy(settings: Settings) -> TokenPolicy:
     return TokenPolicy(issuer=settings.live_events_issuer, leeway=settings.live_events_leeway_seconds)
 
 
-async def verify_live_event(token: str, app: web.Application) -> tuple[dict[str, Any], Verification]:
+async def verify_live_event(
+    token: str, app: web.Application, verified_at: str | None = None
+) -> tuple[dict[str, Any], Verification, bytes]:
+    """The claims, how they were verified, and their JSON text as signed."""
     verified = await verify_with(token, app[LIVE_JWKS_KEY], app[LIVE_POLICY_KEY])
     claims = verified.claims
-    verification = Verification(signed=True, kid=verified.kid, issuer=claims.get("iss"), verified_at=now_iso())
-    return claims, verification
+    verification = Verification(signed=True, kid=verified.kid, issuer=claims.get("iss"),
+                                verified_at=verified_at or now_iso())
+    return claims, verification, verified.claims_json
+
+
+# The success bodies, encoded once.
+_ACCEPTED = {fmt: json.dumps({"status": "accepted", "format": fmt}).encode()
+             for fmt in (FORMAT_CANVAS, FORMAT_CALIPER, FORMAT_UNKNOWN)}
 
 
 async def post_live_event(request: web.Request) -> web.Response:
@@ -65,9 +83,10 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
         body = classify_body(raw)
     except BadBody as exc:
         return error(400, exc.reason)
+    received_at = now_iso()  # also the verification time: one clock read per request
     if body.token is not None:
         try:
-            payload, verification = await verify_live_event(body.token, request.app)
+            payload, verification, payload_json = await verify_live_event(body.token, request.app, received_at)
         except TokenRejected as exc:
             log.info("live event rejected", reason=exc.reason)
             return error(401, f"invalid token: {exc.reason}")
@@ -78,21 +97,21 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
         if not settings.live_events_allow_unsigned:
             return error(401, "unsigned events are not accepted (sign the payload in Canvas Data Services)")
         assert body.payload is not None
-        payload, verification = body.payload, Verification(signed=False)
+        payload, verification, payload_json = body.payload, Verification(signed=False), body.payload_json
     subscription = token_subscription_id(payload) if verification.signed else None  # unsigned: no claim to trust
     kind = DeliveryKind.SIGNED_HTTPS if verification.signed else DeliveryKind.UNSIGNED_HTTPS
     refusal = admit(request.app[TENANT_POLICY_KEY], kind, payload, subscription)
     if refusal is not None:
         return error(403, f"refused: {refusal.value}")
     delivery = Delivery(method=DELIVERY_HTTPS, subscription_id=subscription)
-    key, record = build_record(payload, verification, raw, delivery=delivery)
+    key, record = build_record(payload, verification, payload_json, received_at, delivery=delivery)
     [outcome] = await publish_within_deadline(request, request.app[PUBLISHER_KEY].publish, [(key, record.to_bytes())])
     if isinstance(outcome, PublishFailed | NotAcknowledgedInTime):
         log.warning("publish failed", error=str(outcome) or outcome.__class__.__name__)
         return error(503, outcome.public)
     if outcome is not None:
         raise outcome
-    return web.json_response({"status": "accepted", "format": record.format})
+    return web.Response(body=_ACCEPTED[record.format], content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -18,10 +18,11 @@ class BadBody(Refused, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Body:
-    """A classified body: ``token`` for a signed delivery, ``payload`` for plain JSON."""
+    """A classified body: ``token`` for a signed delivery, ``payload`` (and its text) for plain JSON."""
 
     token: str | None = None
     payload: dict[str, Any] | None = None
+    payload_json: bytes | None = None
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -47,7 +48,7 @@ def classify_body(raw: bytes) -> Body:
     if not stripped:
         raise BadBody("empty body")
     if stripped[:1] == b"{":
-        return Body(payload=parse_json_object(stripped))
+        return Body(payload=parse_json_object(stripped), payload_json=stripped)
     if stripped[:1] == b'"' and stripped[-1:] == b'"' and len(stripped) >= 2:
         stripped = stripped[1:-1].strip()
     try:
@@ -60,11 +61,16 @@ def classify_body(raw: bytes) -> Body:
 
 
 def build_record(
-    payload: dict[str, Any], verification: Verification, raw: bytes, received_at: str | None = None,
+    payload: dict[str, Any], verification: Verification, payload_json: bytes | None, received_at: str | None = None,
     delivery: Delivery | None = None,
 ) -> tuple[bytes, Record]:
     """The Kafka key and record for a verified event (any format; unknown ones are quarantined later),
-    for either delivery method (HTTPS or SQS)."""
+    for either delivery method (HTTPS or SQS).
+
+    One copy of the event: ``payload_json`` (the verified token's payload segment, or the unsigned
+    body) travels as is; the raw token is not repeated (the worker never reads it, and ``verification``
+    says how the event was checked).
+    """
     fmt = detect_format(payload)
     record = Record(
         source=SOURCE_LIVE_EVENT,
@@ -72,7 +78,7 @@ def build_record(
         received_at=received_at or now_iso(),
         payload=payload,
         verification=verification,
-        raw=raw.decode("utf-8", errors="backslashreplace"),
+        payload_json=payload_json,
         delivery=delivery,
     )
     return partition_key(payload, fmt), record

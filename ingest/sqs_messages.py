@@ -114,5 +114,6 @@ def plan_message(message: SqsMessage, policy: TenantPolicy, *, max_body_bytes: i
     if refusal is not None:
         return Plan(message, Action.REFUSE, reason=refusal.value, refusal=refusal, payload=payload)
     verification = Verification(signed=False, verified_at=now_iso())  # the queue's access policy authenticated it
+    # The body is the payload's own JSON text: it travels as is (one copy, not encoded again).
     key, record = build_record(payload, verification, raw, message.received_at, delivery=message.delivery)
     return Plan(message, Action.PUBLISH, key, record.to_bytes())

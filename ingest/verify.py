@@ -142,6 +142,8 @@ class VerifiedToken:
     claims: dict[str, Any]
     kid: str
     alg: str
+    # The claims' JSON text, as signed: a record carries it instead of encoding ``claims`` again.
+    claims_json: bytes = field(default=b"", repr=False, compare=False)
 
 
 def _b64url_decode(segment: bytes, what: str) -> bytes:
@@ -370,7 +372,7 @@ def verify_token(
         check_claims(claims, policy, now=now)
     except TokenRejected as exc:
         raise ClaimsRejected(exc.reason, claims) from None
-    return VerifiedToken(header=parts.header, claims=claims, kid=parts.kid, alg=parts.alg)
+    return VerifiedToken(header=parts.header, claims=claims, kid=parts.kid, alg=parts.alg, claims_json=parts.payload)
 
 
 async def verify_with(

@@ -1,13 +1,18 @@
 """The faust-streaming worker: a thin adapter from a Kafka topic to ``WarehouseSink``.
 
-Offsets move only after the database transaction that holds a batch committed: ``take_events``
-acks a batch when the loop body returns, and the body returns only after ``WarehouseSink.write``
-committed (it retries database outages itself). If the body is interrupted (shutdown, cancel,
-crash) the batch's messages are marked so that faust cannot commit them; they are redelivered.
+Offsets move only after the database transaction that holds a batch committed. Writes are
+pipelined: while batch N is being written (PostgreSQL working), the agent already prepares batch
+N+1 (Python working). For that, each message of a batch gets one more reference
+(``Message.incref``) before the loop body returns, so faust's own ack at the end of the body does
+not make it committable; the write task releases that reference (``stream.ack``) only after the
+transaction committed. One write is in flight at a time, so batches commit in order. If a write
+fails or is cancelled (shutdown, crash), its messages are marked so that faust cannot commit them;
+they are redelivered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -29,7 +34,7 @@ from canvas_stream.metrics import (
 )
 from canvas_stream.probes import database_probe
 from canvas_stream.settings import Settings
-from processors.batch import PreparedBatch, prepare
+from processors.batch import PreparedBatch, batch_of, prepare_one
 from processors.normalize import IdPolicy
 from processors.sink import WarehouseSink
 from processors.watchdog import WorkerHealth
@@ -37,6 +42,9 @@ from processors.watchdog import WorkerHealth
 log = structlog.get_logger(__name__)
 
 MAX_LABELS = 500
+# Messages prepared between two yields to the event loop, so the statements of the batch being written
+# keep flowing to PostgreSQL while the next batch is prepared.
+PREPARE_SLICE = 100
 
 
 def observe_commit(batch: PreparedBatch, seconds: float) -> None:
@@ -79,6 +87,21 @@ def _forbid_commit(events: Any) -> None:
     """Mark messages acked so faust's own ack of an unfinished batch cannot commit them."""
     for event in events:
         event.message.acked = True
+
+
+def _hold(events: Any) -> None:
+    """One more reference per message: the ack faust gives when the loop body returns is not the last."""
+    for event in events:
+        event.message.incref()
+
+
+async def prepare_sliced(values: list[bytes], ids: IdPolicy) -> PreparedBatch:
+    """Decode and normalize, yielding to the loop every few messages (see ``PREPARE_SLICE``)."""
+    items = []
+    for start in range(0, len(values), PREPARE_SLICE):
+        items.extend(prepare_one(value, ids) for value in values[start:start + PREPARE_SLICE])
+        await asyncio.sleep(0)
+    return batch_of(items)
 
 
 def kafka_urls(bootstrap: str) -> list[str]:
@@ -124,22 +147,46 @@ def create_app(settings: Settings) -> faust.App:
                 log.info(message, name=name[:200])
             counter.labels(name[:100]).inc(count)
 
+    async def write_and_release(stream: faust.StreamT, events: Any, batch: PreparedBatch) -> None:
+        """Commit the batch, then release our reference to its messages: only now may faust commit them."""
+        try:
+            started = time.perf_counter()
+            await sink.write(batch)
+        except BaseException:
+            _forbid_commit(events)
+            raise
+        for event in events:
+            await stream.ack(event)
+        observe_commit(batch, time.perf_counter() - started)
+        EVENTS_WRITTEN.inc(len(batch.items) - len(batch.quarantined()))
+        QUARANTINED.inc(len(batch.quarantined()))
+        report_unknown(UNKNOWN_EVENTS, batch.unknown_events, "unknown event name; stored in events only")
+        report_unknown(UNKNOWN_FIELDS, batch.unknown_fields, "unknown event field; kept in the payload")
+        shards.update(batch.shards)
+
+    def log_failure(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch write failed; its offsets stay uncommitted", error=repr(task.exception())[:300])
+
     @app.agent(topic)
     async def load_warehouse(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
-            try:
-                batch = prepare([e.message.value for e in events], ids)
-                started = time.perf_counter()
-                await sink.write(batch)
-            except BaseException:
-                _forbid_commit(events)
-                raise
-            observe_commit(batch, time.perf_counter() - started)
-            EVENTS_WRITTEN.inc(len(batch.items) - len(batch.quarantined()))
-            QUARANTINED.inc(len(batch.quarantined()))
-            report_unknown(UNKNOWN_EVENTS, batch.unknown_events, "unknown event name; stored in events only")
-            report_unknown(UNKNOWN_FIELDS, batch.unknown_fields, "unknown event field; kept in the payload")
-            shards.update(batch.shards)
+        writing: asyncio.Task[None] | None = None  # the previous batch, committing while this one is prepared
+        try:
+            async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
+                try:
+                    batch = await prepare_sliced([e.message.value for e in events], ids)
+                    if writing is not None:
+                        await writing  # in order, one at a time; a failed write crashes the agent as before
+                except BaseException:
+                    _forbid_commit(events)
+                    raise
+                _hold(events)
+                writing = asyncio.create_task(write_and_release(stream, events, batch))
+                writing.add_done_callback(log_failure)
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()  # its messages stay uncommitted: redelivered to whoever gets the partition
+                await asyncio.wait({writing})
 
     @app.on_partitions_assigned.connect
     async def log_assignment(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:

@@ -64,7 +64,12 @@ def prepare_one(raw: bytes, ids: IdPolicy) -> Item:
 
 def prepare(messages: Sequence[bytes] | Iterable[bytes], ids: IdPolicy) -> PreparedBatch:
     """Normalize a batch; ``ids`` (the home shard, from the settings) decides the stored form of ids."""
-    batch = PreparedBatch([prepare_one(m, ids) for m in messages])
+    return batch_of([prepare_one(m, ids) for m in messages])
+
+
+def batch_of(items: list[Item]) -> PreparedBatch:
+    """A batch of prepared items, with what the mapping did not recognise counted."""
+    batch = PreparedBatch(items)
     for item in batch.items:
         if item.normalized is not None:
             batch.unknown_events.update(item.normalized.unknown_events)

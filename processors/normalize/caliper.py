@@ -21,6 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from canvas_stream import json_codec
 from canvas_stream.records import Record, arrival_of
 from canvas_stream.tenancy import caliper_item_root_account_uuid
 from processors.warehouse.schema import Kind
@@ -175,30 +178,36 @@ def _canvas_id(value: Any) -> int | None:
 
 def _get(obj: Any, path: str) -> Any:
     for part in path.split("/"):
-        if not isinstance(obj, Mapping) or part not in obj:
+        if not isinstance(obj, dict) or part not in obj:
             return _MISSING
         obj = obj[part]
     return obj
 
 
-def _ext(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, Mapping):
+_NO_EXT: Mapping[str, Any] = {}
+
+
+def _ext(obj: Any) -> Mapping[str, Any]:
+    """The Canvas extensions of a Caliper entity (read only: the item's own dict)."""
+    if isinstance(obj, dict):
         ext = obj.get("extensions")
-        if isinstance(ext, Mapping) and isinstance(ext.get(EXT), Mapping):
-            return dict(ext[EXT])
-    return {}
+        if isinstance(ext, dict):
+            canvas = ext.get(EXT)
+            if isinstance(canvas, dict):
+                return canvas
+    return _NO_EXT
 
 
 def _is_canvas(item: Mapping[str, Any]) -> bool:
     actor = item.get("actor")
-    actor_id = actor.get("id") if isinstance(actor, Mapping) else None
+    actor_id = actor.get("id") if isinstance(actor, dict) else None
     return bool(_ext(item)) or (isinstance(actor_id, str) and actor_id.startswith(CANVAS_URN))
 
 
 def match_rule(item: Mapping[str, Any]) -> Rule | None:
     if not _is_canvas(item):
         return None
-    obj = item.get("object") if isinstance(item.get("object"), Mapping) else {}
+    obj = item.get("object") if isinstance(item.get("object"), dict) else {}
     kind, _ = urn_kind_and_id(obj.get("id"))
     ext = _ext(obj)
     for rule in RULES:
@@ -217,7 +226,7 @@ def match_rule(item: Mapping[str, Any]) -> Rule | None:
 def group_context(item: Mapping[str, Any]) -> tuple[str | None, int | None]:
     """The event's context from ``group``: (Canvas context type, id)."""
     group = item.get("group")
-    if not isinstance(group, Mapping):
+    if not isinstance(group, dict):
         return None, None
     ext = _ext(group)
     if isinstance(ext.get("context_type"), str) and _canvas_id(ext.get("entity_id")) is not None:
@@ -245,14 +254,14 @@ def caliper_meta(item: Mapping[str, Any], rule: Rule | None = None) -> dict[str,
     if "request_url" in ext:
         meta["url"] = ext["request_url"]
     actor = item.get("actor")
-    if isinstance(actor, Mapping):
+    if isinstance(actor, dict):
         meta["user_id"] = _canvas_id(actor.get("id"))
         actor_ext = _ext(actor)
         for key in ("user_login", "user_sis_id", "real_user_id", "root_account_id"):
             if key in actor_ext:
                 meta[key] = actor_ext[key]
     session = item.get("session")
-    if isinstance(session, Mapping):
+    if isinstance(session, dict):
         _, session_id = urn_kind_and_id(session.get("id"))
         if session_id:
             meta["session_id"] = session_id
@@ -268,8 +277,8 @@ def caliper_meta(item: Mapping[str, Any], rule: Rule | None = None) -> dict[str,
 
 def caliper_body(item: Mapping[str, Any], rule: Rule) -> dict[str, Any]:
     """The Canvas-format body this item stands for, holding only the fields it carries."""
-    obj = item.get("object") if isinstance(item.get("object"), Mapping) else {}
-    ext = _ext(obj)
+    obj = item.get("object") if isinstance(item.get("object"), dict) else {}
+    ext = dict(_ext(obj))
     entity_id = ext.pop("entity_id", None)
     for key in rule.ext_to_meta:
         ext.pop(key, None)
@@ -292,6 +301,34 @@ def caliper_body(item: Mapping[str, Any], rule: Rule) -> dict[str, Any]:
 def caliper_event_name(item: Mapping[str, Any]) -> str:
     rule = match_rule(item)
     return rule.event if rule else f"caliper:{item.get('type')}/{item.get('action')}"
+
+
+_ENVELOPE_KEYS = ("sensor", "sendTime", "dataVersion")
+
+
+class _EnvelopeText(msgspec.Struct):
+    sensor: msgspec.Raw = msgspec.Raw(b"")
+    sendTime: msgspec.Raw = msgspec.Raw(b"")
+    dataVersion: msgspec.Raw = msgspec.Raw(b"")
+    data: list[msgspec.Raw] = []
+
+
+_ENVELOPE_TEXT = msgspec.json.Decoder(_EnvelopeText)
+
+
+def stored_texts(record: Record, items: int) -> list[bytes] | None:
+    """Per ``data[]`` item, its stored payload ``{sensor, sendTime, dataVersion, data: [item]}`` as JSON
+    cut from the record's text (None: not at hand)."""
+    if record.payload_json is None:
+        return None
+    found = json_codec.member_text(record.payload_json, _ENVELOPE_TEXT)
+    if found is None or len(found.data) != items:
+        return None
+    head = b"".join(b'"%s":%s,' % (key.encode(), bytes(text))
+                    for key in _ENVELOPE_KEYS if (text := getattr(found, key)))
+    return [b"".join((b"{", head, b'"data":[', item, b"]}")) for item in found.data]
+
+
 
 
 def is_entity(item: Mapping[str, Any]) -> bool:
@@ -335,7 +372,9 @@ def normalize_caliper(record: Record, ids: IdPolicy) -> Normalized:
     data = payload.get("data")
     if not isinstance(data, list):
         raise NormalizationError("caliper envelope without a data list")
-    envelope = {k: payload[k] for k in ("sensor", "sendTime", "dataVersion") if k in payload}
+    envelope = {k: payload[k] for k in _ENVELOPE_KEYS if k in payload}
+    texts = stored_texts(record, len(data))
+    received_at = record.received_datetime
     subscription = record.delivery.delivered_by if record.delivery else None
     arrival = arrival_of(record)
     out = Normalized()
@@ -348,7 +387,7 @@ def normalize_caliper(record: Record, ids: IdPolicy) -> Normalized:
             continue
         event_id = item.get("id")
         if not isinstance(event_id, str) or not event_id:
-            event_id = "sha256:" + hashlib.sha256(canonical_json(item).encode()).hexdigest()
+            event_id = "sha256:" + hashlib.sha256(json_codec.canonical(item)).hexdigest()
         rule = match_rule(item)
         try:
             event_time = parse_time(item.get("eventTime"))
@@ -372,11 +411,12 @@ def normalize_caliper(record: Record, ids: IdPolicy) -> Normalized:
                 event_name=name,
                 format="caliper",
                 event_time=event_time,
-                received_at=record.received_datetime,
+                received_at=received_at,
                 user_id=event_ids.lenient(meta.get("user_id")),
                 context_type=meta.get("context_type"),
                 context_id=event_ids.lenient(meta.get("context_id")),
                 payload={**envelope, "data": [item]},
+                payload_json=None if texts is None else texts[index],
                 subscription=subscription,
                 root_account_uuid=meta.get("root_account_uuid"),
                 happening_id=applied.happening_id if applied is not None else event_id,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
+from canvas_stream import json_codec
 from canvas_stream.records import Record, arrival_of
 from canvas_stream.tenancy import canvas_root_account_uuid
 
@@ -18,14 +20,33 @@ from .model import EventRow, NormalizationError, Normalized, parse_time
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Sorted keys, no spaces, UTF-8 as is: the text event ids hash."""
+    return json_codec.canonical(value).decode()
 
 
 def canvas_event_id(payload: Mapping[str, Any]) -> str:
     """sha256 of the canonical ``{metadata, body}``: JWT claims (iss, exp, ...) are left out, so a
     retry that Canvas re-signs maps to the same id."""
     event = {"metadata": payload.get("metadata"), "body": payload.get("body")}
-    return hashlib.sha256(canonical_json(event).encode()).hexdigest()
+    return hashlib.sha256(json_codec.canonical(event)).hexdigest()
+
+
+class _EventText(msgspec.Struct):
+    metadata: msgspec.Raw = msgspec.Raw(b"")
+    body: msgspec.Raw = msgspec.Raw(b"")
+
+
+_EVENT_TEXT = msgspec.json.Decoder(_EventText)
+
+
+def stored_text(record: Record) -> bytes | None:
+    """The stored payload ``{metadata, body}`` as JSON, cut from the record's text (None: not at hand)."""
+    if record.payload_json is None:
+        return None
+    found = json_codec.member_text(record.payload_json, _EVENT_TEXT)
+    if found is None or not found.metadata or not found.body:
+        return None
+    return b"".join((b'{"metadata":', found.metadata, b',"body":', found.body, b"}"))
 
 
 def normalize_canvas(record: Record, ids: IdPolicy) -> Normalized:
@@ -61,6 +82,7 @@ def normalize_canvas(record: Record, ids: IdPolicy) -> Normalized:
             context_type=meta.get("context_type") if isinstance(meta.get("context_type"), str) else None,
             context_id=event_ids.lenient(meta.get("context_id")),
             payload={"metadata": meta, "body": body},
+            payload_json=stored_text(record),
             subscription=record.delivery.delivered_by if record.delivery else None,
             root_account_uuid=canvas_root_account_uuid(meta),
             happening_id=applied.happening_id if applied is not None else event_id,

@@ -101,6 +101,7 @@ def normalize_notice(record: Record) -> Normalized:
             context_type=context_type,
             context_id=None,  # likewise: the LTI context id is kept as text in the LTI tables
             payload=claims,
+            payload_json=record.payload_json,
             happening_id=event_id,  # one notice id, one notice: no other delivery format to correlate
             arrival=arrival_of(record, with_raw=True),  # the JWT, kid and client id lti_notices keeps
         )

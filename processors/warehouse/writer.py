@@ -16,17 +16,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, func, not_
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from canvas_stream import json_codec
 from canvas_stream.errors import CanvasStreamError
 from processors.normalize.model import EventRow, RowChange
 
 from . import tables
 
 _TABLES: dict[str, Table] = {t.name: t for t in tables.warehouse_tables()}
-_EMPTY_ROWS: dict[str, dict[str, None]] = {name: dict.fromkeys(t.c.keys()) for name, t in _TABLES.items()}
+_DIALECT = postgresql.dialect()
+_QUOTE = _DIALECT.identifier_preparer.quote
 
 
 class UnknownColumn(CanvasStreamError, ValueError):
@@ -67,16 +70,22 @@ class QuarantineRow:
         return hashlib.sha256(self.raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def collapse(changes: Iterable[RowChange]) -> list[MergedChange]:
-    """Merge changes per (table, key); the result does not depend on the input order."""
+def _merge(changes: Iterable[RowChange]) -> dict[tuple[str, tuple[Any, ...]], MergedChange]:
     merged: dict[tuple[str, tuple[Any, ...]], MergedChange] = {}
     for change in changes:
         key = (change.table, tuple(sorted(change.key.items())))
         row = merged.get(key)
-        if row is None:
-            row = merged[key] = MergedChange(change.table, dict(change.key))
-        row.apply(change)
-    return list(merged.values())
+        if row is None:  # the first change of a row sets every column it carries
+            merged[key] = MergedChange(change.table, dict(change.key), dict(change.fields),
+                                       dict.fromkeys(change.fields, change.version))
+        else:
+            row.apply(change)
+    return merged
+
+
+def collapse(changes: Iterable[RowChange]) -> list[MergedChange]:
+    """Merge changes per (table, key); the result does not depend on the input order."""
+    return list(_merge(changes).values())
 
 
 def collapse_events(rows: Iterable[EventRow]) -> list[EventRow]:
@@ -93,105 +102,153 @@ def _version_time(version: str) -> datetime:
     return datetime.fromisoformat(version.split("|", 1)[0].replace("Z", "+00:00"))
 
 
-@functools.cache
-def _upsert_statement(table: Table):
-    """One statement per table, built and compiled once, run with executemany for every batch.
+def _json_text(value: Any) -> str | None:
+    """A jsonb parameter as text; None stays SQL NULL (as ``JSONB(none_as_null=True)`` binds it)."""
+    return None if value is None else json_codec.dumps(value).decode("utf-8")
 
-    Each data column takes the incoming value only when its version is newer than the stored one;
-    ``field_versions`` keeps the newest version per column; an all-older delivery changes nothing.
-    """
-    stmt = insert(table)
-    excluded = stmt.excluded
-    functions = getattr(func, table.schema)  # newer() and merge_versions() live beside the tables
-    key_names = [c.name for c in table.primary_key.columns]
-    data_columns = [c for c in table.c if c.name not in key_names and c.name not in tables.VERSION_COLUMNS]
-    set_: dict[str, Any] = {
-        c.name: case(
-            (
-                functions.newer(
-                    excluded.field_versions[c.name].astext, table.c.field_versions[c.name].astext
-                ),
-                excluded[c.name],
-            ),
-            else_=table.c[c.name],
-        )
-        for c in data_columns
-    }
-    set_["field_versions"] = functions.merge_versions(table.c.field_versions, excluded.field_versions)
-    set_["last_event_at"] = func.greatest(table.c.last_event_at, excluded.last_event_at)
-    return stmt.on_conflict_do_update(
-        index_elements=key_names,
-        set_=set_,
-        where=not_(table.c.field_versions.contains(excluded.field_versions)),
-    )
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """One table's write, as constant SQL text: asyncpg prepares it once and every batch is one round
+    trip with one array parameter per column (``unnest``), whatever the number of rows."""
+
+    sql: str
+    columns: tuple[str, ...]  # parameter order
+    position: dict[str, int]  # column -> parameter index
+    json_positions: tuple[int, ...]  # jsonb columns, sent as text and cast in SQL
+
+
+def _statement(table: Table, on_conflict: str) -> _Statement:
+    columns = tuple(c.name for c in table.c)
+    arrays, select = [], []
+    for i, column in enumerate(table.c):
+        sql_type = column.type.compile(dialect=_DIALECT)
+        is_json = sql_type in ("JSON", "JSONB")
+        arrays.append(f"${i + 1}::{'text' if is_json else sql_type}[]")
+        select.append(f"u.{_QUOTE(column.name)}::jsonb" if is_json else f"u.{_QUOTE(column.name)}")
+    names = ", ".join(_QUOTE(c) for c in columns)
+    sql = (f"INSERT INTO {_DIALECT.identifier_preparer.format_table(table)} ({names}) "
+           f"SELECT {', '.join(select)} FROM unnest({', '.join(arrays)}) AS u({names}) {on_conflict}")
+    json_positions = tuple(i for i, c in enumerate(table.c) if c.type.compile(dialect=_DIALECT) in ("JSON", "JSONB"))
+    return _Statement(sql, columns, {c: i for i, c in enumerate(columns)}, json_positions)
 
 
 @functools.cache
-def _events_statement():
-    stmt = insert(tables.events)
-    return stmt.on_conflict_do_update(
-        index_elements=["event_id"],
-        # the earliest receipt also names the subscription that delivered first (when it knows one),
-        # and is the delivery a replay rebuilds
-        set_={"received_at": stmt.excluded.received_at,
-              "subscription": func.coalesce(stmt.excluded.subscription, tables.events.c.subscription),
-              "arrival": func.coalesce(stmt.excluded.arrival, tables.events.c.arrival)},
-        where=stmt.excluded.received_at < tables.events.c.received_at,
-    )
+def _upsert_statement(name: str) -> _Statement:
+    """Each data column takes the incoming value only when its version is newer than the stored one;
+    ``field_versions`` keeps the newest version per column; an all-older delivery changes nothing."""
+    table = _TABLES.get(name)
+    if table is None:
+        raise UnknownColumn(f"unknown table {name!r}")
+    target = _DIALECT.identifier_preparer.format_table(table)
+    functions = _QUOTE(table.schema)  # newer() and merge_versions() live beside the tables
+    keys = [c.name for c in table.primary_key.columns]
+    sets = []
+    for column in table.c:
+        if column.name in keys or column.name in tables.VERSION_COLUMNS:
+            continue
+        quoted, literal = _QUOTE(column.name), column.name.replace("'", "''")
+        sets.append(f"{quoted} = CASE WHEN {functions}.newer(EXCLUDED.field_versions ->> '{literal}', "
+                    f"{target}.field_versions ->> '{literal}') THEN EXCLUDED.{quoted} ELSE {target}.{quoted} END")
+    sets.append(f"field_versions = {functions}.merge_versions({target}.field_versions, EXCLUDED.field_versions)")
+    sets.append(f"last_event_at = greatest({target}.last_event_at, EXCLUDED.last_event_at)")
+    return _statement(table, f"ON CONFLICT ({', '.join(_QUOTE(k) for k in keys)}) DO UPDATE SET {', '.join(sets)} "
+                             f"WHERE NOT ({target}.field_versions @> EXCLUDED.field_versions)")
+
+
+@functools.cache
+def _events_statement() -> _Statement:
+    target = _DIALECT.identifier_preparer.format_table(tables.events)
+    # the earliest receipt also names the subscription that delivered first (when it knows one),
+    # and is the delivery a replay rebuilds
+    return _statement(tables.events, "ON CONFLICT (event_id) DO UPDATE SET received_at = EXCLUDED.received_at, "
+                                     f"subscription = coalesce(EXCLUDED.subscription, {target}.subscription), "
+                                     f"arrival = coalesce(EXCLUDED.arrival, {target}.arrival) "
+                                     f"WHERE EXCLUDED.received_at < {target}.received_at")
+
+
+def _row_order(item: tuple[tuple[str, tuple[Any, ...]], MergedChange]) -> tuple[Any, ...]:
+    return item[0][1]
 
 
 async def upsert_changes(conn: AsyncConnection, changes: Iterable[RowChange]) -> int:
-    """Collapse and upsert; returns the number of distinct rows written."""
-    by_table: dict[str, list[dict[str, Any]]] = {}
-    for row in collapse(changes):
-        empty = _EMPTY_ROWS.get(row.table)
-        if empty is None:
-            raise UnknownColumn(f"unknown table {row.table!r}")
-        values: dict[str, Any] = empty.copy()
-        values.update(row.key)
-        values.update(row.fields)
-        if len(values) != len(empty):
-            raise UnknownColumn(f"unknown column in {row.table}: {sorted(set(values) - set(empty))}")
-        values["field_versions"] = row.versions
-        values["last_event_at"] = _version_time(max(row.versions.values())) if row.versions else None
-        by_table.setdefault(row.table, []).append(values)
+    """Collapse and upsert, one statement per table; returns the number of distinct rows written."""
+    by_table: dict[str, list[tuple[tuple[str, tuple[Any, ...]], MergedChange]]] = {}
+    for item in _merge(changes).items():
+        by_table.setdefault(item[1].table, []).append(item)
+    times: dict[str, datetime] = {}  # version -> its event time, parsed once per event
     count = 0
-    for name in sorted(by_table):  # a fixed order keeps concurrent workers from deadlocking
-        table = _TABLES[name]
-        rows = sorted(by_table[name], key=lambda r: tuple(str(r[c.name]) for c in table.primary_key.columns))
-        await conn.execute(_upsert_statement(table), rows)
-        count += len(rows)
+    for name in sorted(by_table):  # a fixed order (tables, then keys) keeps concurrent workers from deadlocking
+        statement = _upsert_statement(name)
+        try:
+            items = sorted(by_table[name], key=_row_order)
+        except TypeError:  # key values of mixed types: a normalizer bug, but still a total order
+            items = sorted(by_table[name], key=lambda item: repr(_row_order(item)))
+        n = len(items)
+        arrays: list[list[Any]] = [[None] * n for _ in statement.columns]
+        position = statement.position
+        versions_column = arrays[position["field_versions"]]
+        last_event_column = arrays[position["last_event_at"]]
+        for i, (_, row) in enumerate(items):
+            try:
+                for column, value in row.key.items():
+                    arrays[position[column]][i] = value
+                for column, value in row.fields.items():
+                    arrays[position[column]][i] = value
+            except KeyError as exc:
+                raise UnknownColumn(f"unknown column in {name}: {exc.args[0]!r}") from None
+            if row.versions:
+                latest = max(row.versions.values())
+                moment = times.get(latest)
+                if moment is None:
+                    moment = times[latest] = _version_time(latest)
+                last_event_column[i] = moment
+        for i, (_, row) in enumerate(items):
+            versions_column[i] = json_codec.dumps(row.versions).decode("utf-8")
+        for j in statement.json_positions:
+            if arrays[j] is not versions_column:
+                arrays[j] = [_json_text(v) for v in arrays[j]]
+        await conn.exec_driver_sql(statement.sql, tuple(arrays))
+        count += n
     return count
 
 
 async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
-    """Insert distinct events; a repeat delivery only lowers ``received_at`` to the earliest."""
-    values = [
-        {
-            "event_id": r.event_id,
-            "event_name": r.event_name,
-            "format": r.format,
-            "event_time": r.event_time,
-            "received_at": r.received_at,
-            "user_id": r.user_id,
-            "context_type": r.context_type,
-            "context_id": r.context_id,
-            "payload": r.payload,
-            "subscription": r.subscription,
-            "root_account_uuid": r.root_account_uuid,
-            "happening_id": r.happening_id or r.event_id,
-            "request_id": r.request_id,
-            "real_user_id": r.real_user_id,
-            "user_login": r.user_login,
-            "user_sis_id": r.user_sis_id,
-            "root_account_id": r.root_account_id,
-            "arrival": r.arrival,
-        }
-        for r in sorted(collapse_events(rows), key=lambda r: r.event_id)
-    ]
-    if values:
-        await conn.execute(_events_statement(), values)
-    return len(values)
+    """Insert distinct events, one statement; a repeat delivery only lowers ``received_at`` to the earliest.
+
+    The payload goes as the record's own text when the normalizer could cut it out, else encoded once.
+    """
+    events = sorted(collapse_events(rows), key=lambda r: r.event_id)
+    if not events:
+        return 0
+    statement = _events_statement()
+    values = {
+        "event_id": [r.event_id for r in events],
+        "event_name": [r.event_name for r in events],
+        "format": [r.format for r in events],
+        "event_time": [r.event_time for r in events],
+        "received_at": [r.received_at for r in events],
+        "user_id": [r.user_id for r in events],
+        "context_type": [r.context_type for r in events],
+        "context_id": [r.context_id for r in events],
+        "payload": [(r.payload_json if r.payload_json is not None else json_codec.dumps(r.payload)).decode("utf-8")
+                    for r in events],
+        "subscription": [r.subscription for r in events],
+        "root_account_uuid": [r.root_account_uuid for r in events],
+        "happening_id": [r.happening_id or r.event_id for r in events],
+        "request_id": [r.request_id for r in events],
+        "real_user_id": [r.real_user_id for r in events],
+        "user_login": [r.user_login for r in events],
+        "user_sis_id": [r.user_sis_id for r in events],
+        "root_account_id": [r.root_account_id for r in events],
+        "arrival": [_json_text(r.arrival) for r in events],
+    }
+    try:
+        parameters = tuple(values[c] for c in statement.columns)
+    except KeyError as exc:  # a column of events that this function does not fill: caught by the tests
+        raise UnknownColumn(f"events column not written: {exc.args[0]!r}") from None
+    await conn.exec_driver_sql(statement.sql, parameters)
+    return len(events)
 
 
 def _without_nul(text: str) -> str:

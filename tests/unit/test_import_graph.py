@@ -5,8 +5,8 @@ The graph is read from the source with ``ast`` (nothing is imported). An edge is
 two modules together); the package ``__init__`` Python runs on the way to a submodule is not an
 edge of its own. Layers:
 
-* core (``canvas_stream.records``, ``settings``, ``errors``, ``formats``): stdlib, third-party and
-  each other only;
+* core (``canvas_stream.records``, ``settings``, ``errors``, ``formats``, ``json_codec``): stdlib,
+  third-party and each other only;
 * ``ingest`` and ``processors`` never import each other;
 * the CLI modules (``canvas_stream.cli*``, ``canvas_stream.dev``) are imported by the CLI only.
 """
@@ -21,7 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("canvas_stream", "ingest", "processors", "migrations")
-CORE = frozenset({"canvas_stream.records", "canvas_stream.settings", "canvas_stream.errors", "canvas_stream.formats"})
+CORE = frozenset({"canvas_stream.records", "canvas_stream.settings", "canvas_stream.errors", "canvas_stream.formats",
+                  "canvas_stream.json_codec"})
 CLI = frozenset({"canvas_stream.cli", "canvas_stream.cli_ops", "canvas_stream.cli_lti", "canvas_stream.dev"})
 
 Graph = dict[str, set[str]]

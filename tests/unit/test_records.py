@@ -1,4 +1,5 @@
-"""The wire record: hand-built encoding equals the dataclass, and decoding refuses anything else."""
+"""The wire record: hand-built encoding equals the dataclass, one copy of the payload, and decoding
+refuses anything else."""
 
 from __future__ import annotations
 
@@ -15,11 +16,47 @@ def test_to_bytes_carries_every_field_and_round_trips():
                     payload={"metadata": {"event_name": "x"}, "body": {"é": [1, None]}},
                     verification=Verification(signed=True, kid="k", issuer="i", verified_at="t"),
                     raw="a.b.c", extra={"deployment_id": "1"})
-    assert json.loads(record.to_bytes()) == dataclasses.asdict(record)
+    expected = dataclasses.asdict(record)
+    del expected["payload_json"]  # not a field on the wire: the payload member is that text
+    assert json.loads(record.to_bytes()) == expected
     assert record_from_bytes(record.to_bytes()) == record
 
 
-@pytest.mark.parametrize("data", [b"", b"not json", b"[]", b'{"v": 2}', b'{"v": 1, "source": "x"}',
+def test_the_payload_text_is_published_as_is_and_read_back_without_re_encoding():
+    text = b'{"metadata": {"event_name": "x", "n": 1.50},\n "body": {"name": "caf\u00e9"}}'
+    record = Record(source="live_event", format="canvas", received_at="2024-01-01T00:00:00+00:00",
+                    payload=json.loads(text), verification=Verification(signed=True), payload_json=text)
+    wire = record.to_bytes()
+    assert text in wire  # spliced in, not encoded again (1.50 and the escape stay as they came)
+    assert wire.count(b"event_name") == 1  # one copy of the event per record
+    decoded = record_from_bytes(wire)
+    assert decoded == record and decoded.payload_json == text
+
+
+def test_a_payload_without_text_is_encoded_and_its_text_read_back():
+    record = Record(source="lti_notice", format="lti_notice", received_at="2024-01-01T00:00:00+00:00",
+                    payload={"b": [1, 2.5, None], "a": "x"}, verification=Verification(signed=True), raw="h.p.s")
+    decoded = record_from_bytes(record.to_bytes())
+    assert decoded == record
+    assert json.loads(decoded.payload_json) == record.payload
+
+
+@pytest.mark.parametrize("payload", [b'{"n": NaN}', b'{"n": 1e400}', b'{"n": -Infinity}'])
+def test_a_payload_with_a_non_finite_number_is_a_record_error_not_a_silent_null(payload):
+    record = Record(source="live_event", format="canvas", received_at="2024-01-01T00:00:00+00:00",
+                    payload={}, verification=Verification(signed=True), payload_json=payload)
+    with pytest.raises(RecordError):
+        record_from_bytes(record.to_bytes())
+
+
+def test_integers_beyond_64_bits_and_lone_surrogates_decode_as_the_stdlib_does():
+    wire = (b'{"v":1,"source":"live_event","format":"canvas","received_at":"2024-01-01T00:00:00+00:00",'
+            b'"verification":{"signed":true},"payload":{"big":123456789012345678901234567890,"s":"\ud800"}}')
+    assert record_from_bytes(wire).payload == json.loads(wire)["payload"]
+
+
+@pytest.mark.parametrize("data", [b"", b"not json", b"[]", b'{"v": 2}', b'{"v": 1, "source": "x"}', b"\xff\xfe",
+                                  b"[" * 5000 + b"]" * 5000,
                                   b'{"v":1,"source":"s","format":"f","received_at":"nope","payload":{},'
                                   b'"verification":{"signed":false}}'])
 def test_anything_else_is_a_record_error(data):
