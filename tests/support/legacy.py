@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from processors.batch import prepare
 from processors.warehouse import writer
 from processors.warehouse.schema import LEGACY_SCHEMA
+from tests.support import reference_writer  # the previous release's executemany statement
 from tests.support.ids import AsWritten
 from tests.support.procs import role_env
 
@@ -71,4 +72,4 @@ async def write_as_previous_release(engine: AsyncEngine, records: list[bytes]) -
             values["last_event_at"] = writer._version_time(max(change.versions.values())) if change.versions else None
             by_table.setdefault(change.table, []).append(values)
         for name, values in sorted(by_table.items()):
-            await conn.execute(writer._upsert_statement(legacy[name]), values)
+            await conn.execute(reference_writer._upsert_statement(legacy[name]), values)
