@@ -208,9 +208,15 @@ async def upsert_changes(conn: AsyncConnection, changes: Iterable[RowChange]) ->
         for j in statement.json_positions:
             if arrays[j] is not versions_column:
                 arrays[j] = [_json_text(v) for v in arrays[j]]
-        await conn.exec_driver_sql(statement.sql, tuple(arrays))
+        await conn.exec_driver_sql(statement.sql, _parameters(arrays, n))
         count += n
     return count
+
+
+def _parameters(arrays: list[list[Any]], n: int) -> tuple[list[Any] | None, ...]:
+    """The statement's parameters: a column that is NULL in every row goes as one NULL array, which
+    ``unnest`` pads with NULLs, so the driver does not inspect ``n`` Nones (it checks every element)."""
+    return tuple(None if column.count(None) == n else column for column in arrays)
 
 
 async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
@@ -247,7 +253,7 @@ async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
         parameters = tuple(values[c] for c in statement.columns)
     except KeyError as exc:  # a column of events that this function does not fill: caught by the tests
         raise UnknownColumn(f"events column not written: {exc.args[0]!r}") from None
-    await conn.exec_driver_sql(statement.sql, parameters)
+    await conn.exec_driver_sql(statement.sql, _parameters(list(parameters), len(events)))
     return len(events)
 
 
