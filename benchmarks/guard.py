@@ -221,7 +221,7 @@ def judge(medians: dict[str, float], recorded: dict[str, Any], tolerance: float 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="interleaved runs per role (median taken)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="ingress load per run")
+    parser.add_argument("--seconds", type=float, default=8.0, help="ingress load per run (also what the worker drains)")
     parser.add_argument("--record", action="store_true", help=f"write the medians to {BASELINE.name}")
     parser.add_argument("--baseline", type=Path, default=BASELINE)
     args = parser.parse_args(argv)
