@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -67,18 +66,16 @@ async def kafka_produce_consume(bootstrap: str, topic: str, values: list[bytes],
 
 
 def event_rows(records: list[bytes]) -> list[tuple]:
-    """events rows, exactly as the worker builds them (through the project's normalizers)."""
+    """events rows, exactly as the worker writes them (the project's normalizers and the writer's columns)."""
     from processors.batch import prepare
     from processors.normalize import IdPolicy
+    from processors.warehouse.writer import collapse_events, event_columns
 
-    rows = []
-    for e in prepare(records, IdPolicy()).normalized().events:
-        rows.append((e.event_id, e.event_name, e.format, e.event_time, e.received_at, e.user_id, e.context_type,
-                     e.context_id, json.dumps(e.payload, separators=(",", ":"))))
-    return rows
+    columns = event_columns(collapse_events(prepare(records, IdPolicy()).normalized().events))
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
-async def copy_rate(dsn: str, rows: list[tuple], compression: str | None = None) -> float:
+async def copy_rate(dsn: str, rows: list[dict[str, Any]], compression: str | None = None) -> float:
     """rows/s of COPY into a table shaped like the events table (1,000-row COPYs, one transaction each)."""
     import asyncpg
 
@@ -91,12 +88,12 @@ async def copy_rate(dsn: str, rows: list[tuple], compression: str | None = None)
         await conn.execute(f"CREATE TABLE {name} (LIKE {SCHEMA}.events INCLUDING ALL)")
         if compression:
             await conn.execute(f"ALTER TABLE {name} ALTER COLUMN payload SET COMPRESSION {compression}")
-        columns = ["event_id", "event_name", "format", "event_time", "received_at", "user_id", "context_type",
-                   "context_id", "payload"]
+        columns = list(rows[0])
+        records = [tuple(row.values()) for row in rows]
         started = time.perf_counter()
-        for i in range(0, len(rows), 1000):
+        for i in range(0, len(records), 1000):
             async with conn.transaction():
-                await conn.copy_records_to_table(name, records=rows[i:i + 1000], columns=columns)
+                await conn.copy_records_to_table(name, records=records[i:i + 1000], columns=columns)
         rate = len(rows) / (time.perf_counter() - started)
         await conn.execute(f"DROP TABLE {name}")
         return rate

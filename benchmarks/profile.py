@@ -18,7 +18,8 @@ EXTRA = os.environ.get("BENCH_EXTRA_PATH", "/tmp/cs-bench-tools")
 # the work: json.dumps called by records.py counts as "record build", not as stdlib.
 COMPONENTS = [
     ("jwt verify (ingest.verify/jwks)", ("ingest/verify.py", "ingest/jwks.py")),
-    ("record build + JSON encode (records, live_events)", ("canvas_stream/records.py", "ingest/live_events.py")),
+    ("record build/decode + JSON (records, json_codec, live_events)",
+     ("canvas_stream/records.py", "canvas_stream/json_codec.py", "ingest/live_events.py")),
     ("ingress handler (ingest/app.py)", ("ingest/app.py",)),
     ("publish (ingest/publish.py)", ("ingest/publish.py",)),
     ("normalize (processors/normalize)", ("processors/normalize/",)),
@@ -35,8 +36,7 @@ COMPONENTS = [
     ("aiokafka", ("aiokafka/",)),
 ]
 # Only when no library or project frame is on the stack (the event loop's own work).
-STDLIB = [("asyncio event loop", ("asyncio/",)), ("json", ("json/",)),
-          ("dataclasses.asdict (deep stacks cut by py-spy; from Record.to_bytes)", ("dataclasses.py",))]
+STDLIB = [("asyncio event loop", ("asyncio/",)), ("json", ("json/",))]
 
 
 def py_spy() -> str | None:

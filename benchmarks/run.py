@@ -482,8 +482,8 @@ class Bench:
         log("peer: per-event receiver (PyJWT decode, one INSERT per request, no broker)")
         proc, url = self.minimal("peer", "--dsn", self.pg.url)
         try:
-            res = self.closed(url)
-            self.res.put("peer", _load(res, proc))
+            res = self.closed(url, cpu_of=proc)
+            self.res.put("peer", _load(res))
         finally:
             proc.stop()
 

@@ -100,6 +100,8 @@ class Record:
     # The payload's JSON text when it is at hand (the verified token's payload segment, the unsigned
     # body, or the record's own bytes on the worker): published and stored as is, never re-encoded.
     payload_json: bytes | None = field(default=None, compare=False, repr=False)
+    # ``received_at`` parsed, once (validation and every normalizer read it).
+    _received: datetime | None = field(default=None, init=False, compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
         """Compact JSON: the small envelope encoded, the payload's own text spliced in when known."""
@@ -123,7 +125,11 @@ class Record:
 
     @property
     def received_datetime(self) -> datetime:
-        return datetime.fromisoformat(self.received_at)
+        moment = self._received
+        if moment is None:
+            moment = datetime.fromisoformat(self.received_at)
+            object.__setattr__(self, "_received", moment)  # a cache, not state: frozen stays true to the fields
+        return moment
 
 
 def arrival_of(record: Record, *, with_raw: bool = False) -> dict[str, Any]:

@@ -163,6 +163,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def answers_middleware(ledger: AnswerLedger | None) -> Any:
     """Time every answer (histogram by route template and code); tally Canvas's routes in ``ledger``."""
 
+    durations: dict[tuple[str, int], Any] = {}  # the histogram's child per (route, code), looked up once
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -180,7 +182,10 @@ def answers_middleware(ledger: AnswerLedger | None) -> Any:
         finally:
             seconds = time.perf_counter() - started
             route = route_template(request)
-            INGRESS_REQUEST_DURATION.labels(route, str(code)).observe(seconds)
+            child = durations.get((route, code))
+            if child is None:
+                child = durations[(route, code)] = INGRESS_REQUEST_DURATION.labels(route, str(code))
+            child.observe(seconds)
             if ledger is not None and route in COUNTED_ROUTES:
                 ledger.record(route, code, seconds)
 

@@ -208,9 +208,15 @@ async def upsert_changes(conn: AsyncConnection, changes: Iterable[RowChange]) ->
         for j in statement.json_positions:
             if arrays[j] is not versions_column:
                 arrays[j] = [_json_text(v) for v in arrays[j]]
-        await conn.exec_driver_sql(statement.sql, tuple(arrays))
+        await conn.exec_driver_sql(statement.sql, _parameters(arrays, n))
         count += n
     return count
+
+
+def _parameters(arrays: list[list[Any]], n: int) -> tuple[list[Any] | None, ...]:
+    """The statement's parameters: a column that is NULL in every row goes as one NULL array, which
+    ``unnest`` pads with NULLs, so the driver does not inspect ``n`` Nones (it checks every element)."""
+    return tuple(None if column.count(None) == n else column for column in arrays)
 
 
 async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
@@ -222,7 +228,18 @@ async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
     if not events:
         return 0
     statement = _events_statement()
-    values = {
+    values = event_columns(events)
+    try:
+        parameters = tuple(values[c] for c in statement.columns)
+    except KeyError as exc:  # a column of events that this function does not fill: caught by the tests
+        raise UnknownColumn(f"events column not written: {exc.args[0]!r}") from None
+    await conn.exec_driver_sql(statement.sql, _parameters(list(parameters), len(events)))
+    return len(events)
+
+
+def event_columns(events: list[EventRow]) -> dict[str, list[Any]]:
+    """The events table's values, one list per column (jsonb as text), in the order of ``events``."""
+    return {
         "event_id": [r.event_id for r in events],
         "event_name": [r.event_name for r in events],
         "format": [r.format for r in events],
@@ -243,12 +260,6 @@ async def insert_events(conn: AsyncConnection, rows: Iterable[EventRow]) -> int:
         "root_account_id": [r.root_account_id for r in events],
         "arrival": [_json_text(r.arrival) for r in events],
     }
-    try:
-        parameters = tuple(values[c] for c in statement.columns)
-    except KeyError as exc:  # a column of events that this function does not fill: caught by the tests
-        raise UnknownColumn(f"events column not written: {exc.args[0]!r}") from None
-    await conn.exec_driver_sql(statement.sql, parameters)
-    return len(events)
 
 
 def _without_nul(text: str) -> str:

@@ -18,8 +18,17 @@ def test_to_bytes_carries_every_field_and_round_trips():
                     raw="a.b.c", extra={"deployment_id": "1"})
     expected = dataclasses.asdict(record)
     del expected["payload_json"]  # not a field on the wire: the payload member is that text
+    del expected["_received"]  # a cache of received_at, parsed
     assert json.loads(record.to_bytes()) == expected
     assert record_from_bytes(record.to_bytes()) == record
+
+
+def test_the_receipt_time_is_parsed_once_and_stays_what_the_field_says():
+    record = record_from_bytes(Record(source="live_event", format="canvas", received_at="2024-01-01T00:00:00+00:00",
+                                      payload={}, verification=Verification(signed=False)).to_bytes())
+    first = record.received_datetime
+    assert first.isoformat() == "2024-01-01T00:00:00+00:00"
+    assert record.received_datetime is first  # parsed when the record was validated, not again
 
 
 def test_the_payload_text_is_published_as_is_and_read_back_without_re_encoding():
