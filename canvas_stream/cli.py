@@ -18,6 +18,7 @@ import click
 from canvas_stream.cli_dbt import dbt_command, dbt_sources
 from canvas_stream.cli_doctor import doctor
 from canvas_stream.cli_errors import CONTEXT_SETTINGS, FriendlyGroup, show_envvars
+from canvas_stream.cli_history import partitions_group, retention_group
 from canvas_stream.cli_lti import keys, notice_handlers
 from canvas_stream.cli_ops import quarantine
 from canvas_stream.cli_send import send
@@ -152,7 +153,8 @@ def show_settings() -> None:
         click.echo(f"{name.upper()}={'' if value is None else value}")
 
 
-for command in (notice_handlers, keys, quarantine, send, doctor, dbt_sources, dbt_command):
+for command in (notice_handlers, keys, quarantine, send, doctor, dbt_sources, dbt_command, partitions_group,
+                retention_group):
     main.add_command(command)
 show_envvars(main)
 

@@ -143,6 +143,18 @@ class Settings(BaseSettings):
     analyst_role: str = Field(
         default=DEFAULT_ANALYST_ROLE, description="Read-only group role the migrations create for analysts.")
 
+    retention_months: dict[str, int] = Field(
+        default_factory=dict,
+        description='Months to keep per table, JSON, e.g. {"asset_accesses": 13, "*": 36}; empty keeps everything.')
+    retention_interval_hours: float | None = Field(
+        default=None, gt=0, description="Workers run retention this often (one of them at a time); unset: only "
+                                        "by `canvas-stream retention apply`.")
+    retention_lock_timeout_ms: int = Field(
+        default=500, ge=10, le=60000,
+        description="Longest wait for a history table's lock when dropping a month (then retried): what a "
+                    "writer may wait behind it.")
+    partitions_ahead_months: int = Field(default=3, ge=1, le=24, description="Monthly partitions created ahead.")
+
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: str = Field(default="console", description="console or json.")
 

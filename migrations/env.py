@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream.settings import async_database_url
 from migrations.relocate import relocate_previous_release
+from processors.warehouse.partitions import is_partition_name
 from processors.warehouse.schema import SCHEMA
 from processors.warehouse.tables import metadata
 
@@ -26,6 +27,8 @@ target_metadata = metadata
 def _include_name(name: str | None, type_: str, parent_names: dict) -> bool:
     if type_ == "schema":
         return name == SCHEMA
+    if type_ == "table":  # monthly partitions are maintenance's business, not the table definitions'
+        return not is_partition_name(name)
     return True
 
 

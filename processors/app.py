@@ -36,7 +36,9 @@ from canvas_stream.metrics import (
 from canvas_stream.probes import database_probe
 from canvas_stream.settings import Settings
 from processors.batch import PreparedBatch, batch_of, prepare_one
+from processors.maintenance import TICK_SECONDS, Maintenance
 from processors.normalize import IdPolicy
+from processors.normalize.model import EPOCH
 from processors.sink import WarehouseSink
 from processors.watchdog import WorkerHealth
 
@@ -56,7 +58,7 @@ def observe_commit(batch: PreparedBatch, seconds: float) -> None:
     for item in batch.items:
         if item.normalized is not None:
             for event in item.normalized.events:
-                if event.event_time is not None:
+                if event.event_time != EPOCH:  # the epoch: the event carries no time
                     EVENT_AGE.observe(max(0.0, now - event.event_time.timestamp()))
 
 
@@ -207,6 +209,16 @@ def create_app(settings: Settings) -> faust.App:
             if writing is not None and not writing.done():
                 writing.cancel()  # its messages stay uncommitted: redelivered to whoever gets the partition
                 await asyncio.wait({writing})
+
+    maintenance = Maintenance(settings)  # months ahead; scheduled retention (off by default)
+
+    @app.task
+    async def maintain_at_start() -> None:
+        await maintenance.tick()  # the months ahead exist before a batch needs them
+
+    @app.timer(interval=TICK_SECONDS)
+    async def maintain() -> None:
+        await maintenance.tick()
 
     @app.on_partitions_assigned.connect
     async def log_assignment(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:

@@ -31,13 +31,14 @@ from .event_map import (
     EventSpec,
     EventTime,
     HappeningId,
+    HappeningTime,
     MetaField,
     Source,
     Target,
 )
 from .happening import happening_id, object_of
 from .ids import EventIds, InvalidId, parse_id
-from .model import NormalizationError, RowChange, make_version, parse_time
+from .model import NormalizationError, RowChange, happening_time, make_version, parse_time
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63  # [min, max)
 
@@ -144,6 +145,8 @@ def _read(source: Source, body: Mapping[str, Any], meta: Mapping[str, Any], even
         return event_id
     if type(source) is EventTime:
         return event_time
+    if type(source) is HappeningTime:
+        return happening_time(event_time)
     if type(source) is EventName:
         return event_name
     raise TypeError(f"no value for source {source!r}")  # a Constant is resolved when compiling; a

@@ -32,7 +32,7 @@ from .apply import Invalid, apply_mapping, coerce
 from .canvas import canonical_json
 from .happening import metadata_columns
 from .ids import IdPolicy, caliper_event_shard
-from .model import EventRow, NormalizationError, Normalized, RowChange, make_version, parse_time
+from .model import EventRow, NormalizationError, Normalized, RowChange, history_time, make_version, parse_time
 
 CANVAS_URN = "urn:instructure:canvas:"
 EXT = "com.instructure.canvas"
@@ -410,7 +410,7 @@ def normalize_caliper(record: Record, ids: IdPolicy) -> Normalized:
                 event_id=event_id,
                 event_name=name,
                 format="caliper",
-                event_time=event_time,
+                event_time=history_time(event_time),
                 received_at=received_at,
                 user_id=event_ids.lenient(meta.get("user_id")),
                 context_type=meta.get("context_type"),

@@ -16,7 +16,7 @@ from .apply import apply_mapping
 from .event_map import resolve_event_name
 from .happening import metadata_columns
 from .ids import IdPolicy, canvas_event_shard
-from .model import EventRow, NormalizationError, Normalized, parse_time
+from .model import EventRow, NormalizationError, Normalized, history_time, parse_time
 
 
 def canonical_json(value: Any) -> str:
@@ -76,7 +76,7 @@ def normalize_canvas(record: Record, ids: IdPolicy) -> Normalized:
             event_id=event_id,
             event_name=name,
             format="canvas",
-            event_time=event_time,
+            event_time=history_time(event_time),
             received_at=record.received_datetime,
             user_id=event_ids.lenient(meta.get("user_id")),
             context_type=meta.get("context_type") if isinstance(meta.get("context_type"), str) else None,

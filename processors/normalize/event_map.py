@@ -3,11 +3,12 @@
 Both formats go through it (see ``apply``): the Canvas normalizer with ``metadata`` and ``body``
 as received, the Caliper normalizer with a Canvas-shaped ``(meta, body)`` rebuilt from the item.
 A field source is written as a short string in the declarations (a body key, ``@event_id``,
-``@happening_id``, ``@event_time``, ``@event_name``, ``@meta.<key>``, or ``=<value>`` for a
-constant) and parsed here, once, into a typed :data:`Source`; ``apply`` then never interprets a
+``@happening_id``, ``@event_time``, ``@happening_time``, ``@event_name``, ``@meta.<key>``, or
+``=<value>`` for a constant) and parsed here, once, into a typed :data:`Source`; ``apply`` then never interprets a
 string per event.
 
-Fact tables are keyed by ``@happening_id`` (see ``happening``): :data:`BOTH_FORMATS` names the
+Fact tables are keyed by ``@happening_id`` and ``@happening_time`` (see ``happening``; the time is
+their partition key, docs/retention.md): :data:`BOTH_FORMATS` names the
 event types Canvas sends in both formats and where each one's object is read from, which is what
 correlates a Canvas and a Caliper delivery of one happening.
 """
@@ -70,6 +71,15 @@ class EventTime:
 
 
 @dataclass(frozen=True, slots=True)
+class HappeningTime:
+    """The happening's time to the second, the epoch without one (``model.happening_time``): with the
+    happening id, the key of fact rows, and their partition key."""
+
+    def __str__(self) -> str:
+        return "@happening_time"
+
+
+@dataclass(frozen=True, slots=True)
 class EventName:
     """The name the event is mapped under (after :func:`resolve_event_name`)."""
 
@@ -77,9 +87,10 @@ class EventName:
         return "@event_name"
 
 
-Source = BodyField | MetaField | Constant | EventId | HappeningId | EventTime | EventName
+Source = BodyField | MetaField | Constant | EventId | HappeningId | EventTime | HappeningTime | EventName
 
-_EVENT_SOURCES: dict[str, Source] = {str(s): s for s in (EventId(), HappeningId(), EventTime(), EventName())}
+_EVENT_SOURCES: dict[str, Source] = {
+    str(s): s for s in (EventId(), HappeningId(), EventTime(), HappeningTime(), EventName())}
 
 
 def parse_source(text: str) -> Source:
@@ -148,12 +159,12 @@ def T(table: str, key: str | Mapping[str, str], *, rename: Mapping[str, str] | N
     )
 
 
-FACT = {"happening_id": "@happening_id"}
+FACT = {"happening_id": "@happening_id", "event_time": "@happening_time"}
 DELETED = {"workflow_state": "=deleted"}
 
 
 def F(table: str, *, extra: Mapping[str, str] | None = None, **options: Any) -> Target:
-    """A fact target: keyed by the happening, recording which delivery's values it holds."""
+    """A fact target: keyed by the happening (id and second), recording which delivery's values it holds."""
     return T(table, FACT, extra={"event_id": "@event_id", **(extra or {})}, **options)
 
 
@@ -178,11 +189,11 @@ _ev("assignment_override_created assignment_override_updated",
 _ev("submission_created submission_updated plagiarism_resubmit", T("submissions", "submission_id"))
 _ev("grade_change",
     T("submissions", "submission_id"),  # the body keys submissions has no column for go to grade_changes
-    F("grade_changes", extra={"event_time": "@event_time", "real_user_id": "@meta.real_user_id",
+    F("grade_changes", extra={"real_user_id": "@meta.real_user_id",
                               "root_account_uuid": "@meta.root_account_uuid"}))
 _ev("submission_custom_grade_status",
     T("submissions", "submission_id", ignore="old_submission_status old_submission_status_id"),
-    F("submission_status_changes", extra={"event_time": "@event_time"}))
+    F("submission_status_changes"))
 _ev("submission_comment_created", T("submission_comments", "submission_comment_id"))
 _ev("quiz_created quiz_updated", T("quizzes", "quiz_id"))
 _ev("quiz_submitted",
@@ -205,19 +216,18 @@ _ev("learning_outcome_group_created learning_outcome_group_updated",
 _ev("learning_outcome_link_created learning_outcome_link_updated",
     T("learning_outcome_links", "learning_outcome_link_id"))
 _ev("learning_outcome_result_created learning_outcome_result_updated",
-    F("learning_outcome_results", rename={"id": "learning_outcome_result_id"},
-      extra={"event_time": "@event_time"}))
+    F("learning_outcome_results", rename={"id": "learning_outcome_result_id"}))
 _ev("outcome_calculation_method_created outcome_calculation_method_updated",
     T("outcome_calculation_methods", "outcome_calculation_method_id"))
 _ev("outcome_proficiency_created outcome_proficiency_updated",
     T("outcome_proficiencies", "outcome_proficiency_id"))
 _ev("outcomes.retry_outcome_alignment_clone",
-    F("outcome_alignment_clones", extra={"event_time": "@event_time"}))
+    F("outcome_alignment_clones"))
 _ev("rubric_assessed", T("rubric_assessments", "id"))
 _ev("conversation_created", T("conversations", "conversation_id"))
 _ev("conversation_forwarded",
     T("conversations", "conversation_id", extra={"last_forwarded_at": "@event_time"}),
-    F("conversation_forwards", extra={"user_id": "@meta.user_id", "event_time": "@event_time"}))
+    F("conversation_forwards", extra={"user_id": "@meta.user_id"}))
 _ev("conversation_message_created", T("conversation_messages", "message_id"))
 _ev("lti_resource_link_created lti_resource_link_updated", T("lti_resource_links", "resource_link_id"))
 _ev("content_migration_started",
@@ -229,16 +239,16 @@ _ev("master_migration_started",
 _ev("sis_batch_created sis_batch_updated", T("sis_batches", "sis_batch_id"))
 _ev("grade_override final_grade_custom_status",
     T("scores", "score_id", ignore="old_override_score old_override_status old_override_status_id"),
-    F("score_changes", extra={"event_time": "@event_time"}))
+    F("score_changes"))
 _ev("course_grade_change",
     T("course_scores", {"course_id": "course_id", "user_id": "user_id"},
       ignore="old_current_score old_final_score old_unposted_current_score old_unposted_final_score"),
-    F("course_grade_changes", extra={"event_time": "@event_time"}))
+    F("course_grade_changes"))
 _ev("course_progress course_completed",
     T("course_progress", {"course_id": "course_id", "user_id": "user_id"}),
     flatten={"course": "course_", "user": "user_", "progress": ""})
 _META_ACCESS = {
-    "event_time": "@event_time", "user_id": "@meta.user_id", "context_type": "@meta.context_type",
+    "user_id": "@meta.user_id", "context_type": "@meta.context_type",
     "context_id": "@meta.context_id", "context_account_id": "@meta.context_account_id",
     "http_method": "@meta.http_method", "request_url": "@meta.url", "client_ip": "@meta.client_ip",
     "session_id": "@meta.session_id", "user_agent": "@meta.user_agent",
@@ -252,7 +262,7 @@ _META_ACTOR = {
 _ev("asset_accessed", F("asset_accesses", extra={**_META_ACCESS, **_META_ACTOR}))
 _ev("logged_in logged_out",
     F("logins", extra={
-        "event_name": "@event_name", "event_time": "@event_time", "user_id": "@meta.user_id",
+        "event_name": "@event_name", "user_id": "@meta.user_id",
         "client_ip": "@meta.client_ip", "session_id": "@meta.session_id", "user_agent": "@meta.user_agent",
         "hostname": "@meta.hostname", **_META_ACTOR,
     }))

@@ -28,7 +28,7 @@ class EventRow:
     event_id: str
     event_name: str
     format: str  # "canvas" | "caliper" | "lti_notice"
-    event_time: datetime | None
+    event_time: datetime  # history_time(): the epoch when the event carries no time (a partition key)
     received_at: datetime
     user_id: int | None
     context_type: str | None
@@ -81,6 +81,23 @@ class Normalized:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def history_time(event_time: datetime | None) -> datetime:
+    """The time an ``events`` row is filed under: the event's own time, or the epoch when it has none.
+
+    It is the partition key, so it is never NULL, and it depends on the event alone (never on when it
+    was received): a redelivery a month later lands in the same partition and hits the same key.
+    """
+    return EPOCH if event_time is None else event_time
+
+
+def happening_time(event_time: datetime | None) -> datetime:
+    """The time a fact row is filed under: the happening's time truncated to the second (the epoch
+    without one). The Canvas and the Caliper delivery of one happening share the second (it is part of
+    ``happening_id``) but may differ below it, so the fact's key, partition included, is the same for
+    both and for every redelivery."""
+    return history_time(event_time).replace(microsecond=0)
 
 
 def parse_time(value: Any) -> datetime | None:

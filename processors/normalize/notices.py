@@ -16,7 +16,7 @@ from canvas_stream.formats import CLAIM_DEPLOYMENT_ID, CLAIM_NOTICE, FORMAT_LTI_
 from canvas_stream.formats import LTI_CLAIM as CLAIM
 from canvas_stream.records import Record, arrival_of
 
-from .model import EventRow, NormalizationError, Normalized, RowChange, make_version, parse_time
+from .model import EventRow, NormalizationError, Normalized, RowChange, history_time, make_version, parse_time
 
 HELLO_WORLD = "LtiHelloWorldNotice"
 CONTEXT_COPY = "LtiContextCopyNotice"
@@ -95,7 +95,7 @@ def normalize_notice(record: Record) -> Normalized:
             event_id=event_id,
             event_name=notice_type,
             format=FORMAT_LTI_NOTICE,
-            event_time=notice_time,
+            event_time=history_time(notice_time),
             received_at=received_at,
             user_id=None,  # LTI user ids are opaque strings, not Canvas ids (see lti_notices.user_sub)
             context_type=context_type,

@@ -15,6 +15,14 @@ Fact tables (one row per happening: grade changes, page views, logins, ...) are 
 each happening twice (a Canvas and a Caliper event), and a fact must be counted once (see
 ``processors.normalize.happening``).
 
+History tables (``partitioned=True``: ``events`` and the fact tables) are range-partitioned by month
+on ``event_time`` (:data:`PARTITION_COLUMN`). PostgreSQL requires the partition key in every unique
+key, so it is part of their key and never NULL: ``events`` is keyed by ``(event_id, event_time)``
+(the event's own time, the epoch when it has none: ``model.history_time``), facts by
+``(happening_id, event_time)`` where ``event_time`` is the happening's time to the second
+(``model.happening_time``), the same for the Canvas and the Caliper delivery and for every
+redelivery. docs/retention.md says why.
+
 :data:`SCHEMA`, the PostgreSQL schema everything lives in, is the one value read from the
 environment (``WAREHOUSE_SCHEMA``, default ``canvas_stream``), once, at import: everything that
 names the schema (tables, writer, migrations, views, docs generators, tests) takes it from here.
@@ -79,6 +87,7 @@ class TableSpec:
     fed_by: tuple[str, ...] | None = None
     # False for a table that holds source data no events row keeps (caliper_entities): replay leaves it.
     rebuilt_by_replay: bool = True
+    partitioned: bool = False  # range-partitioned by month on PARTITION_COLUMN (history tables)
     # Derived once here, not per event: the data columns a change may set, and every column's kind.
     data_columns: frozenset[str] = field(init=False, repr=False, compare=False)
     kinds: dict[str, Kind] = field(init=False, repr=False, compare=False)
@@ -99,6 +108,9 @@ VERSION_COLUMNS = (
 )
 VERSION_COLUMN_NAMES = frozenset(c.name for c in VERSION_COLUMNS)
 
+# History tables are partitioned by month on this column; it is part of their key (never NULL).
+PARTITION_COLUMN = "event_time"
+
 TABLE_SPECS: dict[str, TableSpec] = {}
 
 
@@ -112,9 +124,20 @@ def _id(comment: str) -> list[Col]:
     return [Col("id", ID, comment)]
 
 
+# The partition key of events: the event's own time, so every redelivery has the key of the first.
+EVENT_KEY_TIME = Col("event_time", TIME, "When the event happened (metadata.event_time / eventTime; an LTI notice's "
+                     "timestamp); 1970-01-01 when the event carries no time. Part of the key: the partition key "
+                     "(monthly partitions).", nullable=False)
+# The partition key of facts: the happening's time to the second, the same for every delivery of it.
+HAPPENING_TIME = Col("event_time", TIME, "When the happening happened, to the second (its Canvas and Caliper "
+                     "deliveries may differ below it; events.event_time has the delivery's precision); 1970-01-01 "
+                     "when the event carries no time. Part of the key: the partition key (monthly partitions).",
+                     nullable=False)
+
+
 def _fact(comment: str = "The happening this fact records (events.happening_id): one row however many "
           "subscriptions delivered it.") -> list[Col]:
-    return [Col("happening_id", TEXT, comment)]
+    return [Col("happening_id", TEXT, comment), HAPPENING_TIME]
 
 
 # The first data column of every fact table: which delivery's values the row holds.
@@ -124,7 +147,6 @@ DELIVERY = Col("event_id", TEXT, "One delivery of the happening (events.event_id
 
 C = Col
 
-EVENT_TIME = C("event_time", TIME, "When the event happened (metadata.event_time / eventTime).")
 # What the event's metadata says about who acted (fact tables analysts filter on it carry these too).
 REAL_USER = C("real_user_id", ID, "The masquerading user when an admin acted as user_id (metadata.real_user_id / "
               "Caliper actor extension); NULL when nobody masqueraded.")
@@ -139,10 +161,10 @@ WS = C("workflow_state", TEXT, "Canvas workflow_state; 'deleted' after a *_delet
 # --- every event, and what could not be stored ------------------------------------------------
 
 _table(
-    "events", [C("event_id", TEXT, "Caliper: the event id; Canvas format: sha256 of the canonical event.")],
+    "events", [C("event_id", TEXT, "Caliper: the event id; Canvas format: sha256 of the canonical event."),
+               EVENT_KEY_TIME],
     C("event_name", TEXT, "Canvas event name, e.g. grade_change, both formats.", nullable=False),
     C("format", TEXT, "canvas, caliper or lti_notice.", nullable=False),
-    EVENT_TIME,
     C("received_at", TIME, "Earliest time the ingress received it.", nullable=False),
     C("user_id", ID, "Acting user (metadata.user_id / Caliper actor)."),
     C("context_type", TEXT, "Course, Account, Group, ..."),
@@ -169,7 +191,7 @@ _table(
              IndexSpec("events_received_at_idx", ("received_at",)),
              IndexSpec("events_happening_idx", ("happening_id",)),
              IndexSpec("events_user_time_idx", ("user_id", "event_time"))),
-    versioned=False, fed_by=("every event",),
+    versioned=False, fed_by=("every event",), partitioned=True,
 )
 _table(
     "quarantine", [C("id", TEXT, "sha256 of the raw message (idempotent).")],
@@ -490,19 +512,20 @@ _table(
     comment="Module progress per student (course_progress, course_completed).",
 )
 
-# --- facts (one row per event) ---------------------------------------------------------------
+# --- facts (one row per happening; partitioned by month) -----------------------------------
 
 _table(
     "grade_changes", _fact("The grade_change happening (events.happening_id): one row however many subscriptions "
                            "delivered it."), DELIVERY,
     C("submission_id", ID), C("assignment_id", ID), C("user_id", ID, "The student."), C("grader_id", ID),
     C("score", FLOAT), C("old_score", FLOAT), C("grade"), C("old_grade"), C("points_possible", FLOAT),
-    C("old_points_possible", FLOAT), C("grading_complete", BOOL), C("muted", BOOL), C("event_time", TIME),
+    C("old_points_possible", FLOAT), C("grading_complete", BOOL), C("muted", BOOL),
     C("student_id", ID, "Same as user_id."), C("student_sis_id"),
     C("real_user_id", ID, "The masquerading user when an admin graded as grader_id; NULL otherwise."),
     ROOT_ACCOUNT_UUID,
     comment="One row per grade_change happening (history), however many subscriptions delivered it.",
     indexes=(IndexSpec("grade_changes_submission_idx", ("submission_id", "event_time")),),
+    partitioned=True,
 )
 _table(
     "course_grade_changes", _fact(), DELIVERY,
@@ -510,26 +533,29 @@ _table(
     C("current_score", FLOAT), C("old_current_score", FLOAT), C("final_score", FLOAT), C("old_final_score", FLOAT),
     C("unposted_current_score", FLOAT), C("old_unposted_current_score", FLOAT),
     C("unposted_final_score", FLOAT), C("old_unposted_final_score", FLOAT),
-    C("created_at", TIME), C("updated_at", TIME), EVENT_TIME,
+    C("created_at", TIME), C("updated_at", TIME),
     comment="One row per course_grade_change event (history of course scores).",
+    partitioned=True,
 )
 _table(
     "score_changes", _fact(), DELIVERY,
     C("score_id", ID), C("enrollment_id", ID), C("user_id", ID), C("course_id", ID), C("grading_period_id", ID),
     C("override_score", FLOAT), C("old_override_score", FLOAT), C("override_status"), C("override_status_id", ID),
-    C("old_override_status"), C("old_override_status_id", ID), C("updated_at", TIME), EVENT_TIME,
+    C("old_override_status"), C("old_override_status_id", ID), C("updated_at", TIME),
     comment="One row per grade_override / final_grade_custom_status event (history).",
+    partitioned=True,
 )
 _table(
     "submission_status_changes", _fact(), DELIVERY,
     C("submission_id", ID), C("assignment_id", ID), C("user_id", ID), C("course_id", ID),
     C("submission_status"), C("submission_status_id", ID), C("old_submission_status"),
-    C("old_submission_status_id", ID), C("updated_at", TIME), EVENT_TIME,
+    C("old_submission_status_id", ID), C("updated_at", TIME),
     comment="One row per submission_custom_grade_status event (history).",
+    partitioned=True,
 )
 _table(
     "asset_accesses", _fact(), DELIVERY,
-    EVENT_TIME, C("user_id", ID, "Who accessed it."),
+    C("user_id", ID, "Who accessed it."),
     C("asset_id", ID), C("asset_type", TEXT, "course, assignment, attachment, quizzes:quiz, ..."),
     C("asset_subtype", TEXT, "Page of a course/group, e.g. files, grades, modules."),
     C("asset_name"), C("category", TEXT, "Canvas page category (canvas format only)."),
@@ -542,14 +568,16 @@ _table(
     comment="One row per asset_accessed happening (page views), however many subscriptions delivered it.",
     indexes=(IndexSpec("asset_accesses_context_idx", ("context_id", "event_time")),
              IndexSpec("asset_accesses_user_idx", ("user_id", "event_time"))),
+    partitioned=True,
 )
 _table(
     "logins", _fact(), DELIVERY,
-    C("event_name", TEXT, "logged_in or logged_out."), EVENT_TIME, C("user_id", ID),
+    C("event_name", TEXT, "logged_in or logged_out."), C("user_id", ID),
     C("redirect_url", TEXT, "Where the user was sent after logging in."), C("client_ip"), C("session_id"),
     C("user_agent"), C("hostname"),
     REAL_USER, USER_LOGIN, USER_SIS, ROOT_ACCOUNT_UUID,
     comment="One row per logged_in / logged_out happening, however many subscriptions delivered it.",
+    partitioned=True,
 )
 _table(
     "learning_outcome_results", _fact(), DELIVERY,
@@ -560,19 +588,22 @@ _table(
     C("artifact_updated_at", TIME), C("associated_asset_id", ID), C("associated_asset_type"),
     C("attempt", INT), C("score", FLOAT), C("possible", FLOAT), C("percent", FLOAT), C("mastery", BOOL),
     C("original_score", FLOAT), C("original_possible", FLOAT), C("original_mastery", BOOL),
-    C("assessed_at", TIME), C("created_at", TIME), C("updated_at", TIME), EVENT_TIME,
+    C("assessed_at", TIME), C("created_at", TIME), C("updated_at", TIME),
     comment="One row per learning outcome result event (the created event carries no result id).",
+    partitioned=True,
 )
 _table(
     "outcome_alignment_clones", _fact(), DELIVERY,
     C("original_course_uuid"), C("new_course_uuid"), C("new_course_resource_link_id"), C("domain"),
-    C("original_assignment_resource_link_id"), C("new_assignment_resource_link_id"), C("status"), EVENT_TIME,
+    C("original_assignment_resource_link_id"), C("new_assignment_resource_link_id"), C("status"),
     comment="One row per outcomes.retry_outcome_alignment_clone event.",
+    partitioned=True,
 )
 _table(
     "conversation_forwards", _fact(), DELIVERY,
-    C("conversation_id", ID), C("user_id", ID, "Who forwarded it."), C("updated_at", TIME), EVENT_TIME,
+    C("conversation_id", ID), C("user_id", ID, "Who forwarded it."), C("updated_at", TIME),
     comment="One row per conversation_forwarded event.",
+    partitioned=True,
 )
 
 # --- LTI Platform Notification Service notices (processors.normalize.notices) ---------------
@@ -675,4 +706,18 @@ _table(
             "the hello-world check waits from set_at (operational; kept apart from lti_deployments, which "
             "`canvas-stream replay` rebuilds from events).",
     versioned=False, fed_by=("canvas-stream notice-handlers set",),
+)
+
+# --- retention's evidence (canvas-stream retention apply, the scheduled run) -----------------
+
+_table(
+    "retention_runs", [C("id", TEXT, "Run id (a UUID).")],
+    C("started_at", TIME, "When the run started.", nullable=False, server_default="now()"),
+    C("finished_at", TIME, "When it finished."),
+    C("trigger", TEXT, "cli, or scheduled (and which host ran it)."),
+    C("actions", JSON, "What went: partitions dropped (estimated rows), rows pruned, per table.", nullable=False,
+      server_default="'[]'::jsonb"),
+    comment="Every retention run that changed something, and every scheduled run: the evidence that retention "
+            "is applied (docs/retention.md). Never expires.",
+    versioned=False, fed_by=("canvas-stream retention apply", "the scheduled retention run"),
 )

@@ -15,9 +15,9 @@ from sqlalchemy.types import TypeEngine
 
 from processors.normalize.event_map import fed_by as event_map_fed_by
 from processors.warehouse import schema
-from processors.warehouse.schema import SCHEMA, TABLE_SPECS, Col, Kind, TableSpec
+from processors.warehouse.schema import PARTITION_COLUMN, SCHEMA, TABLE_SPECS, Col, Kind, TableSpec
 
-__all__ = ["SCHEMA", "TABLES", "VERSION_COLUMNS", "metadata", "warehouse_tables"]
+__all__ = ["SCHEMA", "TABLES", "VERSION_COLUMNS", "history_tables", "metadata", "warehouse_tables"]
 
 metadata = MetaData(schema=SCHEMA)
 VERSION_COLUMNS = tuple(c.name for c in schema.VERSION_COLUMNS)
@@ -48,6 +48,7 @@ def _column(col: Col, *, key: bool) -> Column:
 
 def _build(spec: TableSpec, fed_by: list[str]) -> Table:
     keys = {c.name for c in spec.keys}
+    partitioned = {"postgresql_partition_by": f"RANGE ({PARTITION_COLUMN})"} if spec.partitioned else {}
     return Table(
         spec.name,
         metadata,
@@ -56,6 +57,7 @@ def _build(spec: TableSpec, fed_by: list[str]) -> Table:
                 **({"postgresql_where": text(index.where)} if index.where else {})) for index in spec.indexes),
         comment=spec.comment,
         info={"fed_by": fed_by},
+        **partitioned,
     )
 
 
@@ -82,3 +84,8 @@ lti_deployments = TABLES["lti_deployments"]
 def warehouse_tables() -> list[Table]:
     """The tables the writer upserts row changes into (all but events and quarantine)."""
     return [t for t in metadata.sorted_tables if TABLE_SPECS[t.name].versioned]
+
+
+def history_tables() -> list[Table]:
+    """The tables partitioned by month on ``event_time``: events and the fact tables."""
+    return [t for t in metadata.sorted_tables if TABLE_SPECS[t.name].partitioned]

@@ -159,9 +159,12 @@ def _upsert_statement(name: str) -> _Statement:
 @functools.cache
 def _events_statement() -> _Statement:
     target = _DIALECT.identifier_preparer.format_table(tables.events)
+    # The key is (event_id, event_time): the partition key must be part of it, and an event's time is
+    # part of the event, so a redelivery months later still conflicts with the row it made first.
+    keys = ", ".join(_QUOTE(c.name) for c in tables.events.primary_key.columns)
     # the earliest receipt also names the subscription that delivered first (when it knows one),
     # and is the delivery a replay rebuilds
-    return _statement(tables.events, "ON CONFLICT (event_id) DO UPDATE SET received_at = EXCLUDED.received_at, "
+    return _statement(tables.events, f"ON CONFLICT ({keys}) DO UPDATE SET received_at = EXCLUDED.received_at, "
                                      f"subscription = coalesce(EXCLUDED.subscription, {target}.subscription), "
                                      f"arrival = coalesce(EXCLUDED.arrival, {target}.arrival) "
                                      f"WHERE EXCLUDED.received_at < {target}.received_at")

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text
 from canvas_stream.records import Record, Verification
 from processors.batch import prepare
 from processors.normalize import IdPolicy
+from processors.normalize.model import EPOCH
 from processors.replay import replay
 from processors.sink import WarehouseSink
 from processors.warehouse import tables
@@ -111,7 +112,7 @@ async def test_replay_moves_an_entity_stored_as_an_event_before_0010(engine):
     async with engine.begin() as conn:
         await conn.execute(tables.events.insert().values(
             event_id=item["id"], happening_id=item["id"], event_name="caliper:CourseSection/None", format="caliper",
-            received_at=func.now(), payload=payload))
+            event_time=EPOCH, received_at=func.now(), payload=payload))  # undated: filed at the epoch (0011)
     await write(engine, [paired_happenings(1, types=["grade_change"])[0][0]])
     stats = await replay(engine, IDS)
     assert stats.entities_moved == 1 and stats.quarantined == 0

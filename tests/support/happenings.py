@@ -16,7 +16,9 @@ from canvas_stream.send import example_types, fresh_happening, load_example
 from processors.normalize.model import RowChange
 from processors.warehouse.schema import TABLE_SPECS
 
-START = datetime(2031, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
+# In the past: history is partitioned by month up to a few months ahead, and a later event is refused
+# (quarantined) by PostgreSQL (docs/retention.md).
+START = datetime(2026, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
 FACT_TABLES = sorted(name for name, spec in TABLE_SPECS.items() if spec.keys[0].name == "happening_id")
 
 
@@ -33,7 +35,7 @@ def paired_happenings(per_type: int, *, seed: int = 0, types: Iterable[str] | No
     return pairs
 
 
-def record(payload: dict, *, received_at: str = "2031-05-06T07:09:00+00:00") -> Record:
+def record(payload: dict, *, received_at: str = "2026-05-06T07:09:00+00:00") -> Record:
     return Record(source="live_event", format=detect_format(payload), received_at=received_at, payload=payload,
                   verification=Verification(signed=True, kid="test"))
 

@@ -67,7 +67,7 @@ def _upsert_statement(table: Table) -> Any:
 def _events_statement() -> Any:
     stmt = insert(tables.events)
     return stmt.on_conflict_do_update(
-        index_elements=["event_id"],
+        index_elements=[c.name for c in tables.events.primary_key.columns],  # (event_id, event_time)
         set_={"received_at": stmt.excluded.received_at,
               "subscription": func.coalesce(stmt.excluded.subscription, tables.events.c.subscription),
               "arrival": func.coalesce(stmt.excluded.arrival, tables.events.c.arrival)},

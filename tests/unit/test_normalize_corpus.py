@@ -165,7 +165,7 @@ SPOT = [
       "assignment_id": 355}),
     ("canvas:grade_change#0", "grade_changes", None,
      {"old_score": 4.0, "old_grade": "4", "points_possible": 1.0, "grading_complete": True, "muted": False,
-      "student_sis_id": "ABC.123", "event_time": datetime(2019, 11, 1, 19, 11, 5, 222000, tzinfo=UTC)}),
+      "student_sis_id": "ABC.123"}),
     ("canvas:course_created#0", "courses", {"id": 56},
      {"name": "Linear Algebra", "account_id": 438, "workflow_state": "available"}),
     ("canvas:user_created#0", "users", {"id": 25999},
@@ -203,6 +203,8 @@ def test_spot_values(label, table, key, expected):
     example = next(e for e in EXAMPLES if e.label == label)
     out = normalize(example.record(), IDS)
     [change] = [c for c in out.changes if c.table == table]
+    if TABLE_SPECS[table].partitioned and table != "events":  # a fact: keyed by the happening's second
+        assert change.key["event_time"] == out.events[0].event_time.replace(microsecond=0)
     if key is not None:
         assert dict(change.key) == key
     for column, value in expected.items():
