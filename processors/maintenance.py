@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from canvas_stream.settings import Settings
+from canvas_stream.settings import SettingError, Settings
 from processors.warehouse import partitions, retention
 
 log = structlog.get_logger(__name__)
@@ -27,7 +27,10 @@ ENSURE_EVERY_SECONDS = 3600.0
 class Maintenance:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.policy = retention.Policy(settings.retention_months)  # a bad setting stops the worker at start
+        try:  # a bad setting stops the worker at start, in one line (exit 2)
+            self.policy = retention.Policy(settings.retention_months)
+        except retention.PolicyError as exc:
+            raise SettingError("RETENTION_MONTHS", str(exc)) from exc
         self._last_ensure: float | None = None
 
     async def tick(self) -> None:

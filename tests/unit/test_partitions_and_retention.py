@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canvas_stream.settings import Settings
+from canvas_stream.settings import SettingError, Settings
+from processors.maintenance import Maintenance
 from processors.normalize import IdPolicy, normalize
 from processors.normalize.model import EPOCH, happening_time, history_time
 from processors.warehouse import schema, tables
@@ -178,3 +179,11 @@ def test_retention_settings_default_to_keeping_everything_and_read_json(monkeypa
     assert settings.retention_months == {"asset_accesses": 13, "*": 36}
     assert Policy(settings.retention_months).for_table("logins") == 36
     assert settings.retention_interval_hours == 24
+
+
+def test_a_worker_refuses_a_retention_setting_it_cannot_apply(monkeypatch):
+    monkeypatch.setenv("RETENTION_MONTHS", '{"conversations": 3}')
+    with pytest.raises(SettingError, match="RETENTION_MONTHS: .*cannot apply to 'conversations'"):
+        Maintenance(Settings(_env_file=None))
+    monkeypatch.setenv("RETENTION_MONTHS", '{"logins": 13}')
+    assert Maintenance(Settings(_env_file=None)).policy.for_table("logins") == 13
