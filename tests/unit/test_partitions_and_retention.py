@@ -183,7 +183,7 @@ def test_retention_settings_default_to_keeping_everything_and_read_json(monkeypa
 
 def test_a_worker_refuses_a_retention_setting_it_cannot_apply(monkeypatch):
     monkeypatch.setenv("RETENTION_MONTHS", '{"conversations": 3}')
-    with pytest.raises(SettingError, match="RETENTION_MONTHS: .*cannot apply to 'conversations'"):
+    with pytest.raises(SettingError, match=r"RETENTION_MONTHS: .*cannot apply to 'conversations'"):
         Maintenance(Settings(_env_file=None))
     monkeypatch.setenv("RETENTION_MONTHS", '{"logins": 13}')
     assert Maintenance(Settings(_env_file=None)).policy.for_table("logins") == 13
