@@ -42,6 +42,12 @@ formats (a Canvas and a Caliper subscription) is two rows sharing `happening_id`
 happening, and name one delivery in `event_id`. Entities a Caliper envelope describes beside its
 events are in `caliper_entities`, not `events`.
 
+History (`events` and the fact tables) is partitioned by month on `event_time`, which is part of
+their key and never NULL: `events` are keyed by `(event_id, event_time)` (the event's own time),
+facts by `(happening_id, event_time)` (the happening's time to the second, the same for both
+formats); `1970-01-01` means the event carried no time. Filter on `event_time` to scan only the
+months you need; retention drops whole months ([retention.md](retention.md)).
+
 Views: `current_grades`, `active_enrollments`, `active_enrollment_counts`, `daily_active_users`.
 Functions: `{S}.shard_id(id)` and `{S}.local_id(id)` split a global-form id (`shard_id` is 0
 for a local-form id); `{S}.event_shard(format, payload)` says which shard a stored event names.
