@@ -17,7 +17,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from canvas_stream import migrate
+from canvas_stream.settings import Settings
 from processors.batch import prepare
+from processors.maintenance import Maintenance
 from processors.normalize import IdPolicy
 from processors.normalize.model import EventRow
 from processors.replay import replay
@@ -352,3 +354,21 @@ async def test_the_commands_list_months_and_say_what_retention_would_drop(migrat
     dry = await asyncio.to_thread(cli, migrated_database_url, "retention", "apply", "--dry-run",
                                   RETENTION_MONTHS='{"quarantine": 1}')
     assert "nothing is past retention" in dry
+
+
+async def test_workers_maintenance_keeps_months_ahead_and_runs_the_schedule_once(engine, migrated_database_url):
+    """Two workers' ticks: months ahead exist, and the scheduled retention ran once (off without the setting)."""
+    base = {"database_url": migrated_database_url, "retention_months": {"quarantine": 1}}
+    off = Maintenance(Settings(_env_file=None, **base))
+    await off.tick()
+    async with engine.connect() as conn:
+        assert (await conn.execute(text(f"SELECT count(*) FROM {S}.retention_runs"))).scalar() == 0
+    on = [Maintenance(Settings(_env_file=None, **base, retention_interval_hours=24, partitions_ahead_months=5))
+          for _ in range(2)]
+    await asyncio.gather(*(m.tick() for m in on))
+    await on[0].tick()
+    async with engine.connect() as conn:
+        runs = (await conn.execute(text(f"SELECT trigger FROM {S}.retention_runs"))).scalars().all()
+        months = {p.name for p in (await partitions.list_partitions(conn))["events"]}
+    assert len(runs) == 1 and runs[0].startswith("scheduled on ")
+    assert partitions.partition_name("events", Month.of(datetime.now(UTC)).add(5)) in months
