@@ -48,11 +48,6 @@ down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The history tables and their keys as of this revision (frozen: later schema changes must not alter it).
-FACT_TABLES = ("grade_changes", "course_grade_changes", "score_changes", "submission_status_changes",
-               "asset_accesses", "logins", "learning_outcome_results", "outcome_alignment_clones",
-               "conversation_forwards")
-HISTORY = ("events", *FACT_TABLES)
 EPOCH = "CAST('1970-01-01 00:00:00+00' AS timestamptz)"
 AHEAD_MONTHS = 3
 OLDEST_MONTHS = 120
@@ -74,6 +69,22 @@ DATED = {"upgrade": f"event_time > {EPOCH}", "downgrade": "event_time IS NOT NUL
 
 def _key(table: str) -> tuple[str, str]:
     return ("event_id" if table == "events" else "happening_id", "event_time")
+
+
+def _history(bind: Connection, kind: str) -> list[str]:
+    """The history tables, read from the database (so later schema changes cannot alter this revision):
+    to partition ('r'), ``events`` and the fact tables (keyed by happening_id since 0010); to make plain
+    again ('p'), every partitioned table of the schema."""
+    found = rebuild.rows(bind, """
+        SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE i.indisprimary)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+        LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
+        WHERE n.nspname = :s AND CAST(c.relkind AS text) = :kind AND NOT c.relispartition
+        GROUP BY c.relname ORDER BY c.relname""", s=SCHEMA, kind=kind)
+    if kind == "p":
+        return [name for name, _ in found]
+    return [name for name, key in found if name == "events" or key == ["happening_id"]]
 
 
 def _months(bind: Connection, old: str, now: datetime) -> tuple[Month, list[Month]]:
@@ -142,7 +153,7 @@ def _to_plain(bind: Connection, table: str) -> None:
 def _rebuild_all(kind: str, convert, direction: str) -> None:
     bind = op.get_bind()
     ddl(bind, "SET LOCAL TimeZone = 'UTC'")  # month bounds, extract() and date_trunc() in UTC
-    todo = [t for t in HISTORY if rebuild.relkind(bind, SCHEMA, t) == kind]
+    todo = _history(bind, kind)
     views = rebuild.dependent_views(bind, SCHEMA, todo) if todo else []
     rebuild.drop_views(bind, views)
     for table in todo:
