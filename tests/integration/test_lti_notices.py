@@ -23,7 +23,7 @@ from canvas_stream.settings import Settings
 from ingest.app import create_app
 from ingest.jwks import JwksCache
 from ingest.nonces import NonceClaim, PostgresNonces
-from ingest.publish import KafkaPublisher, ensure_topic
+from ingest.publish import KafkaPublisher
 from processors.warehouse import tables
 from processors.warehouse.notice_ledger import WarehouseNoticeLedger
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
@@ -39,7 +39,8 @@ from tests.support.lti import (
     nid,
     notice,
 )
-from tests.support.procs import Role, role_env, running, wait_until
+from tests.support.procs import Role, running, wait_until, worker_env
+from tests.support.topics import created_topic
 
 # ---- fixtures -------------------------------------------------------------------------------------
 
@@ -51,9 +52,7 @@ async def platform():
 
 @pytest.fixture(scope="module")
 async def lti_topic(kafka_bootstrap):
-    name = f"t-lti-{uuid.uuid4().hex[:8]}"
-    await ensure_topic(kafka_bootstrap, name, 3)
-    return name
+    return await created_topic(kafka_bootstrap, f"t-lti-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +64,7 @@ async def db(migrated_database_url):
 
 @pytest.fixture(scope="module")
 def worker(db, kafka_bootstrap, lti_topic, database_url):
-    env = role_env(DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=lti_topic,
-                   KAFKA_PARTITIONS="3", WORKER_GROUP_ID=f"{lti_topic}-workers", WORKER_BATCH_SECONDS="0.1")
-    role = Role("worker", env)
+    role = Role("worker", worker_env(database_url, kafka_bootstrap, lti_topic))
     with running(role):
         yield role
 

@@ -4,20 +4,17 @@ leaves its queue only once it is in Kafka."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import uuid
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from canvas_stream.records import record_from_bytes
 from canvas_stream.settings import plain_database_url
-from ingest.publish import ensure_topic
 from processors.normalize.canvas import canvas_event_id
-from tests.support.procs import Role, role_env, running, wait_until
+from tests.support.procs import Role, running, wait_until, worker_env
 from tests.support.sqs import (
     OTHER_ACCOUNT,
     OUR_ACCOUNT,
@@ -31,13 +28,7 @@ from tests.support.sqs import (
     sqs_role,
     total,
 )
-
-
-@pytest.fixture
-async def topic(kafka_bootstrap, unique_topic) -> str:
-    name = f"{unique_topic}sqs"
-    await ensure_topic(kafka_bootstrap, name, 3)
-    return name
+from tests.support.topics import published
 
 
 @pytest.fixture
@@ -47,9 +38,7 @@ async def client(sqs_endpoint):
 
 
 def worker(database_url: str, bootstrap: str, topic: str) -> Role:
-    return Role("worker", role_env(DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC=topic,
-                                   KAFKA_PARTITIONS="3", WORKER_GROUP_ID=f"{topic}-workers",
-                                   WORKER_BATCH_SECONDS="0.1"))
+    return Role("worker", worker_env(database_url, bootstrap, topic))
 
 
 async def rows(database_url: str, query: str) -> list[asyncpg.Record]:
@@ -58,21 +47,6 @@ async def rows(database_url: str, query: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(query))
     finally:
         await conn.close()
-
-
-async def consumed(bootstrap: str, topic: str, expect: int, timeout: float = 20.0) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        messages: list = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(messages) < expect and asyncio.get_running_loop().time() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                messages.extend(batch)
-        return messages
-    finally:
-        await consumer.stop()
 
 
 async def until(check, what: str, *roles: Role, timeout: float = 60, interval: float = 0.25):
@@ -118,7 +92,7 @@ async def test_messages_become_rows_with_their_queue_and_root_account(
         assert total(samples, "canvas_stream_sqs_published_total", queue=name) == 2
         assert total(samples, "canvas_stream_sqs_deleted_total", queue=name) == 2
 
-    records = [record_from_bytes(m.value) for m in await consumed(kafka_bootstrap, topic, 2)]
+    records = [record_from_bytes(m.value) for m in await published(kafka_bootstrap, topic, 2, timeout=20)]
     assert sorted(r.format for r in records) == ["caliper", "canvas"]
     for record in records:  # the ingress's record, with the delivery on it
         assert record.source == "live_event" and not record.verification.signed
