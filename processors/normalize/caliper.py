@@ -28,11 +28,10 @@ from canvas_stream.records import Record, arrival_of
 from canvas_stream.tenancy import caliper_item_root_account_uuid
 from processors.warehouse.schema import Kind
 
-from .apply import Invalid, apply_mapping, coerce
+from .apply import Invalid, add_event, apply_mapping, coerce
 from .canvas import canonical_json
-from .happening import metadata_columns
 from .ids import IdPolicy, caliper_event_shard
-from .model import EventRow, NormalizationError, Normalized, RowChange, make_version, parse_time
+from .model import NormalizationError, Normalized, RowChange, make_version, parse_time
 
 CANVAS_URN = "urn:instructure:canvas:"
 EXT = "com.instructure.canvas"
@@ -405,28 +404,9 @@ def normalize_caliper(record: Record, ids: IdPolicy) -> Normalized:
         if rule is not None:
             applied = apply_mapping(rule.event, meta, caliper_body(item, rule), event_id=event_id,
                                     event_time=event_time, ids=event_ids, label=f"caliper:{rule.event}")
-        out.events.append(
-            EventRow(
-                event_id=event_id,
-                event_name=name,
-                format="caliper",
-                event_time=event_time,
-                received_at=received_at,
-                user_id=event_ids.lenient(meta.get("user_id")),
-                context_type=meta.get("context_type"),
-                context_id=event_ids.lenient(meta.get("context_id")),
-                payload={**envelope, "data": [item]},
-                payload_json=None if texts is None else texts[index],
-                subscription=subscription,
-                root_account_uuid=meta.get("root_account_uuid"),
-                happening_id=applied.happening_id if applied is not None else event_id,
-                arrival=arrival,
-                **metadata_columns(meta, event_ids.lenient),
-            )
-        )
-        if applied is None:  # unknown, or a rule without a mapping: a bug, surfaced rather than hidden
-            out.unknown_events.append(name)
-            continue
-        out.changes.extend(applied.changes)
-        out.unknown_fields.extend(applied.unknown_fields)
+        # No mapping (unknown, or a rule without one: a bug) lands among the unknown events, not hidden.
+        add_event(out, applied, meta, event_ids, event_id=event_id, name=name, fmt="caliper", event_time=event_time,
+                  received_at=received_at, payload={**envelope, "data": [item]},
+                  payload_json=None if texts is None else texts[index], context_type=meta.get("context_type"),
+                  root_account_uuid=meta.get("root_account_uuid"), subscription=subscription, arrival=arrival)
     return out
