@@ -22,8 +22,10 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
+from canvas_stream.embedded.broker import EmbeddedKafka
 from canvas_stream.embedded.process import ServerProcess, free_port
 from canvas_stream.settings import plain_database_url
+from ingest.publish import ensure_topic
 from processors.normalize.canvas import canvas_event_id
 from processors.warehouse.schema import SCHEMA
 from tests.support.corpus import CORPUS
@@ -257,3 +259,10 @@ def paused(server: ServerProcess) -> Iterator[None]:
         yield
     finally:
         send_signal(pid, signal.SIGCONT)
+
+
+async def deliveries(broker: EmbeddedKafka) -> tuple[str, str]:
+    """A test's own broker and its ``deliveries`` topic, created (after a restart too: the test broker
+    keeps nothing across one): (bootstrap servers, topic)."""
+    await ensure_topic(broker.bootstrap_servers, "deliveries", PARTITIONS)
+    return broker.bootstrap_servers, "deliveries"

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ingest.publish import ensure_topic
 from tests.faults.harness import (
-    PARTITIONS,
     Sender,
+    deliveries,
     http_status,
     ingress_role,
     kill,
@@ -40,9 +39,7 @@ from tests.support.procs import wait_until
 
 
 async def test_broker_outage(jwks, warehouse, own_broker, tmp_path, processes):
-    bootstrap = own_broker.bootstrap_servers
-    topic = "deliveries"
-    await ensure_topic(bootstrap, topic, PARTITIONS)
+    bootstrap, topic = await deliveries(own_broker)
     spool_dir = tmp_path / "spool"
     a = ingress_role(jwks_url=jwks.url, bootstrap=bootstrap, topic=topic, spool_dir=spool_dir)
     b = ingress_role(jwks_url=jwks.url, bootstrap=bootstrap, topic=topic)
@@ -67,7 +64,7 @@ async def test_broker_outage(jwks, warehouse, own_broker, tmp_path, processes):
     assert list(spool_dir.glob("*.spool"))
     await stop(b)  # see the module docstring: no old producer may reach the empty broker first
     await asyncio.to_thread(own_broker.start)  # same port, but empty (memory storage)
-    await ensure_topic(bootstrap, topic, PARTITIONS)
+    await deliveries(own_broker)
     a2, b2, worker2 = restarted(a), restarted(b), restarted(worker)
     await processes.launch(a2, b2, worker2, healthy=False)
     await asyncio.gather(wait_healthy(a2), wait_healthy(b2))

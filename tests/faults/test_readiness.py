@@ -20,11 +20,10 @@ import time
 import asyncpg
 
 from canvas_stream.settings import plain_database_url
-from ingest.publish import ensure_topic
 from processors.watchdog import EXIT_STALLED
 from tests.faults.harness import (
-    PARTITIONS,
     Sender,
+    deliveries,
     http_status,
     ingress_role,
     logs,
@@ -37,9 +36,7 @@ from tests.support.procs import wait_until
 
 
 async def test_a_hung_broker_shows_in_ingress_readiness(jwks, own_broker, tmp_path, processes):
-    bootstrap = own_broker.bootstrap_servers
-    topic = "deliveries"
-    await ensure_topic(bootstrap, topic, PARTITIONS)
+    bootstrap, topic = await deliveries(own_broker)
     spooling = ingress_role(jwks_url=jwks.url, bootstrap=bootstrap, topic=topic, spool_dir=tmp_path / "spool")
     plain = ingress_role(jwks_url=jwks.url, bootstrap=bootstrap, topic=topic)
     await processes.launch(spooling, plain)

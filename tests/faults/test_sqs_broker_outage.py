@@ -14,15 +14,15 @@ import json
 import random
 import uuid
 
-from ingest.publish import ensure_topic
 from processors.normalize.canvas import canvas_event_id
-from tests.faults.harness import PARTITIONS, event_ids, http_status, logs, paused, wait_for_events, worker_role
+from tests.faults.harness import deliveries, event_ids, http_status, logs, paused, wait_for_events, worker_role
 from tests.support.procs import wait_until
 from tests.support.sqs import (
     canvas_course_event,
     counters,
     create_queue,
     messages_in_queue,
+    queue_empty,
     send_bodies,
     sqs_client,
     sqs_role,
@@ -34,9 +34,7 @@ VISIBILITY = 4  # seconds; the outage lasts several times this
 
 async def test_sqs_messages_wait_in_the_queue_while_the_broker_is_down(
         warehouse, own_broker, sqs_endpoint, processes):
-    bootstrap = own_broker.bootstrap_servers
-    topic = "deliveries"
-    await ensure_topic(bootstrap, topic, PARTITIONS)
+    bootstrap, topic = await deliveries(own_broker)
     tag = f"sqs-outage-{uuid.uuid4().hex[:6]}"
     events = [canvas_course_event(i, tag) for i in range(80)]
     rng = random.Random(3)
@@ -51,7 +49,7 @@ async def test_sqs_messages_wait_in_the_queue_while_the_broker_is_down(
         await send_bodies(client, queue, [json.dumps(e) for e in before])
         await wait_for_events(warehouse, {canvas_event_id(e) for e in before}, timeout=120,
                               logs=logs(poller, worker))
-        await wait_until(lambda: _empty(client, queue), timeout=30, message="queue emptied before the outage")
+        await wait_until(lambda: queue_empty(client, queue), timeout=30, message="queue emptied before the outage")
         deleted_before = total(await counters(poller), "canvas_stream_sqs_deleted_total")
         assert deleted_before == 20
 
@@ -71,12 +69,8 @@ async def test_sqs_messages_wait_in_the_queue_while_the_broker_is_down(
 
         await wait_for_events(warehouse, {canvas_event_id(e) for e in events}, timeout=180,
                               logs=logs(poller, worker))
-        await wait_until(lambda: _empty(client, queue), timeout=60, message=f"queue emptied\n{logs(poller)}")
+        await wait_until(lambda: queue_empty(client, queue), timeout=60, message=f"queue emptied\n{logs(poller)}")
         samples = await counters(poller)
         assert total(samples, "canvas_stream_sqs_deleted_total") >= deleted_before + len(bodies)
         status, _ = await http_status(f"{poller.status_url}/readyz")
         assert status == 200
-
-
-async def _empty(client, queue: str) -> bool:
-    return await messages_in_queue(client, queue) == 0

@@ -22,7 +22,7 @@ from tests.support.sqs import (
     canvas_course_event,
     counters,
     create_queue,
-    messages_in_queue,
+    queue_empty,
     send_bodies,
     sqs_client,
     sqs_role,
@@ -85,7 +85,7 @@ async def test_messages_become_rows_with_their_queue_and_root_account(
                                                    f"{int(canvas['body']['course_id'])}")
         assert [r["name"] for r in course] == ["sqs-a course 1"]
 
-        await until(lambda: _empty(client, queue), "queue emptied", *roles, timeout=30)
+        await until(lambda: queue_empty(client, queue), "queue emptied", *roles, timeout=30)
         samples = await counters(poller)
         name = queue.rsplit("/", 1)[-1]
         assert total(samples, "canvas_stream_sqs_received_total", queue=name) == 2
@@ -98,10 +98,6 @@ async def test_messages_become_rows_with_their_queue_and_root_account(
         assert record.source == "live_event" and not record.verification.signed
         assert record.delivery is not None and record.delivery.method == "sqs" and record.delivery.queue == queue
     assert sorted(r.delivery.message_id for r in records) == sorted(message_ids)
-
-
-async def _empty(client, queue: str) -> bool:
-    return await messages_in_queue(client, queue) == 0
 
 
 async def test_a_thousand_messages_with_duplicates_and_a_non_event(
@@ -137,7 +133,7 @@ async def test_a_thousand_messages_with_duplicates_and_a_non_event(
         assert "not an event" in quarantined[0]["reason"] and "not valid JSON" in quarantined[0]["reason"]
         assert "this is not an event {" in quarantined[0]["raw"]  # kept as received
         for queue in queues:
-            await until(lambda q=queue: _empty(client, q), "queues emptied", *roles)
+            await until(lambda q=queue: queue_empty(client, q), "queues emptied", *roles)
         samples = [await counters(p) for p in pollers]
         assert all(total(s, "canvas_stream_sqs_received_total") > 0 for s in samples)  # both pollers took part
         assert sum(total(s, "canvas_stream_sqs_deleted_total") for s in samples) >= 1000
@@ -157,7 +153,7 @@ async def test_other_tenants_are_refused_deleted_and_counted(
     poller = sqs_role(sqs_endpoint, [queue], bootstrap=kafka_bootstrap, topic=topic)
     roles = (poller, worker(migrated_database_url, kafka_bootstrap, topic))
     with running(*roles):
-        await until(lambda: _empty(client, queue), "queue emptied", *roles)
+        await until(lambda: queue_empty(client, queue), "queue emptied", *roles)
         expected = {canvas_event_id(ours), no_account["data"][0]["id"]}
 
         async def stored() -> bool:
