@@ -244,6 +244,7 @@ def restarted(role: Role) -> Role:
 
 
 def send_signal(pid: int, sig: int) -> None:
+    """``sig`` to ``pid``, which may have exited already."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
 
