@@ -47,7 +47,7 @@ async def test_0009_adds_the_nonce_and_subscription_tables_in_place(postgres_ser
                 assert comment and "replay protection" in comment
 
             await nonces.close()
-            await asyncio.to_thread(migrate.downgrade, url, "-1")
+            await asyncio.to_thread(migrate.downgrade, url, "0007b")
             async with engine.connect() as conn:
                 for table in NEW_TABLES:
                     gone = text(f"select to_regclass('canvas_stream.{table}')")
