@@ -198,21 +198,29 @@ def budget_results(budget: Budget) -> list[Result]:
                                         f"timeouts / {ERROR_THRESHOLD:,} errors)")]
 
 
-async def check_budget(settings: Settings, timeout: float) -> list[Result]:
-    """The answers Canvas counts against the subscription over 24 hours (from ingress_answers)."""
+async def _read_warehouse(settings: Settings, timeout: float, check: str, statement: Any,
+                          parameters: dict[str, Any] | None = None) -> list[Any] | Result:
+    """The rows of one bounded query of the warehouse, or the line saying why they could not be read."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     if settings.database_url is None:
-        return [Result("budget", SKIP, "DATABASE_URL is not set")]
+        return Result(check, SKIP, "DATABASE_URL is not set")
     engine = create_async_engine(settings.require_database_url(), connect_args={"timeout": timeout})
     try:
         async with asyncio.timeout(timeout + 1), engine.connect() as conn:
-            rows = [dict(r._mapping) for r in await conn.execute(BUDGET_SQL)]
+            return list(await conn.execute(statement, parameters or {}))
     except Exception as exc:
-        return [Result("budget", WARN, f"not read: {_problem(exc, timeout)}")]
+        return Result(check, WARN, f"not read: {_problem(exc, timeout)}")
     finally:
         await engine.dispose()
-    return budget_results(budget_from_rows(rows))
+
+
+async def check_budget(settings: Settings, timeout: float) -> list[Result]:
+    """The answers Canvas counts against the subscription over 24 hours (from ingress_answers)."""
+    rows = await _read_warehouse(settings, timeout, "budget", BUDGET_SQL)
+    if isinstance(rows, Result):
+        return [rows]
+    return budget_results(budget_from_rows([dict(r._mapping) for r in rows]))
 
 
 # ---- which Canvas shard recent events name ----------------------------------------------------------
@@ -272,20 +280,13 @@ def shard_results(counts: dict[int | None, int], home: int | None, since: str | 
 async def check_shards(settings: Settings, timeout: float) -> list[Result]:
     """Which shard the warehouse's latest events name, against CANVAS_HOME_SHARD."""
     from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
 
     from canvas_stream.settings import warehouse_sql
 
-    if settings.database_url is None:
-        return [Result("shards", SKIP, "DATABASE_URL is not set")]
-    engine = create_async_engine(settings.require_database_url(), connect_args={"timeout": timeout})
-    try:
-        async with asyncio.timeout(timeout + 1), engine.connect() as conn:
-            rows = (await conn.execute(text(warehouse_sql(SHARDS_SQL)), {"sample": SHARD_SAMPLE})).all()
-    except Exception as exc:
-        return [Result("shards", WARN, f"not read: {_problem(exc, timeout)}")]
-    finally:
-        await engine.dispose()
+    rows = await _read_warehouse(settings, timeout, "shards", text(warehouse_sql(SHARDS_SQL)),
+                                 {"sample": SHARD_SAMPLE})
+    if isinstance(rows, Result):
+        return [rows]
     since = min((r.since for r in rows), default=None)
     return shard_results({r.shard: r.events for r in rows}, settings.canvas_home_shard,
                          since.strftime("%Y-%m-%d %H:%M UTC") if since is not None else None)

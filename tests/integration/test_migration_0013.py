@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from benchmarks.fill import scratch_warehouse
 from benchmarks.queries import documented_queries, in_schema
 from canvas_stream import migrate
 from processors.warehouse.schema import SCHEMA as S
-from tests.support import databases
 
 
 async def events_indexes(engine) -> dict[str, tuple[str, bool]]:
@@ -28,40 +27,42 @@ async def events_indexes(engine) -> dict[str, tuple[str, bool]]:
 
 
 async def test_0013_replaces_the_event_name_index_in_place(postgres_server_url):
-    name = f"cs_m0013_{uuid.uuid4().hex[:10]}"
-    url = await databases.create_database(postgres_server_url, name)
-    engine = create_async_engine(url)
-    try:
-        await asyncio.to_thread(migrate.upgrade, url, "0010")
-        async with engine.begin() as conn:
-            await conn.execute(text(
-                f"INSERT INTO {S}.events (event_id, event_name, format, event_time, received_at, user_id, payload, "
-                "happening_id) SELECT 'e' || g, CASE WHEN g % 3 = 0 THEN 'logged_in' ELSE 'asset_accessed' END, "
-                "'canvas', now() - g * interval '1 hour', now(), g % 40, '{}'::jsonb, 'e' || g "
-                "FROM generate_series(1, 500) g"))
-            # a build of the new index interrupted earlier leaves it invalid: the migration must rebuild it
-            await conn.execute(text(f"CREATE INDEX events_name_time_user_idx ON {S}.events (event_name)"))
-            await conn.execute(text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = "
-                                    f"CAST('{S}.events_name_time_user_idx' AS regclass)"))
-        assert "events_name_time_idx" in await events_indexes(engine)
+    async with scratch_warehouse(postgres_server_url, revision="0010", prefix="cs_m0013") as url:
+        engine = create_async_engine(url)
+        try:
+            await upgrade_from_0010(engine, url)
+        finally:
+            await engine.dispose()
 
-        await asyncio.to_thread(migrate.upgrade, url)
-        found = await events_indexes(engine)
-        assert "events_name_time_idx" not in found
-        definition, valid = found["events_name_time_user_idx"]
-        assert valid and definition.endswith("USING btree (event_name, event_time, user_id)")
-        dau = next(q.sql for q in documented_queries() if q.title == "Daily active users from logins and page views")
-        async with engine.begin() as conn:
-            assert (await conn.execute(text(f"SELECT count(*) FROM {S}.events"))).scalar_one() == 500
-            await conn.execute(text("SET LOCAL enable_seqscan = off"))
-            plan = (await conn.execute(text("EXPLAIN (FORMAT JSON) " + in_schema(dau)))).scalar_one()
-        plan = json.loads(plan) if isinstance(plan, str) else plan
-        assert '"Index Name": "events_name_time_user_idx"' in json.dumps(plan)
 
-        await asyncio.to_thread(migrate.downgrade, url, "0010")
-        found = await events_indexes(engine)
-        assert "events_name_time_user_idx" not in found
-        assert found["events_name_time_idx"][0].endswith("USING btree (event_name, event_time)")
-    finally:
-        await engine.dispose()
-        await databases.drop_database(postgres_server_url, name)
+async def upgrade_from_0010(engine, url: str) -> None:
+    """Rows and an interrupted build of the new index at 0010; upgrade; plan; downgrade."""
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            f"INSERT INTO {S}.events (event_id, event_name, format, event_time, received_at, user_id, payload, "
+            "happening_id) SELECT 'e' || g, CASE WHEN g % 3 = 0 THEN 'logged_in' ELSE 'asset_accessed' END, "
+            "'canvas', now() - g * interval '1 hour', now(), g % 40, '{}'::jsonb, 'e' || g "
+            "FROM generate_series(1, 500) g"))
+        # a build of the new index interrupted earlier leaves it invalid: the migration must rebuild it
+        await conn.execute(text(f"CREATE INDEX events_name_time_user_idx ON {S}.events (event_name)"))
+        await conn.execute(text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = "
+                                f"CAST('{S}.events_name_time_user_idx' AS regclass)"))
+    assert "events_name_time_idx" in await events_indexes(engine)
+
+    await asyncio.to_thread(migrate.upgrade, url)
+    found = await events_indexes(engine)
+    assert "events_name_time_idx" not in found
+    definition, valid = found["events_name_time_user_idx"]
+    assert valid and definition.endswith("USING btree (event_name, event_time, user_id)")
+    dau = next(q.sql for q in documented_queries() if q.title == "Daily active users from logins and page views")
+    async with engine.begin() as conn:
+        assert (await conn.execute(text(f"SELECT count(*) FROM {S}.events"))).scalar_one() == 500
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = (await conn.execute(text("EXPLAIN (FORMAT JSON) " + in_schema(dau)))).scalar_one()
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    assert '"Index Name": "events_name_time_user_idx"' in json.dumps(plan)
+
+    await asyncio.to_thread(migrate.downgrade, url, "0010")
+    found = await events_indexes(engine)
+    assert "events_name_time_user_idx" not in found
+    assert found["events_name_time_idx"][0].endswith("USING btree (event_name, event_time)")
