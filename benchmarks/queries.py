@@ -160,7 +160,8 @@ def describe(node: dict[str, Any]) -> str:
     if node.get("Parallel Aware"):
         parts[0] = "Parallel " + parts[0]
     if "Relation Name" in node:
-        parts.append(f"on {node['Relation Name']}")
+        schema = node.get("Schema", S)
+        parts.append(f"on {node['Relation Name'] if schema == S else schema + '.' + node['Relation Name']}")
     if "Index Name" in node:
         parts.append(f"using {node['Index Name']}")
     if "Actual Rows" in node:
@@ -171,11 +172,11 @@ def describe(node: dict[str, Any]) -> str:
 
 
 def top_nodes(plan: dict[str, Any], depth: int = 4, indent: int = 0) -> list[str]:
-    """The plan's first levels, one line each, scans always shown (they say which index serves)."""
-    lines = ["  " * indent + describe(plan)]
+    """The plan's first levels, one line each, and every scan below them (they say which index serves)."""
+    shown = indent < depth or "Scan" in plan.get("Node Type", "")
+    lines = ["  " * indent + describe(plan)] if shown else []
     for child in plan.get("Plans", []):
-        if indent + 1 < depth or "Scan" in child.get("Node Type", ""):
-            lines += top_nodes(child, depth if indent + 1 < depth else indent + 2, indent + 1)
+        lines += top_nodes(child, depth, indent + 1)
     return lines
 
 

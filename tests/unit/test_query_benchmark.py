@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.fill import plan
-from benchmarks.queries import documented_queries, seq_scans, substitute, watched
+from benchmarks.queries import documented_queries, seq_scans, substitute, top_nodes, watched
 from processors.warehouse.schema import SCHEMA as S
 
 
@@ -62,3 +62,16 @@ def test_the_fill_plan_adds_up_to_the_events_asked_and_is_mostly_page_views(even
 def test_the_fill_refuses_too_few_events():
     with pytest.raises(ValueError, match="too few"):
         plan(1_000)
+
+
+def test_the_plan_summary_shows_the_first_levels_and_every_scan_below_them():
+    leaf = {"Node Type": "Bitmap Index Scan", "Index Name": "asset_accesses_context_idx", "Actual Rows": 4,
+            "Actual Loops": 3, "Actual Total Time": 0.02}
+    deep = {"Node Type": "Bitmap Heap Scan", "Relation Name": "asset_accesses", "Schema": S, "Plans": [leaf]}
+    cd2 = {"Node Type": "Seq Scan", "Relation Name": "users", "Schema": "canvas"}
+    plan_ = {"Node Type": "Sort", "Plans": [{"Node Type": "Aggregate", "Plans": [{"Node Type": "Sort", "Plans": [
+        {"Node Type": "Nested Loop", "Plans": [{"Node Type": "Memoize", "Plans": [deep]}, cd2]}]}]}]}
+    lines = top_nodes(plan_)
+    assert "Memoize" not in " ".join(lines)  # below the first four levels, only scans
+    assert "            Bitmap Index Scan using asset_accesses_context_idx (rows 12, 0.0 ms, 3 loops)" in lines
+    assert "        Seq Scan on canvas.users" in lines
