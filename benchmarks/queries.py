@@ -280,6 +280,16 @@ async def large_tables(engine: AsyncEngine) -> frozenset[str]:
     return frozenset(name for name, tuples in rows if name in FACT_TABLES and tuples >= LARGE_ROWS)
 
 
+async def table_sizes(engine: AsyncEngine) -> dict[str, dict[str, int]]:
+    """Rows (the planner's estimate) and megabytes (heap, indexes) of the warehouse's largest tables."""
+    async with engine.connect() as conn:
+        rows = (await conn.exec_driver_sql(
+            "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid) / 1048576, pg_indexes_size(c.oid) / 1048576 "
+            f"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{S}' "
+            "AND c.relkind IN ('r', 'p') ORDER BY pg_total_relation_size(c.oid) DESC LIMIT 6")).all()
+    return {name: {"rows": tuples, "table_mb": table, "indexes_mb": indexes} for name, tuples, table, indexes in rows}
+
+
 async def view_queries(engine: AsyncEngine) -> list[Query]:
     """Every analyst view of the warehouse, read whole."""
     async with engine.connect() as conn:
@@ -296,6 +306,7 @@ async def run_queries(engine: AsyncEngine, *, settings: tuple[str, ...] = (),
     ids = await example_ids(engine)
     large = await large_tables(engine)
     say(f"example ids: {ids}; large fact tables: {', '.join(sorted(large)) or 'none'}")
+    say(f"largest tables: {json.dumps(await table_sizes(engine))}")
     queries = [Query(q.source, q.title, substitute(in_schema(q.sql), ids)) for q in documented_queries()]
     queries += await view_queries(engine)
     results = []
