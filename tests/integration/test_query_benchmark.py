@@ -127,15 +127,21 @@ async def test_every_documented_query_runs_and_an_index_serves_it_at_small_size(
     assert f"user_id = {ids['student']}" in by_title["A student's latest activity"].sql
 
 
-async def test_the_benchmark_exits_1_when_the_planner_scans_events(postgres_server_url, monkeypatch, tmp_path):
-    """The whole command at 20,000 events: the planner's own plans, so the queries that read most of
-    ``events`` (daily active users) scan it, and the verdict says so with a non-zero exit."""
+async def test_the_benchmark_exits_1_when_a_plan_scans_events(postgres_server_url, monkeypatch, tmp_path):
+    """The whole command at 20,000 events, with the planner's own choices, and one query added that
+    no index can serve: that one alone is flagged, with its diagnosis, and the exit status is 1. (The
+    documented ones read events through an index even at this size: the fill sets the visibility map,
+    so the daily-active-users queries are index-only scans.)"""
+    documented = queries.documented_queries()
+    unserved = Query("test", "events by a payload field", "SELECT count(*) FROM canvas_stream.events "
+                                                            "WHERE payload -> 'body' ->> 'asset_type' = 'quiz'")
+    monkeypatch.setattr(queries, "documented_queries", lambda: [*documented, unserved])
     monkeypatch.setenv("DATABASE_URL", postgres_server_url)
     out = tmp_path / "queries.json"
     assert await queries.main(EVENTS, 3, None, out) == 1
     found = json.loads(out.read_text())
     flagged = [q for q in found["queries"] if q["seq_scans"]]
-    assert flagged and all(q["seq_scans"] == ["events"] for q in flagged)
-    assert all("active users" in q["title"] or "daily_active_users" in q["title"] for q in flagged), flagged
-    assert all(q["diagnosis"].startswith("an index serves it") for q in flagged)
+    assert [(q["title"], q["seq_scans"], q["diagnosis"]) for q in flagged] == [
+        (unserved.title, ["events"], "no index serves it on events: add one")]
+    assert len(found["queries"]) == len(documented) + 1 + 4  # and the four views
     assert found["fill"]["rows"]["events"] == EVENTS
