@@ -22,32 +22,29 @@ warehouse, without which no index-only scan is planned). Columns are matched aga
 database's own tables, so a warehouse at an older revision gets the columns it has (a NOT NULL
 column the fill cannot fill is an error, never a silent default).
 
-``scratch_warehouse(server_url)`` gives a throwaway database migrated by the project's own Alembic
-migrations, dropped at the end. Used by ``benchmarks/queries.py`` and the tests; meant for any
-benchmark that needs history at scale.
+``tests.support.warehouse.warehouse_at(server_url, "head")`` gives the throwaway database to fill
+(migrated by the project's own Alembic migrations, dropped at the end). Used by
+``benchmarks/queries.py`` and the tests; meant for any benchmark that needs history at scale.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from canvas_stream import migrate
 from canvas_stream.settings import async_database_url
 from processors.normalize.ids import SHARD_FACTOR
 from processors.warehouse.schema import SCHEMA
-from tests.support.databases import create_database, drop_database
+from tests.support.warehouse import warehouse_at
 
 S = SCHEMA
 HOME_SHARD = 2107  # the institution's shard (CANVAS_HOME_SHARD)
@@ -611,25 +608,12 @@ async def fill_warehouse(engine_or_url: AsyncEngine | str, *, events: int = 3_00
     return report
 
 
-@contextlib.asynccontextmanager
-async def scratch_warehouse(server_url: str, *, revision: str = "head", prefix: str = "cs_fill") -> AsyncIterator[str]:
-    """A database of its own on the server of ``server_url``, migrated to ``revision`` by the project's
-    Alembic migrations; yields its ``postgresql+asyncpg://`` URL and drops it at the end, whatever happens."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    url = await create_database(server_url, name)
-    try:
-        await asyncio.to_thread(migrate.upgrade, url, revision)
-        yield url
-    finally:
-        await drop_database(server_url, name)
-
-
 async def _main(events: int, months: int) -> None:
     server = os.environ.get("DATABASE_URL", "").strip()
     if not server:
         raise SystemExit("DATABASE_URL must name a PostgreSQL server (a throwaway database is created on it)")
-    async with scratch_warehouse(server) as url:
-        report = await fill_warehouse(url, events=events, months=months)
+    async with warehouse_at(server, "head") as (_, engine):
+        report = await fill_warehouse(engine, events=events, months=months)
         print(json.dumps(report.as_dict(), indent=2))
 
 

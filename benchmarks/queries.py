@@ -37,8 +37,9 @@ from canvas_stream import datadict
 from canvas_stream.settings import DEFAULT_WAREHOUSE_SCHEMA, async_database_url
 from processors.warehouse.schema import LEGACY_SCHEMA as CD2
 from processors.warehouse.schema import SCHEMA, TABLE_SPECS
+from tests.support.warehouse import warehouse_at
 
-from .fill import fill_warehouse, scratch_warehouse
+from .fill import fill_warehouse
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = (ROOT / "README.md", ROOT / "docs" / "analysts.md")
@@ -350,16 +351,12 @@ async def main(events: int, months: int, database_url: str | None, json_out: Pat
             print("DATABASE_URL must name a PostgreSQL server (a throwaway database is created on it)",
                   file=sys.stderr)
             return 2
-        async with scratch_warehouse(server, prefix="cs_queries") as url:
-            engine = create_async_engine(url, pool_size=4)
-            try:
-                started = time.perf_counter()
-                report = await fill_warehouse(engine, events=events, months=months)
-                out["fill"] = report.as_dict()
-                out["fill_seconds"] = round(time.perf_counter() - started, 1)
-                results, ids = await run_queries(engine)
-            finally:
-                await engine.dispose()
+        async with warehouse_at(server, "head") as (_, engine):
+            started = time.perf_counter()
+            report = await fill_warehouse(engine, events=events, months=months)
+            out["fill"] = report.as_dict()
+            out["fill_seconds"] = round(time.perf_counter() - started, 1)
+            results, ids = await run_queries(engine)
     print(summary(results))
     out["ids"] = ids
     out["queries"] = [asdict(m) for m in results]

@@ -8,12 +8,11 @@ import asyncio
 import json
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from benchmarks.fill import scratch_warehouse
 from benchmarks.queries import documented_queries, in_schema
 from canvas_stream import migrate
 from processors.warehouse.schema import SCHEMA as S
+from tests.support.warehouse import warehouse_at
 
 
 async def events_indexes(engine) -> dict[str, tuple[str, bool]]:
@@ -27,12 +26,8 @@ async def events_indexes(engine) -> dict[str, tuple[str, bool]]:
 
 
 async def test_0013_replaces_the_event_name_index_in_place(postgres_server_url):
-    async with scratch_warehouse(postgres_server_url, revision="0010", prefix="cs_m0013") as url:
-        engine = create_async_engine(url)
-        try:
-            await upgrade_from_0010(engine, url)
-        finally:
-            await engine.dispose()
+    async with warehouse_at(postgres_server_url, "0010") as (url, engine):
+        await upgrade_from_0010(engine, url)
 
 
 async def upgrade_from_0010(engine, url: str) -> None:

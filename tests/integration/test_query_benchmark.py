@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import pytest_asyncio
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from benchmarks import fill, queries
 from benchmarks.queries import Query
@@ -24,6 +23,7 @@ from processors.normalize import IdPolicy
 from processors.sink import WarehouseSink
 from processors.warehouse.schema import SCHEMA as S
 from tests.support import scenario
+from tests.support.warehouse import warehouse_at
 
 EVENTS = 20_000
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,13 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def small(postgres_server_url):
     """A throwaway warehouse filled with 20,000 events, and the fill's report."""
-    async with fill.scratch_warehouse(postgres_server_url, prefix="cs_test_fill") as url:
-        engine = create_async_engine(url, pool_size=4)
-        try:
-            report = await fill.fill_warehouse(engine, events=EVENTS, months=3, log=None)
-            yield engine, report
-        finally:
-            await engine.dispose()
+    async with warehouse_at(postgres_server_url, "head") as (_, engine):
+        report = await fill.fill_warehouse(engine, events=EVENTS, months=3, log=None)
+        yield engine, report
 
 
 async def test_the_fill_makes_the_rows_its_plan_says(small):
