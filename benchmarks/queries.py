@@ -145,7 +145,8 @@ def watched(name: str, large: frozenset[str] = frozenset()) -> bool:
 
 def seq_scans(plan: dict[str, Any], schema: str = S,
               is_watched: Callable[[str], bool] = watched) -> list[str]:
-    """The watched tables of ``schema`` a plan (EXPLAIN's JSON, a node) reads with a sequential scan."""
+    """The watched tables of ``schema`` a plan (EXPLAIN's JSON, a node; VERBOSE names the schema) reads
+    with a sequential scan."""
     found = []
     if plan.get("Node Type") == "Seq Scan" and plan.get("Schema", schema) == schema \
             and is_watched(plan.get("Relation Name", "")):
@@ -206,7 +207,8 @@ async def _explain(engine: AsyncEngine, sql: str, *, analyze: bool, settings: tu
         await conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
         for setting in settings:
             await conn.exec_driver_sql(f"SET LOCAL {setting}")
-        options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
+        # VERBOSE: the plan names each relation's schema (ours, or Canvas Data 2's beside it)
+        options = "ANALYZE, BUFFERS, VERBOSE, FORMAT JSON" if analyze else "VERBOSE, FORMAT JSON"
         raw = (await conn.exec_driver_sql(f"EXPLAIN ({options}) {sql}")).scalar_one()
     plan = json.loads(raw) if isinstance(raw, str) else raw
     return plan[0]

@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from benchmarks import fill, queries
 from benchmarks.queries import Query
+from canvas_stream import datadict
 from processors.batch import prepare
 from processors.normalize import IdPolicy
 from processors.sink import WarehouseSink
@@ -121,6 +122,8 @@ async def test_every_documented_query_runs_and_an_index_serves_it_at_small_size(
     assert by_title["A student's latest activity"].rows == 50
     assert by_title["Grade history of one submission, newest first"].rows >= 1
     assert f"user_id = {ids['student']}" in by_title["A student's latest activity"].sql
+    cd2_join = by_title[next(iter(datadict.CD2_QUERIES))]  # joins CD2's tables: named with their schema
+    assert any(" on canvas." in line for line in cd2_join.nodes), cd2_join.nodes
 
 
 async def test_the_benchmark_exits_1_when_a_plan_scans_events(postgres_server_url, monkeypatch, tmp_path):
