@@ -3,8 +3,9 @@
 Each check is a small async function with a bounded timeout that returns :class:`Result` lines and
 never raises: database reachable and migrated to head, broker reachable, the deliveries topic there
 with the configured partitions, the JWKS reachable and parseable, the clock against the JWKS server's
-``Date`` header, the tenant binding set, the spool writable. Exit status for scripts: 0 all ok (warnings
-allowed), 1 a check failed, 2 bad settings.
+``Date`` header, the tenant binding set, the spool writable, and which Canvas shard the latest events
+name against ``CANVAS_HOME_SHARD``. Exit status for scripts: 0 all ok (warnings allowed), 1 a check
+failed, 2 bad settings.
 """
 
 from __future__ import annotations
@@ -197,21 +198,98 @@ def budget_results(budget: Budget) -> list[Result]:
                                         f"timeouts / {ERROR_THRESHOLD:,} errors)")]
 
 
-async def check_budget(settings: Settings, timeout: float) -> list[Result]:
-    """The answers Canvas counts against the subscription over 24 hours (from ingress_answers)."""
+async def _read_warehouse(settings: Settings, timeout: float, check: str, statement: Any,
+                          parameters: dict[str, Any] | None = None) -> list[Any] | Result:
+    """The rows of one bounded query of the warehouse, or the line saying why they could not be read."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     if settings.database_url is None:
-        return [Result("budget", SKIP, "DATABASE_URL is not set")]
+        return Result(check, SKIP, "DATABASE_URL is not set")
     engine = create_async_engine(settings.require_database_url(), connect_args={"timeout": timeout})
     try:
         async with asyncio.timeout(timeout + 1), engine.connect() as conn:
-            rows = [dict(r._mapping) for r in await conn.execute(BUDGET_SQL)]
+            return list(await conn.execute(statement, parameters or {}))
     except Exception as exc:
-        return [Result("budget", WARN, f"not read: {_problem(exc, timeout)}")]
+        return Result(check, WARN, f"not read: {_problem(exc, timeout)}")
     finally:
         await engine.dispose()
-    return budget_results(budget_from_rows(rows))
+
+
+async def check_budget(settings: Settings, timeout: float) -> list[Result]:
+    """The answers Canvas counts against the subscription over 24 hours (from ingress_answers)."""
+    rows = await _read_warehouse(settings, timeout, "budget", BUDGET_SQL)
+    if isinstance(rows, Result):
+        return [rows]
+    return budget_results(budget_from_rows([dict(r._mapping) for r in rows]))
+
+
+# ---- which Canvas shard recent events name ----------------------------------------------------------
+
+SHARD_SAMPLE = 10_000  # the latest events read (by received_at, through its index)
+SHARDS_SQL = """
+    SELECT {schema}.event_shard(format, payload) AS shard, count(*) AS events, min(received_at) AS since
+    FROM (SELECT format, payload, received_at FROM {schema}.events
+          ORDER BY received_at DESC LIMIT :sample) latest
+    GROUP BY 1 ORDER BY 2 DESC, 1
+"""
+
+
+def _shard_list(counts: dict[int, int]) -> str:
+    return ", ".join(f"{shard} ({n:,} event{'' if n == 1 else 's'})"
+                     for shard, n in sorted(counts.items(), key=lambda i: (-i[1], i[0])))
+
+
+def shard_results(counts: dict[int | None, int], home: int | None, since: str | None = None) -> list[Result]:
+    """Which shard(s) the latest events' ids name (``counts``: shard -> events, None: names none),
+    against CANVAS_HOME_SHARD (``home``), with what to do about it (pure).
+
+    Unset, each event's own shard counts as home: right while events name one shard, worth pinning;
+    two ids for one object once they name several (fail). Set, the home shard should be among them:
+    when events name only other shards, every id is stored in global form and joins to Canvas Data 2
+    find nothing (fail)."""
+    total = sum(counts.values())
+    named = {shard: n for shard, n in counts.items() if shard is not None}
+    setting = "CANVAS_HOME_SHARD"
+    if total == 0:
+        return [Result("shards", OK, "no events yet: nothing to check CANVAS_HOME_SHARD against")]
+    where = f"the latest {total:,} events" + (f" (since {since})" if since else "")
+    if not named:
+        return [Result("shards", OK, f"{where} name no shard (local ids only): ids are stored as they come"
+                                     + ("" if home is None else f"; {setting}={home}"))]
+    listed = _shard_list(named)
+    top = max(named, key=lambda shard: (named[shard], -shard))
+    replay = "then `canvas-stream replay` to restore one id per object"
+    if home is None:
+        if len(named) == 1:
+            return [Result("shards", WARN, f"{where} name shard {top}; {setting} is unset (each event's own shard "
+                                           f"counts as home): set {setting}={top} so a user of another shard "
+                                           "never gets two ids")]
+        return [Result("shards", FAIL, f"{where} name shards {listed} and {setting} is unset: one object may "
+                                       f"have two ids; set {setting} to the institution's shard (most events: "
+                                       f"{top}), {replay}")]
+    if home not in named:
+        return [Result("shards", FAIL, f"{setting}={home}, but {where} name shard(s) {listed}: their ids are "
+                                       f"stored in global form and do not join Canvas Data 2's; set {setting}={top} "
+                                       f"if that is the institution's shard, {replay}")]
+    others = {shard: n for shard, n in named.items() if shard != home}
+    return [Result("shards", OK, f"{where} name the home shard {_shard_list({home: named[home]})}"
+                                 + (f" and other shards (stored in global form): {_shard_list(others)}" if others
+                                    else ""))]
+
+
+async def check_shards(settings: Settings, timeout: float) -> list[Result]:
+    """Which shard the warehouse's latest events name, against CANVAS_HOME_SHARD."""
+    from sqlalchemy import text
+
+    from canvas_stream.settings import warehouse_sql
+
+    rows = await _read_warehouse(settings, timeout, "shards", text(warehouse_sql(SHARDS_SQL)),
+                                 {"sample": SHARD_SAMPLE})
+    if isinstance(rows, Result):
+        return [rows]
+    since = min((r.since for r in rows), default=None)
+    return shard_results({r.shard: r.events for r in rows}, settings.canvas_home_shard,
+                         since.strftime("%Y-%m-%d %H:%M UTC") if since is not None else None)
 
 
 def check_tenant(settings: Settings) -> list[Result]:
@@ -262,6 +340,7 @@ async def run_checks(settings: Settings, timeout: float = DEFAULT_TIMEOUT) -> li
         check_database(settings, timeout),
         check_broker(settings, timeout),
         check_budget(settings, timeout),
+        check_shards(settings, timeout),
     ]
     if not settings.live_events_allow_unsigned:
         checks.append(check_jwks("jwks", settings.live_events_jwks_url, timeout,

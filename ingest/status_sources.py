@@ -38,7 +38,7 @@ EVENTS_PER_MINUTE_SQL = text(warehouse_sql("""
     GROUP BY 1, 2
 """))
 # Newest event time per event name without reading the whole table: a loose index scan over
-# events_name_time_idx (one index probe per distinct name).
+# events_name_time_user_idx (one index probe per distinct name).
 NEWEST_PER_TYPE_SQL = text(warehouse_sql("""
     WITH RECURSIVE names(name) AS (
         SELECT min(event_name) FROM {schema}.events

@@ -186,7 +186,9 @@ _table(
     comment="One row per distinct event as delivered; a Caliper envelope yields one row per data[] event (entities it "
             "describes go to caliper_entities). A happening delivered in both formats has two rows with one "
             "happening_id: count distinct happening_id to count happenings.",
-    indexes=(IndexSpec("events_name_time_idx", ("event_name", "event_time")),
+    # (event_name, event_time, user_id): user_id makes "active users per day" an index-only scan (benchmarks/
+    # queries.py: 16k buffers read instead of the table's 750k at 3M events); the prefix serves the rest.
+    indexes=(IndexSpec("events_name_time_user_idx", ("event_name", "event_time", "user_id")),
              IndexSpec("events_context_idx", ("context_id", "event_time")),
              IndexSpec("events_received_at_idx", ("received_at",)),
              IndexSpec("events_happening_idx", ("happening_id",)),

@@ -17,7 +17,10 @@ from aiohttp import web
 
 from canvas_stream.embedded.process import free_port
 from ingest.publish import ensure_topic
-from tests.support import databases
+from processors.batch import prepare
+from processors.normalize import IdPolicy
+from processors.sink import WarehouseSink
+from tests.support import databases, scenario
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
 
 PARTITIONS = 2
@@ -26,8 +29,8 @@ ROOT_ACCOUNT_UUID = "Qm7xT2vKp9LsD4wHc8NbR3yFj6ZaE1gUo5VtXiWe"
 
 def doctor(env: dict[str, str]) -> tuple[int, dict[str, tuple[str, str]]]:
     """Run doctor; its lines by check name: {check: (status, detail)}."""
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("DATABASE_", "KAFKA_", "LOG_", "LIVE_EVENTS_", "LTI_", "SPOOL_", "CANVAS_STREAM_"))}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(
+        ("DATABASE_", "KAFKA_", "LOG_", "LIVE_EVENTS_", "LTI_", "SPOOL_", "CANVAS_STREAM_", "CANVAS_HOME_"))}
     clean.update(env)
     result = subprocess.run([sys.executable, "-m", "canvas_stream.cli", "doctor", "--timeout", "4"], env=clean,
                             capture_output=True, text=True, timeout=120)
@@ -41,7 +44,8 @@ def doctor(env: dict[str, str]) -> tuple[int, dict[str, tuple[str, str]]]:
 
 
 @pytest.fixture
-async def healthy(kafka_bootstrap, unique_topic, migrated_database_url, tmp_path):
+async def healthy(kafka_bootstrap, unique_topic, migrated_database_url, engine, tmp_path):
+    """Settings of a deployment where every check passes (the warehouse emptied: no events yet)."""
     topic = f"{unique_topic}doctor"
     await ensure_topic(kafka_bootstrap, topic, PARTITIONS)
     async with JwksServer([jwk_for(rsa_key("current"), "current")]) as jwks:
@@ -55,14 +59,16 @@ async def healthy(kafka_bootstrap, unique_topic, migrated_database_url, tmp_path
 def assert_only_failure(lines: dict[str, tuple[str, str]], failing: str, expected: str) -> None:
     assert lines[failing][0] == "FAIL" and expected in lines[failing][1], lines[failing]
     for check, (status, detail) in lines.items():
-        if check not in (failing, "tenant") and not (failing == "database" and check == "budget"):
-            assert status == "ok", (check, status, detail)  # the budget is read from the database
+        if check not in (failing, "tenant") and not (failing == "database" and check in ("budget", "shards")):
+            assert status == "ok", (check, status, detail)  # the budget and the shards are read from the database
 
 
 async def test_a_healthy_setup_passes(healthy):
     status, lines = await asyncio.to_thread(doctor, healthy)
     assert status == 0, lines
-    assert set(lines) == {"settings", "database", "broker", "topic", "budget", "jwks", "clock", "tenant", "spool"}
+    assert set(lines) == {"settings", "database", "broker", "topic", "budget", "shards", "jwks", "clock", "tenant",
+                          "spool"}
+    assert lines["shards"] == ("ok", "no events yet: nothing to check CANVAS_HOME_SHARD against")
     assert "last 24 h, every replica" in lines["budget"][1]
     for check in ("settings", "database", "broker", "topic", "jwks", "clock", "spool"):
         assert lines[check][0] == "ok", (check, lines[check])
@@ -145,6 +151,35 @@ async def test_an_unparseable_jwks_and_a_skewed_clock_fail_their_lines(healthy):
     assert lines["jwks"][0] == "FAIL" and "no usable RSA signing key" in lines["jwks"][1]
     assert lines["clock"][0] == "FAIL" and "ahead of 127.0.0.1" in lines["clock"][1]
     assert "tokens will be refused" in lines["clock"][1]
+
+
+async def test_the_shards_line_names_the_shard_recent_events_carry_and_what_to_set(healthy, engine):
+    home = [scenario.canvas_event("course_created", scenario.T[1], {"course_id": scenario.COURSE, "name": "Algebra"}),
+            scenario.canvas_event("user_created", scenario.T[2], {"user_id": scenario.STUDENT, "name": "Student"})]
+    await WarehouseSink(engine).write(prepare(scenario.records(home), IdPolicy(None)))  # as a worker with it unset
+
+    status, lines = await asyncio.to_thread(doctor, healthy)
+    assert status == 0
+    assert lines["shards"][0] == "warn", lines["shards"]
+    assert "latest 2 events" in lines["shards"][1] and f"name shard {scenario.HOME}" in lines["shards"][1]
+    assert f"set CANVAS_HOME_SHARD={scenario.HOME}" in lines["shards"][1]
+
+    status, lines = await asyncio.to_thread(doctor, dict(healthy, CANVAS_HOME_SHARD=str(scenario.HOME)))
+    assert status == 0 and lines["shards"][0] == "ok", lines["shards"]
+    assert lines["shards"][1].startswith("the latest 2 events (since 2024-03-10 00:00 UTC)")  # their received_at
+    assert lines["shards"][1].endswith(f"name the home shard {scenario.HOME} (2 events)")
+
+    status, lines = await asyncio.to_thread(doctor, dict(healthy, CANVAS_HOME_SHARD="5"))
+    assert status == 1
+    assert_only_failure(lines, "shards", "CANVAS_HOME_SHARD=5, but the latest 2 events")
+    assert f"set CANVAS_HOME_SHARD={scenario.HOME}" in lines["shards"][1]
+
+    other = [scenario.canvas_event("user_created", scenario.T[3], {"user_id": 42, "name": "Guest"}, shard=3)]
+    await WarehouseSink(engine).write(prepare(scenario.records(other), IdPolicy(None)))
+    status, lines = await asyncio.to_thread(doctor, healthy)
+    assert status == 1
+    assert_only_failure(lines, "shards", f"name shards {scenario.HOME} (2 events), 3 (1 event) and "
+                                         "CANVAS_HOME_SHARD is unset")
 
 
 async def test_an_unwritable_spool_fails_its_line(healthy, tmp_path):

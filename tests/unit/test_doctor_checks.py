@@ -1,11 +1,22 @@
-"""Pure parts of ``canvas-stream doctor``: the tenant binding,
-the clock skew from a ``Date`` header, and the exit status."""
+"""Pure parts of ``canvas-stream doctor``: the tenant binding, the clock skew from a ``Date`` header,
+the exit status, and which shard recent events name against CANVAS_HOME_SHARD."""
 
 from __future__ import annotations
 
 from email.utils import formatdate
 
-from canvas_stream.doctor import FAIL, OK, SKIP, WARN, Result, budget_results, check_tenant, clock_skew, exit_status
+from canvas_stream.doctor import (
+    FAIL,
+    OK,
+    SKIP,
+    WARN,
+    Result,
+    budget_results,
+    check_tenant,
+    clock_skew,
+    exit_status,
+    shard_results,
+)
 from canvas_stream.settings import Settings
 from ingest.budget import budget_from_rows
 
@@ -50,3 +61,25 @@ def test_canvas_budget_warns_at_ten_percent_of_either_threshold_and_names_the_ro
                                              "foreign_tenant": 0}]))
     assert [r.status for r in loud] == [WARN, WARN]
     assert "/live-events" in loud[0].detail and "/lti/notices" in loud[1].detail
+
+
+def test_shards_recommend_the_home_shard_when_it_is_unset_or_disagrees():
+    [unset] = shard_results({2107: 950, None: 50}, None, "2026-12-01 09:00 UTC")
+    assert unset.status == WARN
+    assert "latest 1,000 events (since 2026-12-01 09:00 UTC) name shard 2107" in unset.detail
+    assert "set CANVAS_HOME_SHARD=2107" in unset.detail
+    [several] = shard_results({3: 40, 2107: 900}, None)
+    assert several.status == FAIL and "set CANVAS_HOME_SHARD to the institution's shard (most events: 2107)" \
+        in several.detail and "2107 (900 events), 3 (40 events)" in several.detail
+    [wrong] = shard_results({2107: 900}, 5)
+    assert wrong.status == FAIL and "CANVAS_HOME_SHARD=5, but" in wrong.detail
+    assert "set CANVAS_HOME_SHARD=2107" in wrong.detail and "canvas-stream replay" in wrong.detail
+
+
+def test_shards_pass_when_events_name_the_home_shard_or_none_at_all():
+    [home] = shard_results({2107: 900, 3: 12}, 2107)
+    assert home.status == OK and "home shard 2107 (900 events)" in home.detail and "3 (12 events)" in home.detail
+    [local] = shard_results({None: 30}, None)
+    assert local.status == OK and "name no shard" in local.detail
+    [empty] = shard_results({}, 2107)
+    assert empty.status == OK and "no events yet" in empty.detail
