@@ -23,8 +23,11 @@ rows), one per month from the oldest month with data (at most ``OLDEST_MONTHS`` 
 (docs/retention.md). The downgrade rebuilds plain tables (undated rows back to NULL; fact times stay
 truncated to the second).
 
+Runs after 0013 (which builds an index ``CONCURRENTLY``: PostgreSQL cannot do that on a partitioned
+table; the rebuild here carries 0013's index over like every other).
+
 Revision ID: 0011
-Revises: 0010
+Revises: 0013
 Create Date: 2026-12-03
 """
 
@@ -44,7 +47,7 @@ from processors.warehouse.partitions import Month, before_name, create_partition
 from processors.warehouse.schema import SCHEMA
 
 revision: str = "0011"
-down_revision: str | None = "0010"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -96,6 +96,12 @@ def is_partition_name(name: str | None) -> bool:
     return bool(match) and match.group("table") in HISTORY_TABLES
 
 
+def parent_of(name: str) -> str:
+    """The history table a partition belongs to (by its name); any other name as it is."""
+    match = _PARTITION_NAME.match(name)
+    return match.group("table") if match and match.group("table") in HISTORY_TABLES else name
+
+
 def _bound_month(literal: str) -> Month:
     moment = datetime.fromisoformat(literal.strip("'").replace(" ", "T"))
     return Month.of(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
