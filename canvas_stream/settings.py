@@ -6,7 +6,7 @@ import os
 import re
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from canvas_stream.errors import CanvasStreamError
@@ -51,6 +51,8 @@ DEFAULT_WAREHOUSE_SCHEMA = "canvas_stream"
 DEFAULT_ANALYST_ROLE = "canvas_stream_analyst"
 # A PostgreSQL identifier that needs no quoting: the schema and role names are put into SQL text.
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Secrets that are not URLs: shown as *** (a URL is shown with its password masked).
+SECRET_KEYS = frozenset({"pseudonymization_key"})
 # Canvas global ids are shard * 10^13 + local id, and a bigint: shard ids stay below 922337.
 MAX_SHARD = 922336
 
@@ -143,6 +145,11 @@ class Settings(BaseSettings):
     analyst_role: str = Field(
         default=DEFAULT_ANALYST_ROLE, description="Read-only group role the migrations create for analysts.")
 
+    pseudonymize: bool = Field(
+        default=False, description="Replace IP addresses, user agents, logins and emails with keyed hashes at ingest.")
+    pseudonymization_key: SecretStr | None = Field(
+        default=None, description="Secret HMAC-SHA256 key for PSEUDONYMIZE (32+ characters); never logged.")
+
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: str = Field(default="console", description="console or json.")
 
@@ -167,6 +174,20 @@ class Settings(BaseSettings):
             raise ValueError(f"not a log format: use {' or '.join(LOG_FORMATS)}")
         return value.strip().lower()
 
+    @model_validator(mode="after")
+    def _pseudonymization_needs_a_key(self) -> Settings:
+        if self.pseudonymize:
+            key = self.pseudonymization_key.get_secret_value() if self.pseudonymization_key else ""
+            if len(key.encode()) < 32:
+                raise ValueError("PSEUDONYMIZE=true needs PSEUDONYMIZATION_KEY of at least 32 bytes")
+        return self
+
+    def pseudonymization_secret(self) -> bytes | None:
+        """The key when pseudonymizing is on (else None): for the worker, never for printing."""
+        if not self.pseudonymize or self.pseudonymization_key is None:
+            return None
+        return self.pseudonymization_key.get_secret_value().encode()
+
     def require_database_url(self) -> str:
         if self.database_url is None:
             raise SettingError("DATABASE_URL", "is not set")
@@ -184,7 +205,9 @@ class Settings(BaseSettings):
         """Settings to print at start; secrets and passwords in URLs are masked."""
         shown: dict[str, object] = {}
         for name, value in self.model_dump().items():
-            if isinstance(value, SecretStr):
+            if name in SECRET_KEYS:
+                shown[name] = None if value is None else "***"
+            elif isinstance(value, SecretStr):
                 shown[name] = mask_url(value.get_secret_value())
             else:
                 shown[name] = value
