@@ -1,0 +1,78 @@
+"""Migration 0012 upgrades an existing warehouse in place: its rows stay, ``erasures`` and
+``erased_users`` appear with the person-related column comments, an erasure runs on the upgraded
+warehouse, and a downgrade removes only what 0012 added."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from canvas_stream import migrate
+from processors.batch import prepare
+from processors.normalize import IdPolicy
+from processors.privacy.erasure import ErasureRequest, erase
+from processors.privacy.guard import ErasureGuard
+from processors.sink import WarehouseSink
+from processors.warehouse.writer import insert_events, upsert_changes
+from processors.warehouse.schema import SCHEMA
+from tests.support import databases
+from tests.support.people import scenarios, someone
+
+S = SCHEMA
+
+
+async def _comment(conn, table: str, column: str) -> str | None:
+    return (await conn.execute(text(
+        "SELECT col_description(c.oid, a.attnum) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = c.oid WHERE n.nspname = :s AND c.relname = :t AND a.attname = :c"),
+        {"s": S, "t": table, "c": column})).scalar()
+
+
+async def test_0012_adds_the_erasure_tables_in_place(postgres_server_url):
+    name = f"cs_m0012_{uuid.uuid4().hex[:10]}"
+    url = await databases.create_database(postgres_server_url, name)
+    engine = create_async_engine(url)
+    try:
+        await asyncio.to_thread(migrate.upgrade, url, "0010")
+        p, others = someone(7_770_001, "m12"), [someone(60_000_000 + i, "m12o") for i in range(3)]
+        messages = scenarios(p, others, datetime.now(UTC).replace(microsecond=0), 0, 12)
+        chosen = [messages[n] for n in ("enrollment", "graded", "grades_others", "lti_notice")]
+        async with engine.begin() as conn:  # rows as a 0010 warehouse holds them (0012 changes no written table)
+            batch = prepare(chosen, IdPolicy()).normalized()
+            await insert_events(conn, batch.events)
+            await upsert_changes(conn, batch.changes)
+        async with engine.connect() as conn:
+            before = (await conn.execute(text(f"SELECT count(*) FROM {S}.events"))).scalar_one()
+            assert (await conn.execute(text(f"SELECT to_regclass('{S}.erasures')"))).scalar_one() is None
+        await asyncio.to_thread(migrate.upgrade, url)
+
+        async with engine.connect() as conn:
+            assert (await conn.execute(text(f"SELECT count(*) FROM {S}.events"))).scalar_one() == before == 4
+            assert "profile page" in await _comment(conn, "asset_accesses", "asset_id")
+            assert "erasing a person" in await _comment(conn, "lti_notices", "jwt")
+            described = (await conn.execute(text(f"SELECT obj_description('{S}.erased_users'::regclass)"))).scalar()
+            assert "Suppression list" in described
+        report = await erase(engine, ErasureRequest(p.global_id, "dpo 12"))
+        assert report.rows["events"]["deleted"] >= 2 and report.rows["events"]["redacted"] >= 1
+        # a worker's sink with the guard writes on the upgraded warehouse (its first transaction loads the list)
+        sink = WarehouseSink(engine, guard=ErasureGuard())
+        await sink.write(prepare([messages["graded"]], IdPolicy()))
+        assert sink.guard is not None and sink.guard.counts["dropped"] == 1
+        async with engine.connect() as conn:
+            assert (await conn.execute(text(f"SELECT count(*) FROM {S}.erased_users"))).scalar_one() == 1
+
+        await asyncio.to_thread(migrate.downgrade, url, "-1")
+        async with engine.connect() as conn:
+            for table in ("erasures", "erased_users"):
+                assert (await conn.execute(text(f"SELECT to_regclass('{S}.{table}')"))).scalar_one() is None
+            assert await _comment(conn, "asset_accesses", "asset_id") is None
+            assert await _comment(conn, "lti_notices", "jwt") == ("The compact JWS as received (re-verifiable "
+                                                                  "while the platform key lives).")
+            assert (await conn.execute(text(f"SELECT count(*) FROM {S}.events"))).scalar_one() >= 2
+    finally:
+        await engine.dispose()
+        await databases.drop_database(postgres_server_url, name)
