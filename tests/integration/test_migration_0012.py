@@ -17,8 +17,8 @@ from processors.normalize import IdPolicy
 from processors.privacy.erasure import ErasureRequest, erase
 from processors.privacy.guard import ErasureGuard
 from processors.sink import WarehouseSink
-from processors.warehouse.writer import insert_events, upsert_changes
 from processors.warehouse.schema import SCHEMA
+from processors.warehouse.writer import insert_events, upsert_changes
 from tests.support import databases
 from tests.support.people import scenarios, someone
 
