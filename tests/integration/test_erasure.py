@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from processors.batch import prepare
@@ -22,65 +21,24 @@ from processors.normalize import IdPolicy
 from processors.normalize.ids import canonical_id
 from processors.privacy.erasure import ErasureError, ErasureRequest, erase
 from processors.privacy.guard import ErasureGuard
-from processors.privacy.match import decode_jws_claims
 from processors.sink import WarehouseSink
 from processors.warehouse import tables
-from processors.warehouse.schema import SCHEMA, TABLE_SPECS, Kind
-from tests.support.people import SHARD, Someone, corpus_digit_runs, scenarios, someone, unrelated
+from processors.warehouse.schema import SCHEMA
+from tests.support.people import (
+    SHARD,
+    Someone,
+    corpus_digit_runs,
+    findings,
+    scan,
+    scenarios,
+    someone,
+    unrelated,
+)
 
 SCENARIOS = sorted(scenarios(someone(1, "x"), [someone(2, "a"), someone(3, "b"), someone(4, "c")],
                              datetime(2024, 1, 1, tzinfo=UTC), 0, 1))
 LOCALS = st.integers(1_000_000, 9_999_999).filter(lambda n: str(n) not in corpus_digit_runs())
 HOMES = st.sampled_from([None, SHARD, 9])  # unset, the events' own shard, another shard
-# The suppression list keeps the person's ids and opaque ids by design (docs/privacy.md).
-SUPPRESSION_IDS = {("erased_users", c) for c in ("global_id", "local_id", "stored_ids", "identifiers")}
-
-
-def findings(value: str, p: Someone, *, ids: bool = True, opaque: bool = True) -> list[str]:
-    """What in a text names ``p``: ids as digit runs (either form), login, email, name, SIS id; uuid and
-    LTI id too unless told; signed tokens decoded."""
-    found = []
-    if ids and re.search(rf"(?<!\d)({p.global_id}|{p.local})(?!\d)", value):
-        found.append("id")
-    lowered = value.lower()
-    for label, needle in [("login", p.login), ("email", p.email), ("name", p.name), ("sis id", p.sis),
-                          ("sortable name", ", ".join(reversed(p.name.split())))]:
-        if needle.lower() in lowered:
-            found.append(label)
-    if opaque:
-        found += [label for label, needle in [("uuid", p.uuid), ("lti id", p.lti)] if needle.lower() in lowered]
-    for word in re.findall(r"[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*", value):
-        claims = decode_jws_claims(word)
-        if claims is not None:
-            found += [f"token: {f}" for f in findings(json.dumps(claims), p, ids=ids, opaque=opaque)]
-    return found
-
-
-async def scan(engine: AsyncEngine, p: Someone) -> list[str]:
-    """Every place in the warehouse that still names ``p``."""
-    problems = []
-    async with engine.connect() as conn:
-        for table in tables.metadata.sorted_tables:
-            spec = TABLE_SPECS[table.name]
-            person_columns = {c.name: c.person.when for c in spec.all_columns()
-                              if c.person is not None and c.kind is Kind.ID}
-            for row in (await conn.execute(select(table))).mappings():
-                for column in spec.all_columns():
-                    value = row[column.name]
-                    if value is None or (table.name, column.name) in SUPPRESSION_IDS:
-                        continue
-                    if column.kind in (Kind.TEXT, Kind.JSON):
-                        text_value = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-                        for what in findings(text_value, p):
-                            problems.append(f"{table.name}.{column.name}: {what}: {text_value[:160]}")
-                    elif column.name in person_columns and value in (p.global_id, p.local) and (
-                            person_columns[column.name] is None  # a user's id only when the row says so
-                            or str(row[person_columns[column.name][0]]).lower()
-                            == person_columns[column.name][1].lower()):
-                        problems.append(f"{table.name}.{column.name} = {value}")
-    return problems
-
-
 async def count(engine: AsyncEngine, sql: str) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(text(sql))).scalar() or 0)

@@ -1,4 +1,5 @@
-"""Events that name a person in every way Canvas does, for the erasure tests (test helper, no I/O).
+"""Events that name a person in every way Canvas does, for the erasure tests, and the scan that looks for
+them in every column of a warehouse.
 
 Each scenario is one delivery (a canvas-stream record, as the ingress publishes it) placing the
 person in one role: the row's own person (enrollment, page view, submission, post, login, course
@@ -19,7 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from canvas_stream.records import Record, Verification
+from processors.privacy.match import decode_jws_claims
+from processors.warehouse import tables
+from processors.warehouse.schema import TABLE_SPECS, Kind
 from tests.support.corpus import CORPUS
 
 SHARD = 2107
@@ -209,3 +216,52 @@ def unrelated(others: list[Someone], when: datetime, course: int) -> list[bytes]
 
 def at(when: datetime) -> datetime:
     return when.astimezone(UTC).replace(microsecond=0)
+
+
+# The suppression list keeps the person's ids and opaque ids by design (docs/privacy.md).
+SUPPRESSION_IDS = {("erased_users", c) for c in ("global_id", "local_id", "stored_ids", "identifiers")}
+
+
+def findings(value: str, p: Someone, *, ids: bool = True, opaque: bool = True) -> list[str]:
+    """What in a text names ``p``: ids as digit runs (either form), login, email, name, SIS id; uuid and
+    LTI id too unless told; signed tokens decoded."""
+    found = []
+    if ids and re.search(rf"(?<!\d)({p.global_id}|{p.local})(?!\d)", value):
+        found.append("id")
+    lowered = value.lower()
+    for label, needle in [("login", p.login), ("email", p.email), ("name", p.name), ("sis id", p.sis),
+                          ("sortable name", ", ".join(reversed(p.name.split())))]:
+        if needle.lower() in lowered:
+            found.append(label)
+    if opaque:
+        found += [label for label, needle in [("uuid", p.uuid), ("lti id", p.lti)] if needle.lower() in lowered]
+    for word in re.findall(r"[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*", value):
+        claims = decode_jws_claims(word)
+        if claims is not None:
+            found += [f"token: {f}" for f in findings(json.dumps(claims), p, ids=ids, opaque=opaque)]
+    return found
+
+
+async def scan(engine: AsyncEngine, p: Someone) -> list[str]:
+    """Every place in the warehouse that still names ``p``."""
+    problems = []
+    async with engine.connect() as conn:
+        for table in tables.metadata.sorted_tables:
+            spec = TABLE_SPECS[table.name]
+            person_columns = {c.name: c.person.when for c in spec.all_columns()
+                              if c.person is not None and c.kind is Kind.ID}
+            for row in (await conn.execute(select(table))).mappings():
+                for column in spec.all_columns():
+                    value = row[column.name]
+                    if value is None or (table.name, column.name) in SUPPRESSION_IDS:
+                        continue
+                    if column.kind in (Kind.TEXT, Kind.JSON):
+                        text_value = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+                        for what in findings(text_value, p):
+                            problems.append(f"{table.name}.{column.name}: {what}: {text_value[:160]}")
+                    elif column.name in person_columns and value in (p.global_id, p.local) and (
+                            person_columns[column.name] is None  # a user's id only when the row says so
+                            or str(row[person_columns[column.name][0]]).lower()
+                            == person_columns[column.name][1].lower()):
+                        problems.append(f"{table.name}.{column.name} = {value}")
+    return problems

@@ -1,0 +1,69 @@
+"""The real worker (its own process, the real broker and PostgreSQL) reads the erasure list and
+pseudonymizes: events for a person erased before they arrive are dropped or redacted on arrival,
+with ``PSEUDONYMIZE=true`` no IP address or user agent is stored in clear, and the key never
+appears in the worker's output."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import text
+
+from ingest.publish import ensure_topic
+from processors.privacy.erasure import ErasureRequest, erase
+from processors.warehouse.schema import SCHEMA
+from tests.support.people import scan, scenarios, someone
+from tests.support.procs import Role, role_env, running, wait_until
+
+KEY = "worker-test-key-of-at-least-32-bytes!"
+
+
+async def committed(bootstrap: str, topic: str, group: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return (await consumer.committed(TopicPartition(topic, 0))) or 0
+    finally:
+        await consumer.stop()
+
+
+async def test_the_worker_redacts_erased_people_on_arrival_and_pseudonymizes(
+        engine, kafka_bootstrap, unique_topic, migrated_database_url):
+    p, others = someone(5_271_009, "worker"), [someone(50_000_000 + i, "worker-o") for i in range(3)]
+    # Before anything about them arrived: the request gives what the warehouse cannot know yet (docs/privacy.md).
+    report = await erase(engine, ErasureRequest(p.global_id, "dpo ticket 7", names=(p.name,), emails=(p.email,),
+                                                identifiers=(p.uuid, p.lti)))
+    assert report.erasure_id is not None
+    messages = list(scenarios(p, others, datetime.now(UTC).replace(microsecond=0), 3, 31).values())
+
+    topic, group = f"{unique_topic}-privacy", f"{unique_topic}-privacy-workers"
+    await ensure_topic(kafka_bootstrap, topic, 1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in messages:
+            await producer.send_and_wait(topic, value, key=b"k")
+    finally:
+        await producer.stop()
+
+    env = role_env(DATABASE_URL=migrated_database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic,
+                   KAFKA_PARTITIONS="1", WORKER_GROUP_ID=group, WORKER_BATCH_SIZE="50", WORKER_BATCH_SECONDS="0.1",
+                   WORKER_SESSION_TIMEOUT_SECONDS="6", PSEUDONYMIZE="true", PSEUDONYMIZATION_KEY=KEY)
+    worker = Role("worker", env)
+    with running(worker):
+        async def all_committed() -> bool:
+            return await committed(kafka_bootstrap, topic, group) >= len(messages)
+
+        await wait_until(all_committed, timeout=90, message=f"all offsets committed; log:\n{worker.output()}")
+    assert KEY not in worker.output()
+
+    problems = await scan(engine, p)
+    assert problems == [], "\n".join(problems)
+    async with engine.connect() as conn:
+        kept = (await conn.execute(text(f"SELECT count(*) FROM {SCHEMA}.events"))).scalar_one()
+        ips = (await conn.execute(text(
+            f"SELECT count(*) FROM {SCHEMA}.events WHERE payload::text LIKE '%198.51.100.23%'"))).scalar_one()
+        hashed = (await conn.execute(text(
+            f"SELECT count(*) FROM {SCHEMA}.events WHERE payload::text LIKE '%hmac:%'"))).scalar_one()
+    assert kept >= 4 and ips == 0 and hashed >= 1  # others' events stay, pseudonymized; the person's are gone
