@@ -21,6 +21,7 @@ from processors.normalize import IdPolicy
 from processors.normalize.ids import canonical_id
 from processors.privacy.erasure import ErasureError, ErasureRequest, erase
 from processors.privacy.guard import ErasureGuard
+from processors.replay import replay
 from processors.sink import WarehouseSink
 from processors.warehouse import tables
 from processors.warehouse.schema import SCHEMA
@@ -102,6 +103,13 @@ async def run(url: str, local: int, form: int, chosen: list[str], by_global: boo
             audit = (await conn.execute(text(f"SELECT requested_by, completed_at, rows FROM {s}.erasures"))).one()
         assert audit.requested_by == "dpo ticket 42" and audit.completed_at is not None and audit.rows
         assert findings(json.dumps(audit.rows), p) == []
+
+        # a replay rebuilds the tables from the redacted events: the person does not come back
+        kept_submissions = await count(engine, f"SELECT count(*) FROM {s}.submissions")
+        await replay(engine, ids)
+        problems = await scan(engine, p)
+        assert problems == [], "\n".join(problems)
+        assert await count(engine, f"SELECT count(*) FROM {s}.submissions") == kept_submissions
 
         # later deliveries (redeliveries and new events) about the person are redacted on arrival,
         # by the sink every worker has (its guard loads the list in its first transaction)
