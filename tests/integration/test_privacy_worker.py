@@ -7,25 +7,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import text
 
 from ingest.publish import ensure_topic
 from processors.privacy.erasure import ErasureRequest, erase
 from processors.warehouse.schema import SCHEMA
+from tests.support.kafka import committed, publish
 from tests.support.people import scan, scenarios, someone
 from tests.support.procs import Role, role_env, running, wait_until
 
 KEY = "worker-test-key-of-at-least-32-bytes!"
-
-
-async def committed(bootstrap: str, topic: str, group: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return (await consumer.committed(TopicPartition(topic, 0))) or 0
-    finally:
-        await consumer.stop()
 
 
 async def test_the_worker_redacts_erased_people_on_arrival_and_pseudonymizes(
@@ -39,13 +30,7 @@ async def test_the_worker_redacts_erased_people_on_arrival_and_pseudonymizes(
 
     topic, group = f"{unique_topic}-privacy", f"{unique_topic}-privacy-workers"
     await ensure_topic(kafka_bootstrap, topic, 1)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for value in messages:
-            await producer.send_and_wait(topic, value, key=b"k")
-    finally:
-        await producer.stop()
+    await publish(kafka_bootstrap, topic, messages)
 
     env = role_env(DATABASE_URL=migrated_database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic,
                    KAFKA_PARTITIONS="1", WORKER_GROUP_ID=group, WORKER_BATCH_SIZE="50", WORKER_BATCH_SECONDS="0.1",
