@@ -823,6 +823,8 @@ _personal("submission_comments", user_id=SUBJ, body=CONTENT, submission_id=Mark(
     Personal.USER_ID, owned_by=Owned("submissions"),
     comment="The submission commented on (comments on an erased person's work go with it)."))
 _personal("quiz_submissions", user_id=SUBJ)
+_personal("courses", syllabus_body=CONTENT)
+_personal("wiki_pages", body=CONTENT)
 _personal("discussion_topics", body=CONTENT)
 _personal("discussion_entries", user_id=SUBJ, text=CONTENT)
 _personal("attachments", user_id=REF, context_id=Mark(
@@ -840,11 +842,12 @@ _personal("grade_changes", user_id=SUBJ, student_id=SUBJ, grader_id=REF, student
           real_user_id=REF)
 for _name in ("course_grade_changes", "score_changes", "submission_status_changes", "conversation_forwards"):
     _personal(_name, user_id=SUBJ)
-_personal("asset_accesses", user_id=SUBJ, context_id=USER_CONTEXT_REF, request_url=CONTENT, asset_name=Mark(
-    Personal.NAME, comment="Name of the asset (a person's name for a profile page)."),
-    asset_id=Mark(Personal.USER_ID, PersonRef(Role.REFERENCE, when=("asset_type", "user"), clears=("asset_name",)),
-                  comment="The asset; a user's id when asset_type is user (a profile page)."),
-    **NETWORK, **ACTING)
+_personal("asset_accesses", user_id=SUBJ, context_id=USER_CONTEXT_REF, request_url=CONTENT, url=CONTENT,
+          asset_name=Mark(Personal.NAME, comment="Name of the asset (a person's name for a profile page)."),
+          asset_id=Mark(Personal.USER_ID, PersonRef(Role.REFERENCE, when=("asset_type", "user"),
+                                                    clears=("asset_name",)),
+                        comment="The asset; a user's id when asset_type is user (a profile page)."),
+          **NETWORK, **ACTING)
 _personal("logins", user_id=SUBJ, redirect_url=CONTENT, **NETWORK, **ACTING)
 _personal("learning_outcome_results", user_uuid=SUBJ)
 _personal("lti_notices", claims=CONTENT, user_sub=Mark(Personal.USER_ID, PersonRef(Role.REFERENCE, clears=("jwt",))),
