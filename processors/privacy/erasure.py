@@ -44,6 +44,7 @@ from processors.privacy.match import (
     normalized_words,
     salted_hash,
     stored_forms,
+    suppressed,
 )
 from processors.privacy.screen import (
     CONTENT_COLUMNS,
@@ -287,7 +288,10 @@ async def _redact_rows(engine: AsyncEngine, person: Person, matcher: Matcher, re
                 f"SELECT {', '.join(wanted)} FROM {_q(name)} WHERE {' OR '.join(conditions)}"), params)
             rows = found.mappings().all()
             for row in rows:
-                changed, _ = redact_row(matcher, name, dict(row), names=True)
+                texts = [v if isinstance(v, str) else json.dumps(v) for v in row.values()
+                         if isinstance(v, str | dict | list)]
+                # names that earlier erasures kept only as hashes, recovered from the row itself
+                changed, _ = redact_row(matcher.recover(texts), name, dict(row), names=True)
                 changed = {k: v for k, v in changed.items() if k not in keys}
                 if not changed:
                     continue
@@ -349,6 +353,7 @@ async def _one_event(conn: AsyncConnection, row: Any, matcher: Matcher, report: 
                      ids: IdPolicy, keys: list[str]) -> None:
     """Normalize the stored event again (as ``replay`` does): delete it if it is about the person, else
     redact it."""
+    matcher = matcher.recover([json.dumps(row["payload"], ensure_ascii=False)])  # names kept as hashes
     try:
         changes = normalize(stored_record(row["format"], row["payload"], row["received_at"], row["arrival"]),
                             ids).changes
@@ -378,6 +383,15 @@ async def _one_event(conn: AsyncConnection, row: Any, matcher: Matcher, report: 
         await conn.execute(text(f"UPDATE {_q('events')} SET {sets} WHERE {where}"), {**key, **values})
 
 
+async def earlier_erasures(conn: AsyncConnection, person: Person) -> list[Person]:
+    """The person as earlier erasures put them on the suppression list (ids, opaque ids, hashes)."""
+    rows = (await conn.execute(text(
+        f"SELECT erasure_id, local_id, global_id, stored_ids, identifiers, identifier_hashes "
+        f"FROM {_q('erased_users')} WHERE local_id = :local AND (global_id IS NULL OR CAST(:global AS bigint) IS NULL "
+        "OR global_id = :global)"), {"local": person.local_id, "global": person.global_id})).all()
+    return [suppressed(r) for r in rows]
+
+
 async def _quarantine(engine: AsyncEngine, matcher: Matcher, report: ErasureReport, dry_run: bool) -> None:
     table = _q("quarantine")
     async with engine.begin() as conn:
@@ -385,8 +399,9 @@ async def _quarantine(engine: AsyncEngine, matcher: Matcher, report: ErasureRepo
             f"SELECT id, raw, reason FROM {table} WHERE raw ~* :p OR reason ~* :p"),
             {"p": prefilter(matcher, json_text=False) + "|" + prefilter(matcher, json_text=True)})).all()
         for row in rows:
-            raw, n_raw = redact_value(matcher, row.raw, names=True)
-            reason, n_reason = redact_value(matcher, row.reason, names=True)
+            found = matcher.recover([row.raw, row.reason])  # names that earlier erasures kept as hashes
+            raw, n_raw = redact_value(found, row.raw, names=True)
+            reason, n_reason = redact_value(found, row.reason, names=True)
             if not (n_raw or n_reason):
                 continue
             report.count("quarantine", "redacted")
@@ -411,7 +426,10 @@ async def erase(engine: AsyncEngine, request: ErasureRequest, *, home_shard: int
         raise ErasureError("say who asked for the erasure (--requested-by)")
     async with engine.connect() as conn:
         person = await identify(conn, request, home_shard)
-    matcher = Matcher.of([person])
+        earlier = await earlier_erasures(conn, person)
+    # An earlier erasure of the same person (interrupted, or their data came back from a backup) knows
+    # what this request may not: their opaque ids, and hashes that recover their names from a text.
+    matcher = Matcher.of([person, *earlier])
     report = ErasureReport(None, dry_run, shard_known=person.global_id is not None)
     if not dry_run:
         report.erasure_id = str(uuid.uuid4())

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from canvas_stream.errors import CanvasStreamError
 from processors.batch import PreparedBatch
-from processors.privacy.match import Matcher, Person
+from processors.privacy.match import Matcher, Person, suppressed
 from processors.privacy.screen import redact_value, screen
 from processors.warehouse.schema import SCHEMA
 
@@ -100,10 +100,7 @@ class ErasureGuard:
         rows = (await conn.execute(text(
             f'SELECT erasure_id, local_id, global_id, stored_ids, identifiers, identifier_hashes '
             f'FROM "{SCHEMA}".erased_users'))).all()
-        people = [Person(r.local_id, r.global_id, frozenset(str(i) for i in r.identifiers or []),
-                         hashes=frozenset(r.identifier_hashes or []), salt=r.erasure_id,
-                         stored=frozenset(int(i) for i in r.stored_ids or [])) for r in rows]
-        self.use(people, len(rows))
+        self.use([suppressed(r) for r in rows], len(rows))
 
     async def verify(self, conn: AsyncConnection) -> None:
         """First statement of every write transaction; raises SuppressionListChanged after reloading."""

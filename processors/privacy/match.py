@@ -131,6 +131,13 @@ class Person:
         return texts
 
 
+def suppressed(row: Any) -> Person:
+    """A person as a row of the suppression list (``erased_users``) describes them."""
+    return Person(row.local_id, row.global_id, frozenset(str(i) for i in row.identifiers or []),
+                  hashes=frozenset(row.identifier_hashes or []), salt=row.erasure_id,
+                  stored=frozenset(int(i) for i in row.stored_ids or []))
+
+
 @dataclass
 class Redaction:
     """What a redaction pass found: how many values it replaced, and whether the value is linked."""

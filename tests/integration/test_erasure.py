@@ -28,8 +28,10 @@ from processors.warehouse.schema import SCHEMA
 from tests.support.people import (
     SHARD,
     Someone,
+    canvas,
     corpus_digit_runs,
     findings,
+    meta,
     scan,
     scenarios,
     someone,
@@ -186,3 +188,29 @@ async def test_a_local_id_on_two_shards_is_refused_and_a_request_needs_a_request
         await erase(engine, ErasureRequest(p.local, "dpo"))
     with pytest.raises(ErasureError, match="requested-by"):
         await erase(engine, ErasureRequest(p.global_id, " "))
+
+
+async def test_erasing_again_uses_what_the_first_erasure_kept(engine):
+    """The person's data comes back (a backup restored, a writer without the list): a second erasure
+    given only the id still finds their name, through the hashes the first one kept."""
+    p = someone(3_330_007, "again")
+    others = [someone(60_000_000 + i, f"g{i}") for i in range(3)]
+    when = datetime.now(UTC).replace(microsecond=0)
+    ids = IdPolicy()
+    first = scenarios(p, others, when, 0, 66)
+    await WarehouseSink(engine).write(prepare([first["user_updated"], first["profile_viewed"]], ids))
+    await erase(engine, ErasureRequest(p.global_id, "dpo 1"))
+    assert await scan(engine, p) == []
+
+    a = others[0]
+    reply = canvas(meta("discussion_entry_created", when + timedelta(hours=1), a, 0), {  # a's post names them
+        "discussion_entry_id": "770001", "discussion_topic_id": "44", "user_id": str(a.global_id),
+        "text": f"<p>Thanks <a href='/courses/66/users/{p.local}'>{p.name}</a>!</p>"}, when + timedelta(hours=1))
+    await WarehouseSink(engine).write(prepare([reply], ids))  # no list: the name is back
+    assert any(": name:" in x for x in await scan(engine, p))
+    report = await erase(engine, ErasureRequest(p.global_id, "dpo 2"))  # only the id, no users row any more
+    problems = await scan(engine, p)
+    assert problems == [], "\n".join(problems)
+    assert report.rows["events"]["redacted"] == 1 and report.rows["discussion_entries"]["redacted"] == 1
+    assert await count(engine, f"SELECT count(*) FROM {SCHEMA}.discussion_entries") == 1  # a's post stays
+    assert await count(engine, f"SELECT count(*) FROM {SCHEMA}.erased_users") == 2

@@ -71,7 +71,7 @@ def someone(local: int, tag: str) -> Someone:
                    f"SIS{digest[13:19]}", str(uuid.UUID(digest[20:52])), hashlib.sha1(digest.encode()).hexdigest())
 
 
-def _meta(name: str, when: datetime, actor: Someone | None, form: int, **extra) -> dict:
+def meta(name: str, when: datetime, actor: Someone | None, form: int, **extra) -> dict:
     meta = {"event_name": name, "event_time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "root_account_id": str(SHARD * FACTOR + 1), "hostname": "school.instructure.com",
             "request_id": hashlib.md5(f"{name}{when}".encode()).hexdigest()}
@@ -104,55 +104,55 @@ def scenarios(p: Someone, others: list[Someone], when: datetime, form: int, cour
     course_s = str(SHARD * FACTOR + course)
     course_meta = {"context_type": "Course", "context_id": course_s}
     out: dict[str, bytes] = {}
-    out["user_updated"] = canvas(_meta("user_updated", t[0], None, form), {
+    out["user_updated"] = canvas(meta("user_updated", t[0], None, form), {
         "user_id": str(p.form(form)), "name": p.name, "short_name": p.name.split()[0],
         "sortable_name": ", ".join(reversed(p.name.split())), "uuid": p.uuid, "user_login": p.login,
         "user_sis_id": p.sis, "workflow_state": "registered"}, received)
-    out["enrollment"] = canvas(_meta("enrollment_created", t[1], a, form, context_type="Course", context_id=course_s), {
+    out["enrollment"] = canvas(meta("enrollment_created", t[1], a, form, context_type="Course", context_id=course_s), {
         "enrollment_id": str(SHARD * FACTOR + 9100 + course), "course_id": course_s, "user_id": str(p.form(form + 1)),
         "user_name": p.name, "type": "StudentEnrollment", "workflow_state": "active"}, received)
-    out["observer"] = canvas(_meta("enrollment_created", t[2], a, form, context_type="Course", context_id=course_s), {
+    out["observer"] = canvas(meta("enrollment_created", t[2], a, form, context_type="Course", context_id=course_s), {
         "enrollment_id": str(SHARD * FACTOR + 9200 + course), "course_id": course_s, "user_id": str(b.global_id),
         "user_name": b.name, "type": "ObserverEnrollment", "associated_user_id": str(p.form(form + 2)),
         "workflow_state": "active"}, received)
-    out["submission"] = canvas(_meta("submission_created", t[3], p, form + 3), {
+    out["submission"] = canvas(meta("submission_created", t[3], p, form + 3), {
         "submission_id": str(SHARD * FACTOR + 5100 + course), "assignment_id": str(SHARD * FACTOR + 700),
         "user_id": str(p.form(form)), "lti_user_id": p.lti, "submission_type": "online_text_entry",
         "body": f"My essay, by {p.name} ({p.email})", "workflow_state": "submitted"}, received)
-    out["comment_on_it"] = canvas(_meta("submission_comment_created", t[4], a, form), {
+    out["comment_on_it"] = canvas(meta("submission_comment_created", t[4], a, form), {
         "submission_comment_id": str(SHARD * FACTOR + 6100 + course),
         "submission_id": str(SHARD * FACTOR + 5100 + course),
         "user_id": str(a.global_id), "body": "Well argued.", "created_at": "2024-05-01T10:00:00Z"}, received)
-    out["graded"] = canvas(_meta("grade_change", t[5], a, form, context_type="Course", context_id=course_s), {
+    out["graded"] = canvas(meta("grade_change", t[5], a, form, context_type="Course", context_id=course_s), {
         "submission_id": str(SHARD * FACTOR + 5100 + course), "assignment_id": str(SHARD * FACTOR + 700),
         "user_id": str(p.form(form + 1)), "student_id": str(p.form(form + 1)), "student_sis_id": p.sis,
         "grader_id": str(a.global_id), "score": 9, "old_score": 4, "grade": "9"}, received)
-    out["grades_others"] = canvas(_meta("grade_change", t[6], p, form + 2, **course_meta), {
+    out["grades_others"] = canvas(meta("grade_change", t[6], p, form + 2, **course_meta), {
         "submission_id": str(SHARD * FACTOR + 5200 + course), "assignment_id": str(SHARD * FACTOR + 700),
         "user_id": str(c.global_id), "student_id": str(c.global_id), "student_sis_id": c.sis,
         "grader_id": str(p.form(form + 4)), "score": 7, "grade": "7"}, received)
-    out["page_view"] = canvas(_meta("asset_accessed", t[7], p, form + 1, context_type="Course", context_id=course_s,
+    out["page_view"] = canvas(meta("asset_accessed", t[7], p, form + 1, context_type="Course", context_id=course_s,
                                     url=f"https://school.instructure.com/courses/{course}/users/{p.local}"), {
         "asset_id": course_s, "asset_type": "course", "asset_subtype": "grades", "category": "grades",
         "role": "StudentEnrollment", "level": None}, received)
     profile = f"https://school.instructure.com/courses/{course}/users/{SHARD}~{p.local}"
-    out["profile_viewed"] = canvas(_meta("asset_accessed", t[8], a, form, url=profile, **course_meta), {
+    out["profile_viewed"] = canvas(meta("asset_accessed", t[8], a, form, url=profile, **course_meta), {
         "asset_id": str(p.form(form + 5)), "asset_type": "user", "asset_name": p.name, "role": "TeacherEnrollment"},
         received)
-    out["login"] = canvas(_meta("logged_in", t[9], p, form + 4, url="https://school.instructure.com/login"), {
+    out["login"] = canvas(meta("logged_in", t[9], p, form + 4, url="https://school.instructure.com/login"), {
         "redirect_url": f"https://school.instructure.com/users/{p.local}/dashboard"}, received)
-    out["progress"] = canvas(_meta("course_progress", t[10], None, form), {
+    out["progress"] = canvas(meta("course_progress", t[10], None, form), {
         "course": {"id": str(course), "name": "Biology", "account_id": "1"},
         "user": {"id": str(p.local), "name": p.name, "email": p.email},
         "progress": {"requirement_count": 5, "requirement_completed_count": 2,
                      "next_requirement_url": f"https://school.instructure.com/courses/{course}/modules/items/3"}},
         received)
-    out["post"] = canvas(_meta("discussion_entry_created", t[11], p, form, **course_meta), {
+    out["post"] = canvas(meta("discussion_entry_created", t[11], p, form, **course_meta), {
         "discussion_entry_id": str(SHARD * FACTOR + 4400 + course), "discussion_topic_id": str(SHARD * FACTOR + 440),
         "user_id": str(p.form(form + 2)), "text": f"<p>I am {p.name}, mail me at {p.email}</p>"}, received)
-    out["masquerade"] = canvas(_meta("course_updated", t[12], b, form, real_user_id=str(p.form(form + 3))), {
+    out["masquerade"] = canvas(meta("course_updated", t[12], b, form, real_user_id=str(p.form(form + 3))), {
         "course_id": course_s, "name": "Biology 101", "workflow_state": "available"}, received)
-    out["outcome"] = canvas(_meta("learning_outcome_result_created", t[13], None, form), {
+    out["outcome"] = canvas(meta("learning_outcome_result_created", t[13], None, form), {
         "learning_outcome_id": "12", "user_uuid": p.uuid, "score": 3, "possible": 5, "mastery": False,
         "attempt": 1}, received)
     out["caliper_login"] = Record("live_event", "caliper", received.isoformat(), {
@@ -205,12 +205,12 @@ def unrelated(others: list[Someone], when: datetime, course: int) -> list[bytes]
     received = when + timedelta(minutes=5)
     course_s = str(SHARD * FACTOR + course)
     return [
-        canvas(_meta("asset_accessed", when, a, 0, context_type="Course", context_id=course_s), {
+        canvas(meta("asset_accessed", when, a, 0, context_type="Course", context_id=course_s), {
             "asset_id": course_s, "asset_type": "course"}, received),
-        canvas(_meta("enrollment_created", when + timedelta(seconds=1), b, 0), {
+        canvas(meta("enrollment_created", when + timedelta(seconds=1), b, 0), {
             "enrollment_id": str(SHARD * FACTOR + 9900 + course), "course_id": course_s, "user_id": str(a.global_id),
             "user_name": a.name, "type": "StudentEnrollment"}, received),
-        canvas(_meta("logged_in", when + timedelta(seconds=2), b, 0), {}, received),
+        canvas(meta("logged_in", when + timedelta(seconds=2), b, 0), {}, received),
     ]
 
 
