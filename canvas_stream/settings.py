@@ -6,7 +6,7 @@ import os
 import re
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from canvas_stream.errors import CanvasStreamError
@@ -148,7 +148,8 @@ class Settings(BaseSettings):
     pseudonymize: bool = Field(
         default=False, description="Replace IP addresses, user agents, logins and emails with keyed hashes at ingest.")
     pseudonymization_key: SecretStr | None = Field(
-        default=None, description="Secret HMAC-SHA256 key for PSEUDONYMIZE (32+ characters); never logged.")
+        default=None, validate_default=True,
+        description="Secret HMAC-SHA256 key for PSEUDONYMIZE (32+ bytes); never logged.")
 
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: str = Field(default="console", description="console or json.")
@@ -174,13 +175,12 @@ class Settings(BaseSettings):
             raise ValueError(f"not a log format: use {' or '.join(LOG_FORMATS)}")
         return value.strip().lower()
 
-    @model_validator(mode="after")
-    def _pseudonymization_needs_a_key(self) -> Settings:
-        if self.pseudonymize:
-            key = self.pseudonymization_key.get_secret_value() if self.pseudonymization_key else ""
-            if len(key.encode()) < 32:
-                raise ValueError("PSEUDONYMIZE=true needs PSEUDONYMIZATION_KEY of at least 32 bytes")
-        return self
+    @field_validator("pseudonymization_key")
+    @classmethod
+    def _key_when_pseudonymizing(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if info.data.get("pseudonymize") and len((value.get_secret_value() if value else "").encode()) < 32:
+            raise ValueError("must be set, at least 32 bytes, when PSEUDONYMIZE=true")
+        return value
 
     def pseudonymization_secret(self) -> bytes | None:
         """The key when pseudonymizing is on (else None): for the worker, never for printing."""
