@@ -95,24 +95,38 @@ class Pseudonymizer:
             return value
         return _EMAIL.sub(lambda m: self.pseudonym(m.group(0), Personal.EMAIL), value)
 
+    def _string(self, value: str) -> str | None:
+        """A string inside JSON: unchanged in the common case (no '@', not a token), a dropped token None."""
+        if "@" not in value and (len(value) <= 30 or "." not in value):
+            return value
+        return self.text(value) or (None if value else value)
+
     def json(self, value: Any) -> Any:
-        """A copy of a JSON value with the known keys hashed and emails in any string hashed."""
-        if isinstance(value, Mapping):
+        """A copy of a JSON value with the known keys hashed and emails in any string hashed (the hot
+        path of pseudonymization: dispatched on exact types, as JSON decoders produce them)."""
+        kind_of = PAYLOAD_KEYS.get
+        t = type(value)
+        if t is dict:
             out = {}
             for k, v in value.items():
-                kind = PAYLOAD_KEYS.get(k)
-                if kind is not None and not isinstance(v, Mapping):
-                    out[k] = self.value(v, kind)
-                elif isinstance(v, str | int | float | bool) or v is None:
-                    out[k] = self.text(v) or None if isinstance(v, str) else v
-                else:
+                tv = type(v)
+                if tv is str:
+                    kind = kind_of(k)
+                    out[k] = (self.pseudonym(v, kind) if v else v) if kind is not None else self._string(v)
+                elif tv is dict:
                     out[k] = self.json(v)
+                elif tv is list:
+                    kind = kind_of(k)
+                    out[k] = self.value(v, kind) if kind is not None else [self.json(x) for x in v]
+                else:
+                    out[k] = v
             return out
-        if isinstance(value, list):
+        if t is list:
             return [self.json(v) for v in value]
-        if isinstance(value, str):
-            text = self.text(value)
-            return text if text else None
+        if t is str:
+            return self._string(value)
+        if isinstance(value, Mapping):  # another mapping type: as a dict
+            return self.json(dict(value))
         return value
 
     # --- what the worker writes ------------------------------------------------------------------
