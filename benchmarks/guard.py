@@ -75,6 +75,15 @@ class Guard:
     def __init__(self, pool: Pool, kafka: str, pg: infra.Postgres, jwks_url: str, seconds: float) -> None:
         self.pool, self.kafka, self.pg, self.jwks_url, self.seconds = pool, kafka, pg, jwks_url, seconds
 
+    def _under_load(self, proc: infra.Proc, port: int, probe: str) -> tuple[float, load.LoadResult]:
+        """Once ``probe`` answers, the pool's tokens posted for ``self.seconds`` (closed loop): the
+        CPU seconds the process spent meanwhile, and what the load saw."""
+        infra.wait_http(f"http://127.0.0.1:{port}{probe}", proc=proc)
+        cpu0 = proc.cpu_seconds()
+        res = load.closed_loop(f"http://127.0.0.1:{port}/live-events", self.pool.tokens_path, self.pool.tokens,
+                               self.seconds)
+        return proc.cpu_seconds() - cpu0, res
+
     def ingress(self) -> tuple[RoleRun, str, int]:
         """The ingress under load into a fresh topic: CPU per accepted event, and the topic it filled."""
         topic = f"guard-{uuid.uuid4().hex[:8]}"
@@ -84,11 +93,7 @@ class Guard:
                    LIVE_EVENTS_ISSUER=ISSUER, HOST="127.0.0.1", PORT=str(port), LIVE_EVENTS_ALLOW_ANY_ACCOUNT="true")
         proc = infra.Proc("guard-ingress", infra.cli_cmd("ingress", "--port", str(port)), env).start()
         try:
-            infra.wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc)
-            cpu0 = proc.cpu_seconds()
-            res = load.closed_loop(f"http://127.0.0.1:{port}/live-events", self.pool.tokens_path, self.pool.tokens,
-                                   self.seconds)
-            cpu = proc.cpu_seconds() - cpu0
+            cpu, res = self._under_load(proc, port, "/readyz")
             if res.ok == 0:
                 raise RuntimeError(f"the ingress accepted nothing:\n{proc.output()}")
         finally:
@@ -136,11 +141,7 @@ class Guard:
             "-m", "benchmarks.minimal", "verify-produce", "--port", str(port), "--jwks", self.jwks_url,
             "--bootstrap", self.kafka, "--topic", topic), _env()).start()
         try:
-            infra.wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
-            cpu0 = proc.cpu_seconds()
-            res = load.closed_loop(f"http://127.0.0.1:{port}/live-events", self.pool.tokens_path, self.pool.tokens,
-                                   self.seconds)
-            cpu = proc.cpu_seconds() - cpu0
+            cpu, res = self._under_load(proc, port, "/healthz")
         finally:
             proc.stop()
         return RoleRun(cpu / max(res.ok, 1) * 1e6, res.ok, res.rate)

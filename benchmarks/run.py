@@ -89,17 +89,18 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+@dataclass
 class Bench:
-    def __init__(self, mode: Mode, pool: Pool, kafka: str, pg: infra.Postgres, jwks_url: str, res: Results,
-                 use_wrk: bool) -> None:
-        self.mode = mode
-        self.pool = pool
-        self.kafka = kafka
-        self.pg = pg
-        self.jwks_url = jwks_url
-        self.res = res
-        self.use_wrk = use_wrk
-        self.peaks: dict[str, int] = {}
+    """One run's servers, event pool and results; each section is a method."""
+
+    mode: Mode
+    pool: Pool
+    kafka: str
+    pg: infra.Postgres
+    jwks_url: str
+    res: Results
+    use_wrk: bool
+    peaks: dict[str, int] = field(default_factory=dict)
 
     # ---- helpers --------------------------------------------------------------------------------
     def topic(self, stem: str) -> str:

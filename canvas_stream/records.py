@@ -51,10 +51,6 @@ RECORD_VERSION = 1
 EXTRA_NOT_AN_EVENT = "not_an_event"
 
 
-class RecordError(CanvasStreamError, ValueError):
-    """A Kafka message that is not a canvas-stream record (quarantined, never retried forever)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Verification:
     """How the ingress established that a delivery is authentic."""
@@ -153,6 +149,13 @@ def arrival_of(record: Record, *, with_raw: bool = False) -> dict[str, Any]:
     if with_raw and record.raw is not None:
         out["raw"] = record.raw
     return out
+
+
+# -- decoding: a stored arrival or a Kafka message back into a Record -----------------------------
+
+
+class RecordError(CanvasStreamError, ValueError):
+    """A Kafka message that is not a canvas-stream record (quarantined, never retried forever)."""
 
 
 def record_from_arrival(arrival: dict[str, Any], *, fmt: str, payload: dict[str, Any], received_at: str) -> Record:

@@ -20,6 +20,15 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("console", "json")
 
 
+def _one_of(value: str, choices: tuple[str, ...], what: str) -> str:
+    """The choice ``value`` names, in any case and with spaces around it; ValueError listing the choices."""
+    by_name = {choice.lower(): choice for choice in choices}
+    try:
+        return by_name[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"not a {what}: use {', '.join(choices[:-1])} or {choices[-1]}") from None
+
+
 class SettingError(CanvasStreamError):
     """A setting that is missing or does not work (e.g. a database that cannot be reached): the CLI
     prints one line naming it and exits with status 2."""
@@ -164,16 +173,12 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
-        if value.strip().upper() not in LOG_LEVELS:
-            raise ValueError(f"not a log level: use {', '.join(LOG_LEVELS)}")
-        return value.strip().upper()
+        return _one_of(value, LOG_LEVELS, "log level")
 
     @field_validator("log_format")
     @classmethod
     def _known_format(cls, value: str) -> str:
-        if value.strip().lower() not in LOG_FORMATS:
-            raise ValueError(f"not a log format: use {' or '.join(LOG_FORMATS)}")
-        return value.strip().lower()
+        return _one_of(value, LOG_FORMATS, "log format")
 
     @field_validator("pseudonymization_key")
     @classmethod

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-CANVAS_EXTENSION = "com.instructure.canvas"
+from canvas_stream.formats import canvas_extension
 
 SETTING_ACCOUNTS = "LIVE_EVENTS_ROOT_ACCOUNT_UUIDS"
 SETTING_SUBSCRIPTIONS = "LIVE_EVENTS_SUBSCRIPTION_IDS"
@@ -57,14 +57,6 @@ class Refusal(enum.Enum):
 # -- what an event says about itself ---------------------------------------------------------------
 
 
-def _canvas_extension(obj: Any) -> Mapping[str, Any]:
-    if isinstance(obj, Mapping):
-        extensions = obj.get("extensions")
-        if isinstance(extensions, Mapping) and isinstance(extensions.get(CANVAS_EXTENSION), Mapping):
-            return extensions[CANVAS_EXTENSION]
-    return {}
-
-
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -81,7 +73,7 @@ def caliper_item_root_account_uuids(item: Any) -> list[str]:
         return []
     found: list[str] = []
     for source in (item, item.get("actor")):
-        uuid = _text(_canvas_extension(source).get("root_account_uuid"))
+        uuid = _text(canvas_extension(source).get("root_account_uuid"))
         if uuid is not None and uuid not in found:
             found.append(uuid)
     return found

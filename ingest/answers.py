@@ -21,8 +21,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from canvas_stream.lazy_engine import LazyEngine
 from canvas_stream.loop import cancel_and_wait
 from canvas_stream.metrics import (
     CANVAS_ANSWERS_24H,
@@ -74,7 +74,7 @@ class AnswerLedger:
 
     def __init__(self, database_url: str, *, flush_every: float = 5.0, timeout: float = 5.0,
                  replica: str | None = None, clock: Callable[[], float] = time.time) -> None:
-        self._url = database_url
+        self._db = LazyEngine(database_url, pool_size=1, max_overflow=1)
         self.flush_every = flush_every
         self.timeout = timeout
         self.replica = replica or replica_name()
@@ -82,15 +82,8 @@ class AnswerLedger:
         self.tally = Tally()
         self.budget: Budget | None = None
         self.budget_read_at: float | None = None
-        self._engine: AsyncEngine | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False
-
-    @property
-    def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            self._engine = create_async_engine(self._url, pool_size=1, max_overflow=1, pool_pre_ping=True)
-        return self._engine
 
     def record(self, route: str, code: int, seconds: float) -> None:
         self.tally.record(route, code, seconds, self._clock())
@@ -103,7 +96,7 @@ class AnswerLedger:
         values = [{"minute": datetime.fromtimestamp(minute, UTC), "route": route, "replica": self.replica,
                    "code": code, "answers": c.answers, "slow": c.slow} for (minute, route, code), c in rows]
         try:
-            async with asyncio.timeout(self.timeout), self.engine.begin() as conn:
+            async with asyncio.timeout(self.timeout), self._db.engine.begin() as conn:
                 await conn.execute(UPSERT_SQL, values)
         except BaseException:
             self.tally.mark_dirty(key for key, _ in rows)
@@ -113,7 +106,7 @@ class AnswerLedger:
 
     async def read_budget(self) -> Budget:
         """The last 24 hours over every replica; also sets the Prometheus gauges."""
-        async with asyncio.timeout(self.timeout), self.engine.connect() as conn:
+        async with asyncio.timeout(self.timeout), self._db.engine.connect() as conn:
             rows = [dict(r._mapping) for r in await conn.execute(BUDGET_SQL)]
         budget = budget_from_rows(rows)
         for r in budget.routes:
@@ -152,9 +145,7 @@ class AnswerLedger:
         self._task = None
         with contextlib.suppress(Exception):
             await self.flush()  # the last few seconds' answers
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        await self._db.dispose()
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from canvas_stream.lazy_engine import LazyEngine
 from canvas_stream.loop import cancel_and_wait
 from canvas_stream.lti_handlers import OVERDUE, WAITING, HelloWorldCheck, read_hello_world_checks
 from canvas_stream.metrics import LTI_HELLO_WORLD_OVERDUE
@@ -32,21 +32,18 @@ class HelloWorldWatch:
 
     def __init__(self, database_url: str, wait_seconds: float, *, every: float = 30.0, timeout: float = 5.0,
                  clock: Callable[[], datetime] = _now) -> None:
-        self._url = database_url
         self.wait_seconds = wait_seconds
         self.every = every
         self.timeout = timeout
         self._clock = clock
         self.checks: list[HelloWorldCheck] | None = None
         self.error: str | None = None
-        self._engine: AsyncEngine | None = None
+        self._db = LazyEngine(database_url, pool_size=1, max_overflow=0)
         self._task: asyncio.Task[None] | None = None
         self._logged: set[str] = set()
 
     async def refresh(self) -> list[HelloWorldCheck]:
-        if self._engine is None:
-            self._engine = create_async_engine(self._url, pool_size=1, max_overflow=0, pool_pre_ping=True)
-        async with asyncio.timeout(self.timeout), self._engine.connect() as conn:
+        async with asyncio.timeout(self.timeout), self._db.engine.connect() as conn:
             self.checks = await read_hello_world_checks(conn)
         self.error = None
         LTI_HELLO_WORLD_OVERDUE.set(len(self.in_state(OVERDUE)))
@@ -106,6 +103,4 @@ class HelloWorldWatch:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        await self._db.dispose()

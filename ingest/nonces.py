@@ -32,8 +32,8 @@ from typing import Protocol
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from canvas_stream.lazy_engine import LazyEngine
 from canvas_stream.loop import cancel_and_wait
 from canvas_stream.metrics import LTI_NONCE_STORE_UNAVAILABLE
 from canvas_stream.settings import warehouse_sql
@@ -144,16 +144,9 @@ class PostgresNonces:
     """``canvas_stream.lti_nonces`` over a small pool (created on first use: a bad URL never stops the ingress)."""
 
     def __init__(self, database_url: str, *, purge_batch: int = PURGE_BATCH, purge_rounds: int = PURGE_ROUNDS) -> None:
-        self._url = database_url
-        self._engine: AsyncEngine | None = None
+        self._db = LazyEngine(database_url, pool_size=2, max_overflow=2)
         self.purge_batch = purge_batch
         self.purge_rounds = purge_rounds
-
-    @property
-    def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            self._engine = create_async_engine(self._url, pool_size=2, max_overflow=2, pool_pre_ping=True)
-        return self._engine
 
     async def claim(self, claims: Sequence[NonceClaim]) -> dict[str, str]:
         unique: dict[str, NonceClaim] = {}
@@ -163,7 +156,7 @@ class PostgresNonces:
             return {}
         params = {"nonces": list(unique), "notice_ids": [c.notice_id for c in unique.values()],
                   "expires": [datetime.fromtimestamp(c.expires_at, UTC) for c in unique.values()]}
-        async with self.engine.begin() as conn:
+        async with self._db.engine.begin() as conn:
             inserted = set((await conn.execute(CLAIM_SQL, params)).scalars())
             owners = {n: unique[n].notice_id for n in inserted}
             rest = [n for n in unique if n not in inserted]
@@ -175,7 +168,7 @@ class PostgresNonces:
         """Delete expired nonces in bounded batches (short transactions, no long lock); how many."""
         deleted = 0
         for _ in range(self.purge_rounds):
-            async with self.engine.begin() as conn:
+            async with self._db.engine.begin() as conn:
                 n = (await conn.execute(PURGE_SQL, {"limit": self.purge_batch})).rowcount or 0
             deleted += n
             if n < self.purge_batch:
@@ -183,9 +176,7 @@ class PostgresNonces:
         return deleted
 
     async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        await self._db.dispose()
 
 
 class ReplayGuard:

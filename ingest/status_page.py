@@ -108,6 +108,22 @@ def _unavailable(snapshot: StatusSnapshot, source: str) -> str:
     return f'<p class="bad" data-figure="unavailable" data-source="{source}">unavailable: {escape(reason)}</p>'
 
 
+def _table(headers: list[str], rows: list[str], empty: str | None = None) -> list[str]:
+    """A table of ``rows`` (each a ``<tr>``); with none, one row saying ``empty`` across the columns."""
+    if not rows and empty is not None:
+        rows = [f'<tr><td colspan="{len(headers)}">{empty}</td></tr>']
+    return ["<table><tr>" + "".join(f"<th>{h}</th>" for h in headers) + "</tr>", *rows, "</table>"]
+
+
+def _table_section(s: StatusSnapshot, section: str, heading: str, headers: list[str], rows: list[str] | None,
+                   empty: str) -> str:
+    """A section of one table read from the database; ``rows`` None: the database was unavailable."""
+    out = [f'<section id="{section}"><h2>{heading}</h2>']
+    out.extend([_unavailable(s, "database")] if rows is None else _table(headers, rows, empty))
+    out.append("</section>")
+    return "\n".join(out)
+
+
 def render_status(snapshot: StatusSnapshot) -> str:
     """The whole page."""
     parts = [
@@ -165,18 +181,12 @@ def _budget(s: StatusSnapshot) -> str:
     if s.budget is None:
         out.append(_unavailable(s, "database"))
     else:
-        out.append("<table><tr><th>route</th><th>timeouts</th><th>% of threshold</th><th>errors</th>"
-                   "<th>% of threshold</th><th>foreign-tenant refusals</th></tr>")
-        if not s.budget.routes:
-            out.append('<tr><td colspan="6">no errors or timeouts recorded in the last 24 hours</td></tr>')
-        for r in s.budget.routes:
-            t_pct, e_pct = r.timeouts / TIMEOUT_THRESHOLD, r.errors / ERROR_THRESHOLD
-            out.append(
-                f"<tr><td><code>{escape(r.route)}</code></td>"
-                f"{_n(r.timeouts, 'budget-timeouts', route=r.route)}{_pct(t_pct)}"
-                f"{_n(r.errors, 'budget-errors', route=r.route)}{_pct(e_pct)}"
-                f"{_n(r.foreign_tenant, 'budget-foreign-tenant', route=r.route)}</tr>")
-        out.append("</table>")
+        rows = [f"<tr><td><code>{escape(r.route)}</code></td>"
+                f"{_n(r.timeouts, 'budget-timeouts', route=r.route)}{_pct(r.timeouts / TIMEOUT_THRESHOLD)}"
+                f"{_n(r.errors, 'budget-errors', route=r.route)}{_pct(r.errors / ERROR_THRESHOLD)}"
+                f"{_n(r.foreign_tenant, 'budget-foreign-tenant', route=r.route)}</tr>" for r in s.budget.routes]
+        out.extend(_table(["route", "timeouts", "% of threshold", "errors", "% of threshold",
+                           "foreign-tenant refusals"], rows, "no errors or timeouts recorded in the last 24 hours"))
         warnings = s.budget.warnings()
         out.append('<ul id="budget-warnings">' + "".join(f'<li class="warn">{escape(w)}</li>' for w in warnings)
                    + "</ul>" if warnings else '<p class="ok" id="budget-warnings">Well within both thresholds.</p>')
@@ -199,12 +209,9 @@ def _events(s: StatusSnapshot) -> str:
         for minute in s.events_per_minute:
             for fmt, n in minute.by_format.items():
                 totals[fmt] = totals.get(fmt, 0) + n
-        out.append('<table><tr><th>format</th><th>events in the last hour</th></tr>')
-        for fmt in sorted(totals):
-            out.append(f"<tr><td>{escape(fmt)}</td>{_n(totals[fmt], 'events-last-hour', format=fmt)}</tr>")
-        if not totals:
-            out.append('<tr><td colspan="2">no events received in the last hour</td></tr>')
-        out.append("</table>")
+        rows = [f"<tr><td>{escape(fmt)}</td>{_n(totals[fmt], 'events-last-hour', format=fmt)}</tr>"
+                for fmt in sorted(totals)]
+        out.extend(_table(["format", "events in the last hour"], rows, "no events received in the last hour"))
     out.append("</section>")
     return "\n".join(out)
 
@@ -265,14 +272,8 @@ def _workers(s: StatusSnapshot) -> str:
     if s.partitions is None:
         out.append(_unavailable(s, "broker"))
     else:
-        out.append("<table><tr><th>partition</th><th>committed offset</th><th>end offset</th><th>lag</th>"
-                   "<th>committed up to</th></tr>")
-        for p in s.partitions:
-            part = str(p.partition)
-            out.append(f"<tr><td>{p.partition}</td>{_n(p.committed, 'committed-offset', partition=part)}"
-                       f"{_n(p.end, 'end-offset', partition=part)}{_n(p.lag, 'lag', partition=part)}"
-                       f"<td>{_time(p.committed_record_time)}</td></tr>")
-        out.append("</table>")
+        out.extend(_table(["partition", "committed offset", "end offset", "lag", "committed up to"],
+                          [_partition_row(p) for p in s.partitions]))
     out.append('<h2>Quarantine and spool</h2><table>')
     out.append(f"<tr><th>quarantined, unresolved</th>{_n(s.quarantine_unresolved, 'quarantine-unresolved-rows')}</tr>")
     out.append(f"<tr><th>quarantined, all time</th>{_n(s.quarantine_total, 'quarantine-total')}</tr>")
@@ -287,35 +288,33 @@ def _workers(s: StatusSnapshot) -> str:
     return "\n".join(out)
 
 
+def _partition_row(p: PartitionLag) -> str:
+    part = str(p.partition)
+    return (f"<tr><td>{p.partition}</td>{_n(p.committed, 'committed-offset', partition=part)}"
+            f"{_n(p.end, 'end-offset', partition=part)}{_n(p.lag, 'lag', partition=part)}"
+            f"<td>{_time(p.committed_record_time)}</td></tr>")
+
+
+def _answer_row(a: AnswerCount) -> str:
+    attrs = {"route": a.route, "code": str(a.code)}
+    return (f"<tr><td><code>{escape(a.route)}</code></td><td>{a.code}</td>"
+            f"{_n(a.last_hour, 'answers-last-hour', **attrs)}{_n(a.last_24h, 'answers-24h', **attrs)}</tr>")
+
+
+def _newest_row(e: NewestEvent) -> str:
+    iso = "" if e.newest is None else f' data-value="{escape(e.newest.isoformat())}"'
+    return (f"<tr><td>{escape(e.event_name)}</td><td data-figure=\"newest-event\" "
+            f'data-event-name="{escape(e.event_name)}"{iso}>{_time(e.newest)}</td></tr>')
+
+
 def _answers(s: StatusSnapshot) -> str:
-    out = ['<section id="answers"><h2>Answers by route and status (all replicas)</h2>']
-    if s.answers is None:
-        out.append(_unavailable(s, "database"))
-    else:
-        out.append("<table><tr><th>route</th><th>status</th><th>last hour</th><th>last 24 hours</th></tr>")
-        for a in s.answers:
-            attrs = {"route": a.route, "code": str(a.code)}
-            out.append(f"<tr><td><code>{escape(a.route)}</code></td><td>{a.code}</td>"
-                       f"{_n(a.last_hour, 'answers-last-hour', **attrs)}{_n(a.last_24h, 'answers-24h', **attrs)}</tr>")
-        if not s.answers:
-            out.append('<tr><td colspan="4">no answers recorded in the last 24 hours</td></tr>')
-        out.append("</table>")
-    out.append("</section>")
-    return "\n".join(out)
+    rows = None if s.answers is None else [_answer_row(a) for a in s.answers]
+    return _table_section(s, "answers", "Answers by route and status (all replicas)",
+                          ["route", "status", "last hour", "last 24 hours"], rows,
+                          "no answers recorded in the last 24 hours")
 
 
 def _newest(s: StatusSnapshot) -> str:
-    out = ['<section id="newest"><h2>Newest event time per event type</h2>']
-    if s.newest_events is None:
-        out.append(_unavailable(s, "database"))
-    else:
-        out.append("<table><tr><th>event type</th><th>newest event time</th></tr>")
-        for e in s.newest_events:
-            iso = "" if e.newest is None else f' data-value="{escape(e.newest.isoformat())}"'
-            out.append(f"<tr><td>{escape(e.event_name)}</td><td data-figure=\"newest-event\" "
-                       f'data-event-name="{escape(e.event_name)}"{iso}>{_time(e.newest)}</td></tr>')
-        if not s.newest_events:
-            out.append('<tr><td colspan="2">no events yet</td></tr>')
-        out.append("</table>")
-    out.append("</section>")
-    return "\n".join(out)
+    rows = None if s.newest_events is None else [_newest_row(e) for e in s.newest_events]
+    return _table_section(s, "newest", "Newest event time per event type", ["event type", "newest event time"],
+                          rows, "no events yet")

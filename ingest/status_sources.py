@@ -17,8 +17,9 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from canvas_stream.lazy_engine import LazyEngine
 from canvas_stream.settings import Settings, warehouse_sql
 from ingest.answers import BUDGET_SQL, AnswerLedger
 from ingest.budget import budget_from_rows
@@ -68,17 +69,15 @@ class StatusSources:
         self.settings = settings
         self.answers = answers
         self.spool = spool  # a callable returning the spool stats, or None
-        self._engine: AsyncEngine | None = None
+        self._db = (None if settings.database_url is None else
+                    LazyEngine(settings.require_database_url(), pool_size=2, max_overflow=0))
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._kafka_lock = asyncio.Lock()
 
     @property
     def engine(self) -> AsyncEngine | None:
-        if self._engine is None and self.settings.database_url is not None:
-            self._engine = create_async_engine(self.settings.require_database_url(), pool_size=2, max_overflow=0,
-                                               pool_pre_ping=True)
-        return self._engine
+        return None if self._db is None else self._db.engine
 
     async def snapshot(self, replica: str) -> StatusSnapshot:
         errors: dict[str, str] = {}
@@ -208,9 +207,8 @@ class StatusSources:
     async def close(self) -> None:
         admin, consumer, self._admin, self._consumer = self._admin, self._consumer, None, None
         await _close(admin, consumer)
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        if self._db is not None:
+            await self._db.dispose()
 
 
 async def _close(admin: AIOKafkaAdminClient | None, consumer: AIOKafkaConsumer | None) -> None:

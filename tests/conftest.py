@@ -28,6 +28,7 @@ from canvas_stream.embedded.database import EmbeddedPostgres
 from canvas_stream.settings import async_database_url
 from processors.warehouse import tables
 from tests.support.databases import create_database, drop_database, wait_for_postgres
+from tests.support.topics import created_topic
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +79,12 @@ def unique_topic(request: pytest.FixtureRequest) -> str:
     """A fresh topic-name prefix (legal Kafka characters), e.g. ``t-test_x-1a2b3c4d-``."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", request.node.name)[:60]
     return f"t-{stem}-{uuid.uuid4().hex[:8]}-"
+
+
+@pytest_asyncio.fixture
+async def topic(kafka_bootstrap: str, unique_topic: str) -> str:
+    """A fresh topic of 3 partitions, created (the fault suite's has more)."""
+    return await created_topic(kafka_bootstrap, f"{unique_topic}topic")
 
 
 @pytest_asyncio.fixture(scope="session")

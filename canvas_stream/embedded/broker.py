@@ -109,11 +109,10 @@ class EmbeddedKafka(ServerProcess):
         self._own_log_dir = False
 
     @property
-    def bootstrap_servers(self) -> str:
+    def address(self) -> str:
         return f"{self.host}:{self._started_port()}"
 
-    def _address(self) -> str:
-        return self.bootstrap_servers
+    bootstrap_servers = address  # what Kafka clients call it
 
     def _start(self) -> None:
         binary = self.binary or find_tansu()

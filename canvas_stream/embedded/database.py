@@ -145,13 +145,13 @@ class EmbeddedPostgres(ServerProcess):
         self._run_as: pwd.struct_passwd | None = None
 
     @property
-    def url(self) -> str:
+    def address(self) -> str:
+        """The database's ``postgresql+asyncpg://`` URL."""
         return f"postgresql+asyncpg://{self.user}@{self.host}:{self._started_port()}/{self.database}"
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    url = address
 
-    def _address(self) -> str:
-        return self.url
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def _start(self) -> None:
         if self.data_dir is None:

@@ -117,7 +117,7 @@ def terminate(proc: subprocess.Popen[bytes], first: int, grace: float) -> None:
 class ServerProcess(abc.ABC):
     """What both embedded servers share: one child process, started and stopped as a context manager.
 
-    Subclasses implement ``_start``, ``_address``, ``_kill`` and ``_cleanup`` with the helpers here:
+    Subclasses implement ``_start``, ``address``, ``_kill`` and ``_cleanup`` with the helpers here:
     try ports, launch with the command logged, wait until a probe answers, forget the process.
     """
 
@@ -134,8 +134,9 @@ class ServerProcess(abc.ABC):
     def _start(self) -> None:
         """Prepare directories, spawn the server and wait until it answers (lock held)."""
 
+    @property
     @abc.abstractmethod
-    def _address(self) -> str:
+    def address(self) -> str:
         """What clients connect to (the server is running)."""
 
     @abc.abstractmethod
@@ -151,7 +152,7 @@ class ServerProcess(abc.ABC):
         with self._lock:
             if not self.is_running():
                 self._start()
-            return self._address()
+            return self.address
 
     def stop(self) -> None:
         """Stop the server, reap its process and remove what it does not keep (idempotent)."""

@@ -26,18 +26,15 @@ from .event_map import (
     EVENTS,
     BodyField,
     Constant,
-    EventId,
-    EventName,
     EventSpec,
-    EventTime,
-    HappeningId,
+    EventValue,
     MetaField,
     Source,
     Target,
 )
-from .happening import happening_id, object_of
+from .happening import happening_id, metadata_columns, object_of
 from .ids import EventIds, InvalidId, parse_id
-from .model import NormalizationError, RowChange, make_version, parse_time
+from .model import EventRow, NormalizationError, Normalized, RowChange, make_version, parse_time
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63  # [min, max)
 
@@ -140,14 +137,14 @@ def _read(source: Source, body: Mapping[str, Any], meta: Mapping[str, Any], even
         return body.get(source.key, _ABSENT)
     if type(source) is MetaField:
         return meta.get(source.key, _ABSENT)
-    if type(source) is EventId:
+    if source is EventValue.EVENT_ID:
         return event_id
-    if type(source) is EventTime:
+    if source is EventValue.EVENT_TIME:
         return event_time
-    if type(source) is EventName:
+    if source is EventValue.EVENT_NAME:
         return event_name
-    raise TypeError(f"no value for source {source!r}")  # a Constant is resolved when compiling; a
-    # HappeningId once the event's other columns are known (apply_mapping)
+    raise TypeError(f"no value for source {source!r}")  # a Constant is resolved when compiling; the
+    # happening id once the event's other columns are known (apply_mapping)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +288,7 @@ def apply_mapping(
         key: dict[str, Any] | None = {}
         happening_column = None
         for slot in plan.keys:
-            if type(slot.source) is HappeningId:
+            if slot.source is EventValue.HAPPENING_ID:
                 happening_column = slot.column
                 continue
             raw = _read(slot.source, flat, meta, event_id, event_time, event_name)
@@ -338,3 +335,25 @@ def apply_mapping(
         key[column] = happening
     unknown = [f"{label}.{k}" for k in flat if k not in compiled.known]
     return Applied(changes=changes, unknown_fields=unknown + problems, happening_id=happening)
+
+
+def add_event(out: Normalized, applied: Applied | None, meta: Mapping[str, Any], ids: EventIds, *, event_id: str,
+              name: str, fmt: str, event_time: datetime | None, received_at: datetime, payload: Mapping[str, Any],
+              payload_json: bytes | None, context_type: str | None, root_account_uuid: str | None,
+              subscription: str | None, arrival: Mapping[str, Any]) -> None:
+    """One event into ``out``, whatever its format: its ``events`` row (user, context and acting-user
+    columns read from ``meta``, the Canvas-shaped metadata) and what :func:`apply_mapping` made of it,
+    or its name among the unknown events when there is no mapping."""
+    out.events.append(EventRow(
+        event_id=event_id, event_name=name, format=fmt, event_time=event_time, received_at=received_at,
+        user_id=ids.lenient(meta.get("user_id")), context_type=context_type,
+        context_id=ids.lenient(meta.get("context_id")), payload=payload, payload_json=payload_json,
+        subscription=subscription, root_account_uuid=root_account_uuid,
+        happening_id=applied.happening_id if applied is not None else event_id, arrival=arrival,
+        **metadata_columns(meta, ids.lenient),
+    ))
+    if applied is None:
+        out.unknown_events.append(name)
+    else:
+        out.changes.extend(applied.changes)
+        out.unknown_fields.extend(applied.unknown_fields)

@@ -24,18 +24,18 @@ from typing import Any
 import msgspec
 
 from canvas_stream import json_codec
+from canvas_stream.formats import CANVAS_EXTENSION, canvas_extension
 from canvas_stream.records import Record, arrival_of
 from canvas_stream.tenancy import caliper_item_root_account_uuid
 from processors.warehouse.schema import Kind
 
-from .apply import Invalid, apply_mapping, coerce
+from .apply import Invalid, add_event, apply_mapping, coerce
 from .canvas import canonical_json
-from .happening import metadata_columns
 from .ids import IdPolicy, caliper_event_shard
-from .model import EventRow, NormalizationError, Normalized, RowChange, make_version, parse_time
+from .model import NormalizationError, Normalized, RowChange, make_version, parse_time
 
 CANVAS_URN = "urn:instructure:canvas:"
-EXT = "com.instructure.canvas"
+EXT = CANVAS_EXTENSION
 _MISSING = object()
 
 
@@ -184,24 +184,10 @@ def _get(obj: Any, path: str) -> Any:
     return obj
 
 
-_NO_EXT: Mapping[str, Any] = {}
-
-
-def _ext(obj: Any) -> Mapping[str, Any]:
-    """The Canvas extensions of a Caliper entity (read only: the item's own dict)."""
-    if isinstance(obj, dict):
-        ext = obj.get("extensions")
-        if isinstance(ext, dict):
-            canvas = ext.get(EXT)
-            if isinstance(canvas, dict):
-                return canvas
-    return _NO_EXT
-
-
 def _is_canvas(item: Mapping[str, Any]) -> bool:
     actor = item.get("actor")
     actor_id = actor.get("id") if isinstance(actor, dict) else None
-    return bool(_ext(item)) or (isinstance(actor_id, str) and actor_id.startswith(CANVAS_URN))
+    return bool(canvas_extension(item)) or (isinstance(actor_id, str) and actor_id.startswith(CANVAS_URN))
 
 
 def match_rule(item: Mapping[str, Any]) -> Rule | None:
@@ -209,7 +195,7 @@ def match_rule(item: Mapping[str, Any]) -> Rule | None:
         return None
     obj = item.get("object") if isinstance(item.get("object"), dict) else {}
     kind, _ = urn_kind_and_id(obj.get("id"))
-    ext = _ext(obj)
+    ext = canvas_extension(obj)
     for rule in RULES:
         if rule.type != item.get("type") or rule.action != item.get("action"):
             continue
@@ -228,7 +214,7 @@ def group_context(item: Mapping[str, Any]) -> tuple[str | None, int | None]:
     group = item.get("group")
     if not isinstance(group, dict):
         return None, None
-    ext = _ext(group)
+    ext = canvas_extension(group)
     if isinstance(ext.get("context_type"), str) and _canvas_id(ext.get("entity_id")) is not None:
         return ext["context_type"], _canvas_id(ext["entity_id"])
     kind, _ = urn_kind_and_id(group.get("id"))
@@ -245,9 +231,9 @@ def caliper_meta(item: Mapping[str, Any], rule: Rule | None = None) -> dict[str,
     """A Canvas-format-like metadata dict from the item's actor, group and extensions."""
     meta: dict[str, Any] = {}
     if rule is not None and rule.ext_to_meta:
-        obj_ext = _ext(item.get("object"))
+        obj_ext = canvas_extension(item.get("object"))
         meta.update({k: obj_ext[k] for k in rule.ext_to_meta if k in obj_ext})
-    ext = _ext(item)
+    ext = canvas_extension(item)
     for key in ("client_ip", "user_agent", "hostname", "request_id", "job_id", "job_tag", "http_method"):
         if key in ext:
             meta[key] = ext[key]
@@ -256,7 +242,7 @@ def caliper_meta(item: Mapping[str, Any], rule: Rule | None = None) -> dict[str,
     actor = item.get("actor")
     if isinstance(actor, dict):
         meta["user_id"] = _canvas_id(actor.get("id"))
-        actor_ext = _ext(actor)
+        actor_ext = canvas_extension(actor)
         for key in ("user_login", "user_sis_id", "real_user_id", "root_account_id"):
             if key in actor_ext:
                 meta[key] = actor_ext[key]
@@ -278,7 +264,7 @@ def caliper_meta(item: Mapping[str, Any], rule: Rule | None = None) -> dict[str,
 def caliper_body(item: Mapping[str, Any], rule: Rule) -> dict[str, Any]:
     """The Canvas-format body this item stands for, holding only the fields it carries."""
     obj = item.get("object") if isinstance(item.get("object"), dict) else {}
-    ext = dict(_ext(obj))
+    ext = dict(canvas_extension(obj))
     entity_id = ext.pop("entity_id", None)
     for key in rule.ext_to_meta:
         ext.pop(key, None)
@@ -405,28 +391,9 @@ def normalize_caliper(record: Record, ids: IdPolicy) -> Normalized:
         if rule is not None:
             applied = apply_mapping(rule.event, meta, caliper_body(item, rule), event_id=event_id,
                                     event_time=event_time, ids=event_ids, label=f"caliper:{rule.event}")
-        out.events.append(
-            EventRow(
-                event_id=event_id,
-                event_name=name,
-                format="caliper",
-                event_time=event_time,
-                received_at=received_at,
-                user_id=event_ids.lenient(meta.get("user_id")),
-                context_type=meta.get("context_type"),
-                context_id=event_ids.lenient(meta.get("context_id")),
-                payload={**envelope, "data": [item]},
-                payload_json=None if texts is None else texts[index],
-                subscription=subscription,
-                root_account_uuid=meta.get("root_account_uuid"),
-                happening_id=applied.happening_id if applied is not None else event_id,
-                arrival=arrival,
-                **metadata_columns(meta, event_ids.lenient),
-            )
-        )
-        if applied is None:  # unknown, or a rule without a mapping: a bug, surfaced rather than hidden
-            out.unknown_events.append(name)
-            continue
-        out.changes.extend(applied.changes)
-        out.unknown_fields.extend(applied.unknown_fields)
+        # No mapping (unknown, or a rule without one: a bug) lands among the unknown events, not hidden.
+        add_event(out, applied, meta, event_ids, event_id=event_id, name=name, fmt="caliper", event_time=event_time,
+                  received_at=received_at, payload={**envelope, "data": [item]},
+                  payload_json=None if texts is None else texts[index], context_type=meta.get("context_type"),
+                  root_account_uuid=meta.get("root_account_uuid"), subscription=subscription, arrival=arrival)
     return out

@@ -12,11 +12,10 @@ from canvas_stream import json_codec
 from canvas_stream.records import Record, arrival_of
 from canvas_stream.tenancy import canvas_root_account_uuid
 
-from .apply import apply_mapping
+from .apply import add_event, apply_mapping
 from .event_map import resolve_event_name
-from .happening import metadata_columns
 from .ids import IdPolicy, canvas_event_shard
-from .model import EventRow, NormalizationError, Normalized, parse_time
+from .model import NormalizationError, Normalized, parse_time
 
 
 def canonical_json(value: Any) -> str:
@@ -81,28 +80,10 @@ def normalize_canvas(record: Record, ids: IdPolicy) -> Normalized:
     mapped = resolve_event_name(name, body)
     applied = apply_mapping(mapped, meta, body, event_id=event_id, event_time=event_time, ids=event_ids,
                             label=name)
-    out.events.append(
-        EventRow(
-            event_id=event_id,
-            event_name=name,
-            format="canvas",
-            event_time=event_time,
-            received_at=record.received_datetime,
-            user_id=event_ids.lenient(meta.get("user_id")),
-            context_type=meta.get("context_type") if isinstance(meta.get("context_type"), str) else None,
-            context_id=event_ids.lenient(meta.get("context_id")),
-            payload={"metadata": meta, "body": body},
-            payload_json=stored_text(record),
-            subscription=record.delivery.delivered_by if record.delivery else None,
-            root_account_uuid=canvas_root_account_uuid(meta),
-            happening_id=applied.happening_id if applied is not None else event_id,
-            arrival=arrival_of(record),
-            **metadata_columns(meta, event_ids.lenient),
-        )
-    )
-    if applied is None:
-        out.unknown_events.append(name)
-        return out
-    out.changes.extend(applied.changes)
-    out.unknown_fields.extend(applied.unknown_fields)
+    context_type = meta.get("context_type")
+    add_event(out, applied, meta, event_ids, event_id=event_id, name=name, fmt="canvas", event_time=event_time,
+              received_at=record.received_datetime, payload={"metadata": meta, "body": body},
+              payload_json=stored_text(record), context_type=context_type if isinstance(context_type, str) else None,
+              root_account_uuid=canvas_root_account_uuid(meta),
+              subscription=record.delivery.delivered_by if record.delivery else None, arrival=arrival_of(record))
     return out

@@ -14,6 +14,7 @@ correlates a Canvas and a Caliper delivery of one happening.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,37 +50,19 @@ class Constant:
         return f"={self.value}"
 
 
-@dataclass(frozen=True, slots=True)
-class EventId:
-    def __str__(self) -> str:
-        return "@event_id"
+class EventValue(enum.Enum):
+    """A value of the event itself rather than a key of its body or metadata."""
 
-
-@dataclass(frozen=True, slots=True)
-class HappeningId:
-    """The happening the event reports (the key of fact rows): see ``processors.normalize.happening``."""
+    EVENT_ID = "@event_id"
+    HAPPENING_ID = "@happening_id"  # what the event reports (the key of fact rows): ``processors.normalize.happening``
+    EVENT_TIME = "@event_time"
+    EVENT_NAME = "@event_name"  # the name the event is mapped under (after :func:`resolve_event_name`)
 
     def __str__(self) -> str:
-        return "@happening_id"
+        return self.value
 
 
-@dataclass(frozen=True, slots=True)
-class EventTime:
-    def __str__(self) -> str:
-        return "@event_time"
-
-
-@dataclass(frozen=True, slots=True)
-class EventName:
-    """The name the event is mapped under (after :func:`resolve_event_name`)."""
-
-    def __str__(self) -> str:
-        return "@event_name"
-
-
-Source = BodyField | MetaField | Constant | EventId | HappeningId | EventTime | EventName
-
-_EVENT_SOURCES: dict[str, Source] = {str(s): s for s in (EventId(), HappeningId(), EventTime(), EventName())}
+Source = BodyField | MetaField | Constant | EventValue
 
 
 def parse_source(text: str) -> Source:
@@ -90,8 +73,8 @@ def parse_source(text: str) -> Source:
         return MetaField(text[len("@meta."):])
     if text.startswith("@"):
         try:
-            return _EVENT_SOURCES[text]
-        except KeyError:
+            return EventValue(text)
+        except ValueError:
             raise ValueError(f"unknown field source {text!r}") from None
     return BodyField(text)
 

@@ -32,13 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from canvas_stream.errors import CanvasStreamError
+from canvas_stream.formats import CANVAS_EXTENSION, canvas_extension
 
 SHARD_FACTOR = 10**13
 BIGINT_LIMIT = 2**63
 # The largest shard whose every global id fits a bigint (922337 * 10^13 + 10^13 - 1 would not).
 MAX_SHARD = 922336
 _GLOBAL_LIMIT = (MAX_SHARD + 1) * SHARD_FACTOR
-EXT = "com.instructure.canvas"
+EXT = CANVAS_EXTENSION
 
 
 class InvalidId(CanvasStreamError, ValueError):
@@ -86,14 +87,6 @@ def shard_of(value: Any) -> int | None:
     return number // SHARD_FACTOR if SHARD_FACTOR <= number < _GLOBAL_LIMIT else None
 
 
-def _ext(obj: Any) -> Mapping[str, Any]:
-    if isinstance(obj, Mapping):
-        extensions = obj.get("extensions")
-        if isinstance(extensions, Mapping) and isinstance(extensions.get(EXT), Mapping):
-            return extensions[EXT]
-    return {}
-
-
 def _first_shard(*values: Any) -> int | None:
     for value in values:
         shard = shard_of(value)
@@ -115,8 +108,8 @@ def caliper_event_shard(item: Mapping[str, Any]) -> int | None:
     group = item.get("group")
     obj = item.get("object")
     return _first_shard(
-        _ext(item.get("actor")).get("root_account_id"),
-        _ext(obj).get("context_account_id"),
+        canvas_extension(item.get("actor")).get("root_account_id"),
+        canvas_extension(obj).get("context_account_id"),
         group.get("id") if isinstance(group, Mapping) else None,
         obj.get("id") if isinstance(obj, Mapping) else None,
     )

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from canvas_stream.lazy_engine import LazyEngine
 from processors.warehouse import tables
 
 __all__ = ["WarehouseNoticeLedger"]
@@ -22,18 +22,13 @@ class WarehouseNoticeLedger:
     """Looks notice ids up in ``canvas_stream.lti_notices`` over a one-connection pool."""
 
     def __init__(self, database_url: str) -> None:
-        self._url = database_url
-        self._engine: AsyncEngine | None = None  # on first use: a bad URL must not stop the ingress
+        self._db = LazyEngine(database_url, pool_size=1, max_overflow=2, pool_pre_ping=False)
 
     async def known(self, ids: Sequence[str]) -> set[str]:
         """The subset of ``ids`` already stored; raises on any database error (the caller backs off)."""
-        if self._engine is None:
-            self._engine = create_async_engine(self._url, pool_size=1, max_overflow=2)
         stmt = select(LTI_NOTICES.c.notice_id).where(LTI_NOTICES.c.notice_id.in_(list(ids)))
-        async with self._engine.connect() as conn:
+        async with self._db.engine.connect() as conn:
             return set((await conn.execute(stmt)).scalars())
 
     async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        await self._db.dispose()

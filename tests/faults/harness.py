@@ -7,20 +7,25 @@ test's event loop keeps serving the JWKS that the ingress processes fetch from i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
+import os
 import random
+import signal
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 
-from canvas_stream.embedded.process import free_port
+from canvas_stream.embedded.broker import EmbeddedKafka
+from canvas_stream.embedded.process import ServerProcess, free_port
 from canvas_stream.settings import plain_database_url
+from ingest.publish import ensure_topic
 from processors.normalize.canvas import canvas_event_id
 from processors.warehouse.schema import SCHEMA
 from tests.support.corpus import CORPUS
@@ -215,3 +220,50 @@ async def kill(role: Role) -> None:
 
 def logs(*roles: Role) -> str:
     return "\n".join(f"--- {r.role} (pid {r.proc.pid if r.proc else None}) ---\n{r.output()}" for r in roles)
+
+
+class Processes(list[Role]):
+    """The roles a test started; the ``processes`` fixture stops them at teardown, newest first."""
+
+    async def launch(self, *roles: Role, healthy: bool = True) -> None:
+        """Register ``roles`` (so they are stopped even if the test fails), start them side by side
+        and, unless ``healthy`` is false, wait until each answers ``/healthz``."""
+        self.extend(roles)
+        await asyncio.gather(*(start(role) for role in roles))
+        if healthy:
+            await asyncio.gather(*(wait_healthy(role) for role in roles))
+
+
+def restarted(role: Role) -> Role:
+    """A new, unstarted process of the same role with the same environment (so the same ports)."""
+    again = Role(role.role, role.env)
+    for attr in ("url", "status_url"):
+        if hasattr(role, attr):
+            setattr(again, attr, getattr(role, attr))
+    return again
+
+
+def send_signal(pid: int, sig: int) -> None:
+    """``sig`` to ``pid``, which may have exited already."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+@contextlib.contextmanager
+def paused(server: ServerProcess) -> Iterator[None]:
+    """The server's process stopped (SIGSTOP): alive, holding its sockets, answering nothing; it
+    continues (SIGCONT) on the way out."""
+    pid = server.pid
+    assert pid is not None, f"{type(server).__name__} is not running"
+    send_signal(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        send_signal(pid, signal.SIGCONT)
+
+
+async def deliveries(broker: EmbeddedKafka) -> tuple[str, str]:
+    """A test's own broker and its ``deliveries`` topic, created (after a restart too: the test broker
+    keeps nothing across one): (bootstrap servers, topic)."""
+    await ensure_topic(broker.bootstrap_servers, "deliveries", PARTITIONS)
+    return broker.bootstrap_servers, "deliveries"

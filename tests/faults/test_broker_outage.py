@@ -20,60 +20,31 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from canvas_stream.embedded.broker import EmbeddedKafka
-from canvas_stream.embedded.process import free_port
-from ingest.publish import ensure_topic
 from tests.faults.harness import (
-    PARTITIONS,
     Sender,
+    deliveries,
     http_status,
     ingress_role,
     kill,
     logs,
     make_events,
-    start,
+    restarted,
     stop,
     wait_for_events,
     wait_healthy,
     with_duplicates,
     worker_role,
 )
-from tests.support.procs import Role, wait_until
-
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def own_broker():
-    kafka = EmbeddedKafka(port=free_port())
-    await asyncio.to_thread(kafka.start)
-    try:
-        yield kafka
-    finally:
-        await asyncio.to_thread(kafka.stop)
-
-
-def restarted(role: Role) -> Role:
-    again = Role(role.role, role.env)
-    for attr in ("url", "status_url"):
-        if hasattr(role, attr):
-            setattr(again, attr, getattr(role, attr))
-    return again
+from tests.support.procs import wait_until
 
 
 async def test_broker_outage(jwks, warehouse, own_broker, tmp_path, processes):
-    bootstrap = own_broker.bootstrap_servers
-    topic = "deliveries"
-    await ensure_topic(bootstrap, topic, PARTITIONS)
+    bootstrap, topic = await deliveries(own_broker)
     spool_dir = tmp_path / "spool"
     a = ingress_role(jwks_url=jwks.url, bootstrap=bootstrap, topic=topic, spool_dir=spool_dir)
     b = ingress_role(jwks_url=jwks.url, bootstrap=bootstrap, topic=topic)
     worker = worker_role(database_url=warehouse, bootstrap=bootstrap, topic=topic, group="outage-workers")
-    processes += [a, b, worker]
-    await asyncio.gather(start(a), start(b), start(worker))
-    await asyncio.gather(wait_healthy(a), wait_healthy(b), wait_healthy(worker))
+    await processes.launch(a, b, worker)
     to_a, to_b = Sender(a.url), Sender(b.url)
     events = make_events("broker-outage", 160)
     evens, odds = events[0::2], events[1::2]
@@ -93,10 +64,9 @@ async def test_broker_outage(jwks, warehouse, own_broker, tmp_path, processes):
     assert list(spool_dir.glob("*.spool"))
     await stop(b)  # see the module docstring: no old producer may reach the empty broker first
     await asyncio.to_thread(own_broker.start)  # same port, but empty (memory storage)
-    await ensure_topic(bootstrap, topic, PARTITIONS)
+    await deliveries(own_broker)
     a2, b2, worker2 = restarted(a), restarted(b), restarted(worker)
-    processes += [a2, b2, worker2]
-    await asyncio.gather(start(a2), start(b2), start(worker2))
+    await processes.launch(a2, b2, worker2, healthy=False)
     await asyncio.gather(wait_healthy(a2), wait_healthy(b2))
 
     async def drained() -> bool:

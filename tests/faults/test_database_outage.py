@@ -8,37 +8,17 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
-from canvas_stream import migrate
-from canvas_stream.embedded.database import EmbeddedPostgres
-from canvas_stream.embedded.process import free_port
 from tests.faults.harness import (
     Sender,
     http_status,
     ingress_role,
     logs,
     make_events,
-    start,
     wait_for_events,
-    wait_healthy,
     with_duplicates,
     worker_role,
 )
 from tests.support.procs import wait_until
-
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def own_postgres(server_dir):
-    pg = EmbeddedPostgres(server_dir / "pgdata", port=free_port())
-    await asyncio.to_thread(pg.start)
-    try:
-        await asyncio.to_thread(migrate.upgrade, pg.url)
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.stop)
 
 
 async def test_database_outage(jwks, own_postgres, kafka_bootstrap, topic, processes):
@@ -46,9 +26,7 @@ async def test_database_outage(jwks, own_postgres, kafka_bootstrap, topic, proce
     ingress = ingress_role(jwks_url=jwks.url, bootstrap=kafka_bootstrap, topic=topic)
     workers = [worker_role(database_url=url, bootstrap=kafka_bootstrap, topic=topic, group=f"{topic}-g")
                for _ in range(2)]
-    processes += [ingress, *workers]
-    await asyncio.gather(start(ingress), *(start(w) for w in workers))
-    await asyncio.gather(wait_healthy(ingress), *(wait_healthy(w) for w in workers))
+    await processes.launch(ingress, *workers)
     pids = [w.proc.pid for w in workers]
     sender = Sender(ingress.url)
     events = make_events("db-outage", 200)

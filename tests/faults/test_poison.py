@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import subprocess
-import sys
 
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from canvas_stream.records import Record, Verification, partition_key
@@ -19,15 +16,12 @@ from tests.faults.harness import (
     logs,
     make_events,
     quarantine_rows,
-    start,
     wait_for_events,
     wait_healthy,
     with_duplicates,
     worker_role,
 )
-from tests.support.procs import role_env, wait_until
-
-pytestmark = pytest.mark.slow
+from tests.support.procs import role_env, run_cli, wait_until
 
 
 def poison_messages(key_event) -> list[tuple[bytes, bytes, str]]:
@@ -51,17 +45,11 @@ def poison_messages(key_event) -> list[tuple[bytes, bytes, str]]:
     ]
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "canvas_stream.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
-
-
 async def test_poison_is_quarantined_and_the_partition_keeps_flowing(
         jwks, warehouse, kafka_bootstrap, topic, processes):
     ingress = ingress_role(jwks_url=jwks.url, bootstrap=kafka_bootstrap, topic=topic)
     worker = worker_role(database_url=warehouse, bootstrap=kafka_bootstrap, topic=topic, group=f"{topic}-g")
-    processes += [ingress, worker]
-    await asyncio.gather(start(ingress), start(worker))
+    await processes.launch(ingress, worker, healthy=False)
     await wait_healthy(ingress)
     sender = Sender(ingress.url)
 
@@ -87,10 +75,10 @@ async def test_poison_is_quarantined_and_the_partition_keeps_flowing(
 
     # The operator sees them and replays them; still broken, they come back with their reasons.
     env = role_env(DATABASE_URL=warehouse, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic)
-    listed = await asyncio.to_thread(cli, env, "quarantine", "list", "--json")
+    listed = await asyncio.to_thread(run_cli, env, "quarantine", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert len([json.loads(line) for line in listed.stdout.splitlines()]) == 3
-    retried = await asyncio.to_thread(cli, env, "quarantine", "retry", "--all")
+    retried = await asyncio.to_thread(run_cli, env, "quarantine", "retry", "--all")
     assert retried.returncode == 0, retried.stderr
     assert "re-published 2" in retried.stdout and "skipped 1" in retried.stdout, retried.stdout
 

@@ -15,60 +15,31 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import time
 
 import asyncpg
-import pytest
 
-from canvas_stream import migrate
-from canvas_stream.embedded.broker import EmbeddedKafka
-from canvas_stream.embedded.database import EmbeddedPostgres
-from canvas_stream.embedded.process import free_port
 from canvas_stream.settings import plain_database_url
-from ingest.publish import ensure_topic
 from processors.watchdog import EXIT_STALLED
 from tests.faults.harness import (
-    PARTITIONS,
     Sender,
+    deliveries,
     http_status,
     ingress_role,
     logs,
     make_events,
-    start,
+    paused,
     wait_for_events,
-    wait_healthy,
     worker_role,
 )
 from tests.support.procs import wait_until
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def own_broker():
-    kafka = EmbeddedKafka(port=free_port())
-    await asyncio.to_thread(kafka.start)
-    try:
-        yield kafka
-    finally:
-        if kafka.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(kafka.pid, signal.SIGCONT)
-        await asyncio.to_thread(kafka.stop)
-
 
 async def test_a_hung_broker_shows_in_ingress_readiness(jwks, own_broker, tmp_path, processes):
-    bootstrap = own_broker.bootstrap_servers
-    topic = "deliveries"
-    await ensure_topic(bootstrap, topic, PARTITIONS)
+    bootstrap, topic = await deliveries(own_broker)
     spooling = ingress_role(jwks_url=jwks.url, bootstrap=bootstrap, topic=topic, spool_dir=tmp_path / "spool")
     plain = ingress_role(jwks_url=jwks.url, bootstrap=bootstrap, topic=topic)
-    processes += [spooling, plain]
-    await asyncio.gather(start(spooling), start(plain))
-    await asyncio.gather(wait_healthy(spooling), wait_healthy(plain))
+    await processes.launch(spooling, plain)
 
     async def both(expect_broker: str) -> list[tuple[int, dict]] | None:
         answers = [await http_status(f"{role.url}/readyz") for role in (spooling, plain)]
@@ -77,10 +48,8 @@ async def test_a_hung_broker_shows_in_ingress_readiness(jwks, own_broker, tmp_pa
     await wait_until(lambda: both("ok"), timeout=30, message="both ingresses see the broker")
     assert await Sender(spooling.url).send(make_events("hung", 1)) == [200]
 
-    assert own_broker.pid is not None
-    os.kill(own_broker.pid, signal.SIGSTOP)
-    stopped_at = time.monotonic()
-    try:
+    with paused(own_broker):
+        stopped_at = time.monotonic()
         seen: list[tuple[float, list[tuple[int, dict]]]] = []
         while time.monotonic() - stopped_at < 8:
             asked = time.monotonic()
@@ -94,20 +63,7 @@ async def test_a_hung_broker_shows_in_ingress_readiness(jwks, own_broker, tmp_pa
         for _, ((spool_status, _), (plain_status, _)) in unavailable:
             assert spool_status == 200  # it can still spool: stays in rotation
             assert plain_status == 503
-    finally:
-        os.kill(own_broker.pid, signal.SIGCONT)
     await wait_until(lambda: both("ok"), timeout=30, message="both ingresses see the broker again")
-
-
-@pytest.fixture
-async def own_postgres(server_dir):
-    pg = EmbeddedPostgres(server_dir / "pgdata", port=free_port())
-    await asyncio.to_thread(pg.start)
-    try:
-        await asyncio.to_thread(migrate.upgrade, pg.url)
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.stop)
 
 
 async def test_database_outage_is_not_a_stall_and_a_real_stall_exits(jwks, own_postgres, kafka_bootstrap, topic,
@@ -116,9 +72,7 @@ async def test_database_outage_is_not_a_stall_and_a_real_stall_exits(jwks, own_p
     ingress = ingress_role(jwks_url=jwks.url, bootstrap=kafka_bootstrap, topic=topic)
     worker = worker_role(database_url=url, bootstrap=kafka_bootstrap, topic=topic, group=f"{topic}-g",
                          WORKER_STALL_SECONDS="4")
-    processes += [ingress, worker]
-    await asyncio.gather(start(ingress), start(worker))
-    await asyncio.gather(wait_healthy(ingress), wait_healthy(worker))
+    await processes.launch(ingress, worker)
     sender = Sender(ingress.url)
     events = make_events("stall", 60)
     await sender.send(events[:10])
@@ -167,8 +121,7 @@ async def test_database_outage_is_not_a_stall_and_a_real_stall_exits(jwks, own_p
     # 3. The restart policy starts it again; nothing was lost.
     again = worker_role(database_url=url, bootstrap=kafka_bootstrap, topic=topic, group=f"{topic}-g",
                         WORKER_STALL_SECONDS="4")
-    processes.append(again)
-    await start(again)
+    await processes.launch(again, healthy=False)
     await sender.send(events[45:])
     await wait_for_events(url, sender.accepted, timeout=120, logs=logs(again))
     assert sender.accepted == {e.event_id for e in events}

@@ -10,59 +10,31 @@ which is not the failure under test here. A paused broker is a broker that does 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import random
-import signal
 import uuid
 
-import pytest
-
-from canvas_stream.embedded.broker import EmbeddedKafka
-from canvas_stream.embedded.process import free_port
-from ingest.publish import ensure_topic
 from processors.normalize.canvas import canvas_event_id
-from tests.faults.harness import PARTITIONS, event_ids, http_status, logs, start, wait_for_events, worker_role
+from tests.faults.harness import deliveries, event_ids, http_status, logs, paused, wait_for_events, worker_role
 from tests.support.procs import wait_until
 from tests.support.sqs import (
     canvas_course_event,
     counters,
     create_queue,
     messages_in_queue,
+    queue_empty,
     send_bodies,
     sqs_client,
     sqs_role,
     total,
 )
 
-pytestmark = pytest.mark.slow
-
 VISIBILITY = 4  # seconds; the outage lasts several times this
-
-
-@pytest.fixture
-async def own_broker():
-    kafka = EmbeddedKafka(port=free_port())
-    await asyncio.to_thread(kafka.start)
-    try:
-        yield kafka
-    finally:
-        if kafka.pid is not None:  # never leave it stopped: stop() must be able to end it
-            with_signal(kafka.pid, signal.SIGCONT)
-        await asyncio.to_thread(kafka.stop)
-
-
-def with_signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
 
 
 async def test_sqs_messages_wait_in_the_queue_while_the_broker_is_down(
         warehouse, own_broker, sqs_endpoint, processes):
-    bootstrap = own_broker.bootstrap_servers
-    topic = "deliveries"
-    await ensure_topic(bootstrap, topic, PARTITIONS)
+    bootstrap, topic = await deliveries(own_broker)
     tag = f"sqs-outage-{uuid.uuid4().hex[:6]}"
     events = [canvas_course_event(i, tag) for i in range(80)]
     rng = random.Random(3)
@@ -71,41 +43,34 @@ async def test_sqs_messages_wait_in_the_queue_while_the_broker_is_down(
         poller = sqs_role(sqs_endpoint, [queue], bootstrap=bootstrap, topic=topic,
                           SQS_VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY), SQS_MAX_BACKOFF_SECONDS="2")
         worker = worker_role(database_url=warehouse, bootstrap=bootstrap, topic=topic, group=f"{tag}-workers")
-        processes += [poller, worker]
-        await asyncio.gather(start(poller), start(worker))
+        await processes.launch(poller, worker, healthy=False)
 
         before = events[:20]
         await send_bodies(client, queue, [json.dumps(e) for e in before])
         await wait_for_events(warehouse, {canvas_event_id(e) for e in before}, timeout=120,
                               logs=logs(poller, worker))
-        await wait_until(lambda: _empty(client, queue), timeout=30, message="queue emptied before the outage")
+        await wait_until(lambda: queue_empty(client, queue), timeout=30, message="queue emptied before the outage")
         deleted_before = total(await counters(poller), "canvas_stream_sqs_deleted_total")
         assert deleted_before == 20
 
-        assert own_broker.pid is not None
-        with_signal(own_broker.pid, signal.SIGSTOP)
-        during = events[20:]
-        bodies = [json.dumps(e) for e in during + rng.sample(during, 20)]
-        await send_bodies(client, queue, bodies)
-        await asyncio.sleep(VISIBILITY * 4)  # received, not acknowledged, visible again, received again ...
+        with paused(own_broker):
+            during = events[20:]
+            bodies = [json.dumps(e) for e in during + rng.sample(during, 20)]
+            await send_bodies(client, queue, bodies)
+            await asyncio.sleep(VISIBILITY * 4)  # received, not acknowledged, visible again, received again ...
 
-        samples = await counters(poller)
-        assert total(samples, "canvas_stream_sqs_deleted_total") == deleted_before, logs(poller)  # not one delete
-        assert total(samples, "canvas_stream_sqs_publish_failed_total") > 0, logs(poller)  # it did try
-        assert await messages_in_queue(client, queue) == len(bodies)  # all still there
-        status, body = await http_status(f"{poller.status_url}/readyz")
-        assert status == 503 and body is not None and "unavailable" in json.dumps(body), body
-        assert await event_ids(warehouse) == {canvas_event_id(e) for e in before}
+            samples = await counters(poller)
+            assert total(samples, "canvas_stream_sqs_deleted_total") == deleted_before, logs(poller)  # not one delete
+            assert total(samples, "canvas_stream_sqs_publish_failed_total") > 0, logs(poller)  # it did try
+            assert await messages_in_queue(client, queue) == len(bodies)  # all still there
+            status, body = await http_status(f"{poller.status_url}/readyz")
+            assert status == 503 and body is not None and "unavailable" in json.dumps(body), body
+            assert await event_ids(warehouse) == {canvas_event_id(e) for e in before}
 
-        with_signal(own_broker.pid, signal.SIGCONT)
         await wait_for_events(warehouse, {canvas_event_id(e) for e in events}, timeout=180,
                               logs=logs(poller, worker))
-        await wait_until(lambda: _empty(client, queue), timeout=60, message=f"queue emptied\n{logs(poller)}")
+        await wait_until(lambda: queue_empty(client, queue), timeout=60, message=f"queue emptied\n{logs(poller)}")
         samples = await counters(poller)
         assert total(samples, "canvas_stream_sqs_deleted_total") >= deleted_before + len(bodies)
         status, _ = await http_status(f"{poller.status_url}/readyz")
         assert status == 200
-
-
-async def _empty(client, queue: str) -> bool:
-    return await messages_in_queue(client, queue) == 0

@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from tests.faults.harness import (
     Sender,
     ingress_role,
     kill,
     logs,
     make_events,
-    start,
+    restarted,
     wait_for_events,
-    wait_healthy,
     with_duplicates,
     worker_role,
 )
-from tests.support.procs import Role, wait_until
-
-pytestmark = pytest.mark.slow
+from tests.support.procs import wait_until
 
 
 async def test_sigkill_a_worker_mid_stream(jwks, warehouse, kafka_bootstrap, topic, processes):
@@ -29,9 +24,7 @@ async def test_sigkill_a_worker_mid_stream(jwks, warehouse, kafka_bootstrap, top
     group = f"{topic}-g"
     doomed = worker_role(database_url=warehouse, bootstrap=kafka_bootstrap, topic=topic, group=group)
     survivor = worker_role(database_url=warehouse, bootstrap=kafka_bootstrap, topic=topic, group=group)
-    processes += [ingress, doomed, survivor]
-    await asyncio.gather(start(ingress), start(doomed), start(survivor))
-    await asyncio.gather(wait_healthy(ingress), wait_healthy(doomed), wait_healthy(survivor))
+    await processes.launch(ingress, doomed, survivor)
     sender = Sender(ingress.url)
     events = make_events("worker-crash", 400)
 
@@ -49,11 +42,8 @@ async def test_sigkill_a_worker_mid_stream(jwks, warehouse, kafka_bootstrap, top
     await wait_for_events(warehouse, sender.accepted, timeout=120, logs=logs(survivor))
 
     # The killed worker comes back (same group) and the stream goes on.
-    again = Role("worker", doomed.env)
-    again.status_url = doomed.status_url  # type: ignore[attr-defined]
-    processes.append(again)
-    await start(again)
-    await wait_healthy(again)
+    again = restarted(doomed)
+    await processes.launch(again)
     await sender.send(with_duplicates(events[360:]))
     assert sender.accepted == {e.event_id for e in events}, sender.refused[:5]
     await wait_for_events(warehouse, sender.accepted, timeout=120, logs=logs(survivor, again))

@@ -29,6 +29,18 @@ async def admin(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(plain_database_url(url))
 
 
+async def drop_database_and_roles(server_url: str, name: str, *roles: str) -> None:
+    """What a test made on the server: its database, and its roles (cluster-wide, they outlive it)."""
+    await databases.drop_database(server_url, name)
+    conn = await admin(server_url)
+    try:
+        for role in roles:
+            with contextlib.suppress(asyncpg.PostgresError):
+                await conn.execute(f"DROP ROLE IF EXISTS {role}")
+    finally:
+        await conn.close()
+
+
 async def test_a_login_granted_the_role_can_read_and_cannot_write(postgres_server_url):
     suffix = uuid.uuid4().hex[:10]
     group, alice, name = f"cs_analyst_{suffix}", f"cs_alice_{suffix}", f"cs_roles_{suffix}"
@@ -61,13 +73,7 @@ async def test_a_login_granted_the_role_can_read_and_cannot_write(postgres_serve
         finally:
             await reader.close()
     finally:
-        await databases.drop_database(postgres_server_url, name)
-        conn = await admin(postgres_server_url)
-        try:
-            for role in (alice, group):
-                await conn.execute(f"DROP ROLE IF EXISTS {role}")
-        finally:
-            await conn.close()
+        await drop_database_and_roles(postgres_server_url, name, alice, group)
 
 
 async def test_a_migrating_user_who_may_not_create_roles_is_told_and_the_migration_goes_on(postgres_server_url):
@@ -93,10 +99,4 @@ async def test_a_migrating_user_who_may_not_create_roles_is_told_and_the_migrati
         finally:
             await conn.close()
     finally:
-        await databases.drop_database(postgres_server_url, name)
-        conn = await admin(postgres_server_url)
-        try:
-            with contextlib.suppress(asyncpg.PostgresError):
-                await conn.execute(f"DROP ROLE IF EXISTS {migrator}")
-        finally:
-            await conn.close()
+        await drop_database_and_roles(postgres_server_url, name, migrator)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from ingest.publish import ensure_topic
 from processors.normalize import IdPolicy, normalize
 from processors.replay import replay
 from processors.warehouse import tables
@@ -20,28 +19,17 @@ from tests.support import lti
 from tests.support.corpus import load_examples
 from tests.support.events import make_client, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
-from tests.support.procs import Role, role_env, running, wait_until
+from tests.support.procs import Role, running, wait_until, worker_env
+from tests.support.topics import created_topic
+from tests.support.warehouse import snapshot
 
 LTI_CLIENT_ID = "the-client-id-the-ingress-checks"  # not the notices' azp: replay must keep the checked one
-
-
-async def snapshot(engine) -> dict[str, list[tuple]]:
-    """Every table of the warehouse, row by row."""
-    out = {}
-    async with engine.connect() as conn:
-        for table in tables.metadata.sorted_tables:
-            result = await conn.execute(select(table).order_by(*table.primary_key.columns))
-            out[table.name] = [tuple(r) for r in result]
-    return out
 
 
 async def test_every_corpus_example_lands_in_the_warehouse(engine, kafka_bootstrap, unique_topic,
                                                            migrated_database_url):
     examples = load_examples()
-    topic = f"{unique_topic}conformance"
-    await ensure_topic(kafka_bootstrap, topic, 3)
-    env = role_env(DATABASE_URL=migrated_database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic,
-                   KAFKA_PARTITIONS="3", WORKER_GROUP_ID=f"{topic}-workers", WORKER_BATCH_SECONDS="0.1")
+    topic = await created_topic(kafka_bootstrap, f"{unique_topic}conformance")
     expected_events = {}
     changes = []
     for ex in examples:
@@ -54,7 +42,7 @@ async def test_every_corpus_example_lands_in_the_warehouse(engine, kafka_bootstr
     async with JwksServer(keys) as jwks:
         client = await make_client(jwks.url, kafka_bootstrap, topic, lti_platform_jwks_url=jwks.url,
                                    lti_platform_issuer=lti.ISSUER, lti_client_id=LTI_CLIENT_ID)
-        worker = Role("worker", env)
+        worker = Role("worker", worker_env(migrated_database_url, kafka_bootstrap, topic))
         try:
             with running(worker):
                 for ex in examples:
@@ -111,13 +99,13 @@ async def test_every_corpus_example_lands_in_the_warehouse(engine, kafka_bootstr
         assert shared >= 40 and page_views == len({e.happening_id for e in views}) <= len(views) - 40
 
     # A rebuild from events alone leaves every table as the live path left it, LTI notices included.
-    live = await snapshot(engine)
+    live = await snapshot(engine, tables.metadata.sorted_tables)
     stored_notices = {r.notice_id: r for r in await _rows(engine, tables.lti_notices)}
     assert len(stored_notices) == len(notices)
     assert all(r.jwt and r.kid == lti.KID and r.client_id == LTI_CLIENT_ID for r in stored_notices.values())
     stats = await replay(engine, IdPolicy(), page_size=17)
     assert stats.quarantined == 0 and stats.events_updated == 0
-    assert await snapshot(engine) == live
+    assert await snapshot(engine, tables.metadata.sorted_tables) == live
 
 
 async def _rows(engine, table) -> list:

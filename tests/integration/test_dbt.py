@@ -19,12 +19,10 @@ from pathlib import Path
 from sqlalchemy import func, select, text
 
 from canvas_stream.dbt_runner import run_dbt
-from ingest.publish import ensure_topic
 from processors.warehouse import tables
 from tests.support.dbt_env import ROOT, ensure_dbt_venv
-from tests.support.events import example, make_client, signed
-from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
-from tests.support.procs import Role, role_env, running, wait_until
+from tests.support.events import example, ingress_and_worker, signed
+from tests.support.procs import wait_until
 
 # Local-form ids: the events' root account is on shard 2107, so that is how the workers store them.
 COURSE_A = 565
@@ -115,27 +113,17 @@ def warehouse_events() -> tuple[list[dict], int]:
 
 async def fill_warehouse(engine, kafka_bootstrap: str, topic: str, database_url: str) -> None:
     deliveries, distinct = warehouse_events()
-    await ensure_topic(kafka_bootstrap, topic, 3)
-    env = role_env(DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic,
-                   KAFKA_PARTITIONS="3", WORKER_GROUP_ID=f"{topic}-workers", WORKER_BATCH_SECONDS="0.1")
-    async with JwksServer([jwk_for(rsa_key("current"), "current")]) as jwks:
-        client = await make_client(jwks.url, kafka_bootstrap, topic)
-        worker = Role("worker", env)
-        try:
-            with running(worker):
-                for event in deliveries:
-                    response = await client.post("/live-events", data=signed(event))
-                    assert response.status == 200, await response.text()
+    async with ingress_and_worker(kafka_bootstrap, topic, database_url) as (client, worker):
+        for event in deliveries:
+            response = await client.post("/live-events", data=signed(event))
+            assert response.status == 200, await response.text()
 
-                async def all_stored() -> bool:
-                    async with engine.connect() as conn:
-                        stored = (await conn.execute(select(func.count()).select_from(tables.events))).scalar_one()
-                    return stored >= distinct
+        async def all_stored() -> bool:
+            async with engine.connect() as conn:
+                stored = (await conn.execute(select(func.count()).select_from(tables.events))).scalar_one()
+            return stored >= distinct
 
-                await wait_until(all_stored, timeout=60,
-                                 message=f"{distinct} events stored; worker:\n{worker.output()}")
-        finally:
-            await client.close()
+        await wait_until(all_stored, timeout=60, message=f"{distinct} events stored; worker:\n{worker.output()}")
     async with engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(tables.events))).scalar_one() == distinct
         assert (await conn.execute(select(func.count()).select_from(tables.quarantine))).scalar_one() == 0

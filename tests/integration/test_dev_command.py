@@ -26,6 +26,7 @@ from canvas_stream.embedded.process import free_port
 from processors.warehouse.schema import SCHEMA
 from tests.support.events import example, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
+from tests.support.procs import wait_until
 from tests.support.sqs import aws_env, create_queue, send_bodies, sqs_client
 
 pytestmark = pytest.mark.slow
@@ -109,6 +110,14 @@ async def count_events(database_url: str) -> int:
         await engine.dispose()
 
 
+async def wait_for_events(database_url: str, n: int) -> None:
+    """Until the events table holds ``n`` rows (two minutes at most)."""
+    async def stored() -> bool:
+        return await count_events(database_url) == n
+
+    await wait_until(stored, timeout=120, interval=0.5, message=f"{n} events in the warehouse")
+
+
 async def test_dev_runs_everything_and_keeps_the_warehouse(server_dir, sqs_endpoint):
     port = free_port()
     async with JwksServer([jwk_for(rsa_key("current"), "current")]) as jwks:
@@ -119,11 +128,7 @@ async def test_dev_runs_everything_and_keeps_the_warehouse(server_dir, sqs_endpo
                 for event in (example("canvas", "course_created"), example("caliper", "logged_in")):
                     async with http.post(f"http://127.0.0.1:{port}/live-events", data=signed(event)) as response:
                         assert response.status == 200, await response.text()
-            for _ in range(240):
-                if await count_events(database_url) == 2:
-                    break
-                await asyncio.sleep(0.5)
-            assert await count_events(database_url) == 2
+            await wait_for_events(database_url, 2)
         finally:
             if proc.returncode is None:
                 await stop_dev(proc)
@@ -138,11 +143,7 @@ async def test_dev_runs_everything_and_keeps_the_warehouse(server_dir, sqs_endpo
                                                  **aws_env(sqs_endpoint))
             try:
                 assert await count_events(database_url) >= 2  # the embedded database kept the warehouse
-                for _ in range(240):
-                    if await count_events(database_url) == 3:
-                        break
-                    await asyncio.sleep(0.5)
-                assert await count_events(database_url) == 3
+                await wait_for_events(database_url, 3)
             finally:
                 await stop_dev(proc)
 

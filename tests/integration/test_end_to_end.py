@@ -7,28 +7,16 @@ import copy
 import pytest
 from sqlalchemy import func, select, text
 
-from ingest.publish import ensure_topic
 from processors.normalize import IdPolicy
 from processors.warehouse import tables
-from tests.support.events import example, make_client, signed
-from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
-from tests.support.procs import Role, role_env, running, wait_until
+from tests.support.events import example, ingress_and_worker, signed
+from tests.support.procs import wait_until
 
 
 @pytest.fixture
 async def pipeline(engine, kafka_bootstrap, unique_topic, migrated_database_url):
-    topic = f"{unique_topic}-e2e"
-    await ensure_topic(kafka_bootstrap, topic, 3)
-    env = role_env(DATABASE_URL=migrated_database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic,
-                   KAFKA_PARTITIONS="3", WORKER_GROUP_ID=f"{topic}-workers", WORKER_BATCH_SECONDS="0.1")
-    async with JwksServer([jwk_for(rsa_key("current"), "current")]) as jwks:
-        client = await make_client(jwks.url, kafka_bootstrap, topic)
-        worker = Role("worker", env)
-        try:
-            with running(worker):
-                yield client, engine, worker
-        finally:
-            await client.close()
+    async with ingress_and_worker(kafka_bootstrap, f"{unique_topic}-e2e", migrated_database_url) as (client, worker):
+        yield client, engine, worker
 
 
 async def count(engine, table) -> int:

@@ -23,15 +23,14 @@ import pytest
 
 from canvas_stream.embedded.process import free_port
 from canvas_stream.records import record_from_bytes
-from ingest.publish import ensure_topic
 from tests.integration.test_fuzz_ingress import _slow_send
-from tests.integration.test_ingress import published
 from tests.integration.test_tenant_binding import KID, OTHER, OTHER_SUB, OURS, SUB, caliper_of, canvas_of, token
 from tests.support.events import ISSUER as LIVE_ISSUER
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
 from tests.support.lti import CLIENT_ID, DEPLOYMENT, ISSUER, batch, jwt_of, nid, notice
 from tests.support.lti import KID as LTI_KID
 from tests.support.procs import Role, role_env
+from tests.support.topics import created_topic, published
 
 DEADLINE = 2.0  # RESPONSE_DEADLINE_SECONDS of every ingress here
 SLACK = 1.0  # scheduling on a loaded 2-core machine; still far below Canvas's 15 s
@@ -84,9 +83,7 @@ async def keys():
 
 @pytest.fixture(scope="module")
 async def topic(kafka_bootstrap):
-    name = f"t-hostile-{uuid.uuid4().hex[:8]}"
-    await ensure_topic(kafka_bootstrap, name, 3)
-    return name
+    return await created_topic(kafka_bootstrap, f"t-hostile-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")

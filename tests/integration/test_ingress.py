@@ -7,12 +7,11 @@ import time
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from canvas_stream.records import record_from_bytes
-from ingest.publish import ensure_topic
 from tests.support.events import ISSUER, make_client
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key, sign
+from tests.support.topics import published
 
 CANVAS_EVENT = {
     "metadata": {
@@ -48,37 +47,10 @@ async def jwks():
 
 
 @pytest.fixture
-async def topic(kafka_bootstrap, unique_topic):
-    name = f"{unique_topic}-ingress"
-    await ensure_topic(kafka_bootstrap, name, 3)
-    return name
-
-
-@pytest.fixture
 async def client(jwks, kafka_bootstrap, topic):
     c = await make_client(jwks.url, kafka_bootstrap, topic)
     yield c
     await c.close()
-
-
-async def published(bootstrap: str, topic: str, expect: int, timeout: float = 10.0) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        messages = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(messages) < expect:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                messages.extend(records)
-        if expect == 0:
-            batch = await consumer.getmany(timeout_ms=1500)
-            for records in batch.values():
-                messages.extend(records)
-        return messages
-    finally:
-        await consumer.stop()
 
 
 async def test_signed_events_of_both_formats_are_published_with_their_verification(client, kafka_bootstrap, topic):

@@ -20,26 +20,19 @@ from canvas_stream.settings import Settings
 from ingest.app import create_app
 from ingest.hello_world import HelloWorldWatch
 from ingest.jwks import JwksCache
-from ingest.publish import KafkaPublisher, ensure_topic
+from ingest.publish import KafkaPublisher
 from tests.integration.test_lti_client import TOOL_HOST, cli, lti_env
 from tests.integration.test_lti_client import platform as platform  # the fixtures, re-exported
 from tests.integration.test_lti_client import tool_key as tool_key
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
 from tests.support.lti import CLIENT_ID, ISSUER, KID, batch, jwt_of, notice
-from tests.support.procs import Role, role_env, running, wait_until
+from tests.support.procs import Role, running, wait_until, worker_env
 
 WAIT = 3.0  # LTI_HELLO_WORLD_WAIT_SECONDS
 
 
 def overdue_gauge() -> float | None:
     return REGISTRY.get_sample_value("canvas_stream_lti_hello_world_overdue_deployments")
-
-
-@pytest.fixture
-async def topic(kafka_bootstrap, unique_topic):
-    name = f"{unique_topic}hello"
-    await ensure_topic(kafka_bootstrap, name, 1)
-    return name
 
 
 @pytest.fixture
@@ -78,9 +71,7 @@ async def test_hello_world_overdue_until_received(platform, tool_key, lti_jwks, 
                      live_events_jwks=JwksCache(lti_jwks.url), hello_world=watch)
     client = TestClient(TestServer(app))
     await client.start_server()
-    worker = Role("worker", role_env(DATABASE_URL=migrated_database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-                                     KAFKA_TOPIC=topic, WORKER_GROUP_ID=f"{topic}-workers",
-                                     WORKER_BATCH_SECONDS="0.1"))
+    worker = Role("worker", worker_env(migrated_database_url, kafka_bootstrap, topic))
     try:
         async def readyz() -> dict:
             response = await client.get("/readyz")

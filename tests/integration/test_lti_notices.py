@@ -23,7 +23,7 @@ from canvas_stream.settings import Settings
 from ingest.app import create_app
 from ingest.jwks import JwksCache
 from ingest.nonces import NonceClaim, PostgresNonces
-from ingest.publish import KafkaPublisher, ensure_topic
+from ingest.publish import KafkaPublisher
 from processors.warehouse import tables
 from processors.warehouse.notice_ledger import WarehouseNoticeLedger
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
@@ -39,7 +39,12 @@ from tests.support.lti import (
     nid,
     notice,
 )
-from tests.support.procs import Role, role_env, running, wait_until
+from tests.support.procs import Role, running, wait_until, worker_env
+from tests.support.topics import created_topic
+
+LTI_DEPLOYMENTS = tables.TABLES["lti_deployments"]
+CONTEXT_COPIES = tables.TABLES["context_copies"]
+ASSET_SUBMISSIONS = tables.TABLES["asset_processor_submissions"]
 
 # ---- fixtures -------------------------------------------------------------------------------------
 
@@ -51,9 +56,7 @@ async def platform():
 
 @pytest.fixture(scope="module")
 async def lti_topic(kafka_bootstrap):
-    name = f"t-lti-{uuid.uuid4().hex[:8]}"
-    await ensure_topic(kafka_bootstrap, name, 3)
-    return name
+    return await created_topic(kafka_bootstrap, f"t-lti-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +68,7 @@ async def db(migrated_database_url):
 
 @pytest.fixture(scope="module")
 def worker(db, kafka_bootstrap, lti_topic, database_url):
-    env = role_env(DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=lti_topic,
-                   KAFKA_PARTITIONS="3", WORKER_GROUP_ID=f"{lti_topic}-workers", WORKER_BATCH_SECONDS="0.1")
-    role = Role("worker", env)
+    role = Role("worker", worker_env(database_url, kafka_bootstrap, lti_topic))
     with running(role):
         yield role
 
@@ -183,17 +184,17 @@ async def test_batch_of_three_types_and_a_forged_notice(clients, worker, db):
         [("LtiHelloWorldNotice", "lti_notice"), ("LtiContextCopyNotice", "lti_notice"),
          ("LtiAssetProcessorSubmissionNotice", "lti_notice")])
 
-    [dep] = await rows(db, t.lti_deployments, t.lti_deployments.c.deployment_id == DEPLOYMENT)
+    [dep] = await rows(db, LTI_DEPLOYMENTS, LTI_DEPLOYMENTS.c.deployment_id == DEPLOYMENT)
     assert dep.client_id == CLIENT_ID
     assert dep.hello_world_at.isoformat() == "2025-03-19T11:11:17+00:00"
     assert dep.hello_world_notice_id == nid(hello)
 
-    [cc] = await rows(db, t.context_copies, t.context_copies.c.context_id == "4dde05e8ca1973bcca9bffc13e1548820eee93a3")
+    [cc] = await rows(db, CONTEXT_COPIES, CONTEXT_COPIES.c.context_id == "4dde05e8ca1973bcca9bffc13e1548820eee93a3")
     assert cc.origin_context_id == "5098686ffc86cae4e0784b533a18af229ff5074e"
     assert (cc.context_title, cc.context_label, cc.notice_id) == ("Biology 2", "BIO-2", nid(copy_))
 
-    [sub] = await rows(db, t.asset_processor_submissions,
-                       t.asset_processor_submissions.c.submission_id == "d6446aaf-3f71-4eea-b2fd-20bd8d151506:1")
+    [sub] = await rows(db, ASSET_SUBMISSIONS,
+                       ASSET_SUBMISSIONS.c.submission_id == "d6446aaf-3f71-4eea-b2fd-20bd8d151506:1")
     assert sub.activity_id == "d79c2ded-b078-4e8e-b090-dd1d380fc596"
     assert sub.for_user_id == "972fd8aa-7f57-4d11-9400-916a0ed0d31d"
     assert sub.assets[0]["sha256_checksum"] == b64sha256(b"<p>essay v1</p>")
@@ -319,8 +320,8 @@ async def test_resubmission_with_new_notice_id_updates_the_same_row(clients, wor
     both = t.lti_notices.c.notice_id.in_([nid(first), nid(second)])
     await wait_until(lambda: _n_at_least(db, t.lti_notices, 2, both), timeout=90,
                      message=f"both notices stored; worker log:\n{worker.output()}")
-    where = t.asset_processor_submissions.c.submission_id == submission
-    [row] = await rows(db, t.asset_processor_submissions, where)
+    where = ASSET_SUBMISSIONS.c.submission_id == submission
+    [row] = await rows(db, ASSET_SUBMISSIONS, where)
     assert row.notice_id == nid(second)
     assert row.assets[0]["sha256_checksum"] == b64sha256(b"<p>essay v2</p>")
 

@@ -4,21 +4,15 @@ received_at index appear (the index built CONCURRENTLY, outside the migration's 
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream import migrate
-from tests.support import databases
+from tests.support.warehouse import warehouse_at
 
 
 async def test_upgrade_from_0004_keeps_events_and_adds_the_answer_ledger(postgres_server_url):
-    name = f"cs_m0005_{uuid.uuid4().hex[:10]}"
-    url = await databases.create_database(postgres_server_url, name)
-    engine = create_async_engine(url)
-    try:
-        await asyncio.to_thread(migrate.upgrade, url, "0004")
+    async with warehouse_at(postgres_server_url, "0004") as (url, engine):
         async with engine.begin() as conn:
             await conn.execute(text(
                 "insert into canvas_stream.events (event_id, event_name, format, received_at, payload) "
@@ -43,6 +37,3 @@ async def test_upgrade_from_0004_keeps_events_and_adds_the_answer_ledger(postgre
             left = (await conn.execute(text("select to_regclass('canvas_stream.ingress_answers')"))).scalar_one()
             assert left is None
             assert (await conn.execute(text("select count(*) from canvas_stream.events"))).scalar_one() == 1
-    finally:
-        await engine.dispose()
-        await databases.drop_database(postgres_server_url, name)

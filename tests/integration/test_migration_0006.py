@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import asyncpg
 
 from canvas_stream import migrate
 from canvas_stream.settings import plain_database_url
-from tests.support import databases
+from tests.support.warehouse import warehouse_at
 
 CANVAS = {"metadata": {"event_name": "course_created", "root_account_uuid": "CanvasFormatAccount"}, "body": {}}
 CALIPER = {"sensor": "s", "data": [{"id": "urn:uuid:1", "type": "SessionEvent", "action": "LoggedIn",
@@ -22,10 +21,7 @@ NOTICE = {"https://purl.imsglobal.org/spec/lti/claim/notice": {"id": "n1"}, "roo
 
 
 async def test_0006_adds_the_columns_in_place_and_backfills_the_root_account(postgres_server_url):
-    name = f"cs_migr5_{uuid.uuid4().hex[:10]}"
-    url = await databases.create_database(postgres_server_url, name)
-    try:
-        await asyncio.to_thread(migrate.upgrade, url, "0005")
+    async with warehouse_at(postgres_server_url, "0005") as (url, _):
         conn = await asyncpg.connect(plain_database_url(url))
         try:
             rows = [("e-canvas", "canvas", CANVAS), ("e-caliper", "caliper", CALIPER),
@@ -52,11 +48,9 @@ async def test_0006_adds_the_columns_in_place_and_backfills_the_root_account(pos
 
             await asyncio.to_thread(migrate.downgrade, url, "0005")
             columns = {r["column_name"] for r in await conn.fetch(
-                "select column_name from information_schema.columns where table_schema = 'canvas' "
+                "select column_name from information_schema.columns where table_schema = 'canvas_stream' "
                 "and table_name = 'events'")}
             assert "subscription" not in columns and "root_account_uuid" not in columns
             assert await conn.fetchval("select count(*) from canvas_stream.events") == 4
         finally:
             await conn.close()
-    finally:
-        await databases.drop_database(postgres_server_url, name)

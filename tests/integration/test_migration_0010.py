@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import asyncpg
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream import migrate
 from canvas_stream.settings import plain_database_url
 from processors.normalize import IdPolicy, normalize
 from processors.replay import replay
 from processors.warehouse.schema import SCHEMA
-from tests.support import databases
 from tests.support.happenings import paired_happenings, record
 from tests.support.lti import CLAIM, KID, jwt_of, notice
+from tests.support.warehouse import warehouse_at
 
 IDS = IdPolicy()  # no home shard set: each event's own shard counts as home
 
@@ -41,16 +39,12 @@ def _previous_release_rows():
 
 
 async def test_0010_upgrades_in_place_and_replay_merges_what_it_could_not(postgres_server_url):
-    name = f"cs_m0010_{uuid.uuid4().hex[:10]}"
-    url = await databases.create_database(postgres_server_url, name)
-    engine = create_async_engine(url)
     canvas, caliper = _previous_release_rows()
     ids = {fmt: normalize(record(p), IDS).events[0].event_id for fmt, p in (("canvas", canvas), ("caliper", caliper))}
     claims = notice("LtiContextCopyNotice")
     token = jwt_of(claims)
     notice_id = claims[CLAIM + "notice"]["id"]
-    try:
-        await asyncio.to_thread(migrate.upgrade, url, "0006")
+    async with warehouse_at(postgres_server_url, "0006") as (url, engine):
         conn = await asyncpg.connect(plain_database_url(url))
         try:
             events = [(ids["canvas"], "grade_change", "canvas", canvas),
@@ -114,6 +108,3 @@ async def test_0010_upgrades_in_place_and_replay_merges_what_it_could_not(postgr
             assert await conn.fetchval(f"select count(*) from {S}.events") == 3
         finally:
             await conn.close()
-    finally:
-        await engine.dispose()
-        await databases.drop_database(postgres_server_url, name)

@@ -10,7 +10,7 @@ import uuid
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream.records import Record, Verification
@@ -19,6 +19,7 @@ from processors.normalize import IdPolicy
 from processors.sink import WarehouseSink
 from processors.warehouse import tables
 from tests.support.events import example
+from tests.support.warehouse import snapshot
 
 TIMES = [f"2024-03-0{day}T10:00:00.000Z" for day in range(1, 5)]  # few values: ties happen
 COURSE, ASSIGNMENT, SUBMISSION, STUDENT = "21070000000000565", "21070000000000355", "21070000000011086", \
@@ -92,12 +93,7 @@ async def load(url: str, batches: list[list[bytes]]) -> dict:
             prepared = prepare(batch, IdPolicy())
             assert prepared.quarantined() == []
             await sink.write(prepared)
-        snapshot = {}
-        async with engine.connect() as conn:
-            for table in [*tables.warehouse_tables(), tables.events]:
-                rows = await conn.execute(select(table).order_by(*table.primary_key.columns))
-                snapshot[table.name] = [tuple(r) for r in rows]
-        return snapshot
+        return await snapshot(engine, [*tables.warehouse_tables(), tables.events])
     finally:
         await engine.dispose()
 

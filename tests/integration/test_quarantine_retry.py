@@ -9,13 +9,10 @@ worker stores their rows, and the warehouse is what it would have been without t
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 from sqlalchemy import select, text
 
 from canvas_stream.records import record_from_bytes
-from ingest.publish import ensure_topic
 from processors import batch as batch_module
 from processors import replay as replay_module
 from processors.batch import prepare
@@ -25,7 +22,9 @@ from processors.replay import replay
 from processors.sink import WarehouseSink
 from processors.warehouse import tables
 from tests.support.corpus import load_examples
-from tests.support.procs import Role, role_env, running, wait_until
+from tests.support.procs import Role, run_cli, running, wait_until, worker_env
+from tests.support.topics import created_topic
+from tests.support.warehouse import snapshot
 
 IDS = IdPolicy()  # no home shard set: each event's own shard counts as home
 
@@ -41,23 +40,9 @@ def buggy(normalize):
     return refuse_some
 
 
-async def snapshot(engine) -> dict[str, list[tuple]]:
-    out = {}
-    async with engine.connect() as conn:
-        for table in tables.warehouse_tables():
-            result = await conn.execute(select(table).order_by(*table.primary_key.columns))
-            out[table.name] = [tuple(r) for r in result]
-    return out
-
-
 async def quarantine(engine) -> list:
     async with engine.connect() as conn:
         return list(await conn.execute(select(tables.quarantine).order_by(tables.quarantine.c.id)))
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "canvas_stream.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
 
 
 async def test_records_quarantined_by_a_mapping_bug_are_retried_into_their_rows_after_the_fix(
@@ -89,11 +74,9 @@ async def test_records_quarantined_by_a_mapping_bug_are_retried_into_their_rows_
     assert broken["grade_changes"] == [] and broken["logins"] == []
 
     monkeypatch.undo()  # the fix
-    topic = f"{unique_topic}retry"
-    await ensure_topic(kafka_bootstrap, topic, 3)
-    env = role_env(DATABASE_URL=migrated_database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic,
-                   KAFKA_PARTITIONS="3", WORKER_GROUP_ID=f"{topic}-workers", WORKER_BATCH_SECONDS="0.1")
-    retried = await asyncio.to_thread(cli, env, "quarantine", "retry", "--all")
+    topic = await created_topic(kafka_bootstrap, f"{unique_topic}retry")
+    env = worker_env(migrated_database_url, kafka_bootstrap, topic)
+    retried = await asyncio.to_thread(run_cli, env, "quarantine", "retry", "--all")
     assert retried.returncode == 0, retried.stderr
     assert f"re-published {len(rows)} record(s); skipped 0" in retried.stdout, retried.stdout
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from canvas_stream.datadict import render
 from canvas_stream.settings import DEFAULT_WAREHOUSE_SCHEMA
@@ -14,19 +14,11 @@ from processors.replay import replay
 from processors.sink import WarehouseSink
 from processors.warehouse import tables
 from tests.support.corpus import load_examples
+from tests.support.warehouse import snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 S = tables.SCHEMA
 IDS = IdPolicy()  # what the workers use when CANVAS_HOME_SHARD is unset
-
-
-async def snapshot(engine) -> dict[str, list]:
-    out = {}
-    async with engine.connect() as conn:
-        for table in tables.warehouse_tables():
-            result = await conn.execute(select(table).order_by(*table.primary_key.columns))
-            out[table.name] = [tuple(r) for r in result]
-    return out
 
 
 async def load_corpus(engine) -> None:

@@ -4,20 +4,17 @@ leaves its queue only once it is in Kafka."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import uuid
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from canvas_stream.records import record_from_bytes
 from canvas_stream.settings import plain_database_url
-from ingest.publish import ensure_topic
 from processors.normalize.canvas import canvas_event_id
-from tests.support.procs import Role, role_env, running, wait_until
+from tests.support.procs import Role, running, wait_until, worker_env
 from tests.support.sqs import (
     OTHER_ACCOUNT,
     OUR_ACCOUNT,
@@ -25,19 +22,13 @@ from tests.support.sqs import (
     canvas_course_event,
     counters,
     create_queue,
-    messages_in_queue,
+    queue_empty,
     send_bodies,
     sqs_client,
     sqs_role,
     total,
 )
-
-
-@pytest.fixture
-async def topic(kafka_bootstrap, unique_topic) -> str:
-    name = f"{unique_topic}sqs"
-    await ensure_topic(kafka_bootstrap, name, 3)
-    return name
+from tests.support.topics import published
 
 
 @pytest.fixture
@@ -47,9 +38,7 @@ async def client(sqs_endpoint):
 
 
 def worker(database_url: str, bootstrap: str, topic: str) -> Role:
-    return Role("worker", role_env(DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC=topic,
-                                   KAFKA_PARTITIONS="3", WORKER_GROUP_ID=f"{topic}-workers",
-                                   WORKER_BATCH_SECONDS="0.1"))
+    return Role("worker", worker_env(database_url, bootstrap, topic))
 
 
 async def rows(database_url: str, query: str) -> list[asyncpg.Record]:
@@ -58,21 +47,6 @@ async def rows(database_url: str, query: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(query))
     finally:
         await conn.close()
-
-
-async def consumed(bootstrap: str, topic: str, expect: int, timeout: float = 20.0) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        messages: list = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(messages) < expect and asyncio.get_running_loop().time() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                messages.extend(batch)
-        return messages
-    finally:
-        await consumer.stop()
 
 
 async def until(check, what: str, *roles: Role, timeout: float = 60, interval: float = 0.25):
@@ -111,23 +85,19 @@ async def test_messages_become_rows_with_their_queue_and_root_account(
                                                    f"{int(canvas['body']['course_id'])}")
         assert [r["name"] for r in course] == ["sqs-a course 1"]
 
-        await until(lambda: _empty(client, queue), "queue emptied", *roles, timeout=30)
+        await until(lambda: queue_empty(client, queue), "queue emptied", *roles, timeout=30)
         samples = await counters(poller)
         name = queue.rsplit("/", 1)[-1]
         assert total(samples, "canvas_stream_sqs_received_total", queue=name) == 2
         assert total(samples, "canvas_stream_sqs_published_total", queue=name) == 2
         assert total(samples, "canvas_stream_sqs_deleted_total", queue=name) == 2
 
-    records = [record_from_bytes(m.value) for m in await consumed(kafka_bootstrap, topic, 2)]
+    records = [record_from_bytes(m.value) for m in await published(kafka_bootstrap, topic, 2, timeout=20)]
     assert sorted(r.format for r in records) == ["caliper", "canvas"]
     for record in records:  # the ingress's record, with the delivery on it
         assert record.source == "live_event" and not record.verification.signed
         assert record.delivery is not None and record.delivery.method == "sqs" and record.delivery.queue == queue
     assert sorted(r.delivery.message_id for r in records) == sorted(message_ids)
-
-
-async def _empty(client, queue: str) -> bool:
-    return await messages_in_queue(client, queue) == 0
 
 
 async def test_a_thousand_messages_with_duplicates_and_a_non_event(
@@ -163,7 +133,7 @@ async def test_a_thousand_messages_with_duplicates_and_a_non_event(
         assert "not an event" in quarantined[0]["reason"] and "not valid JSON" in quarantined[0]["reason"]
         assert "this is not an event {" in quarantined[0]["raw"]  # kept as received
         for queue in queues:
-            await until(lambda q=queue: _empty(client, q), "queues emptied", *roles)
+            await until(lambda q=queue: queue_empty(client, q), "queues emptied", *roles)
         samples = [await counters(p) for p in pollers]
         assert all(total(s, "canvas_stream_sqs_received_total") > 0 for s in samples)  # both pollers took part
         assert sum(total(s, "canvas_stream_sqs_deleted_total") for s in samples) >= 1000
@@ -183,7 +153,7 @@ async def test_other_tenants_are_refused_deleted_and_counted(
     poller = sqs_role(sqs_endpoint, [queue], bootstrap=kafka_bootstrap, topic=topic)
     roles = (poller, worker(migrated_database_url, kafka_bootstrap, topic))
     with running(*roles):
-        await until(lambda: _empty(client, queue), "queue emptied", *roles)
+        await until(lambda: queue_empty(client, queue), "queue emptied", *roles)
         expected = {canvas_event_id(ours), no_account["data"][0]["id"]}
 
         async def stored() -> bool:

@@ -18,11 +18,11 @@ from prometheus_client import REGISTRY
 from canvas_stream.embedded.process import free_port
 from canvas_stream.records import record_from_bytes
 from ingest.admin import create_admin_app
-from ingest.publish import ensure_topic
-from tests.integration.test_ingress import CALIPER_EVENT, CANVAS_EVENT, claims, published
+from tests.integration.test_ingress import CALIPER_EVENT, CANVAS_EVENT, claims
 from tests.support.events import make_client
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key, sign
 from tests.support.procs import Role, role_env
+from tests.support.topics import published
 
 KID = "2024-02-29"
 OURS, OTHER = "OurRootAccountUuid000000000000000000000A", "OtherRootAccountUuid0000000000000000000B"
@@ -56,13 +56,6 @@ def refused(reason: str) -> float:
 async def jwks():
     async with JwksServer([jwk_for(rsa_key("current"), KID)]) as server:
         yield server
-
-
-@pytest.fixture
-async def topic(kafka_bootstrap, unique_topic):
-    name = f"{unique_topic}-binding"
-    await ensure_topic(kafka_bootstrap, name, 3)
-    return name
 
 
 @pytest.fixture

@@ -21,16 +21,9 @@ from processors.warehouse.schema import LEGACY_SCHEMA, TABLE_SPECS
 from tests.support import databases, scenario
 from tests.support.legacy import build_previous_release, cli, migrate, write_as_previous_release
 from tests.support.scenario import COURSE, ROSTER, ROSTER_ROWS, SCORES, SCORES_ROWS
+from tests.support.warehouse import snapshot
 
 S = tables.SCHEMA
-
-
-async def snapshot(engine) -> dict[str, list]:
-    out = {}
-    async with engine.connect() as conn:
-        for table in tables.warehouse_tables():
-            out[table.name] = [tuple(r) for r in await conn.execute(select(table).order_by(*table.primary_key.columns))]
-    return out
 
 
 async def rows(engine, sql: str) -> list[tuple]:

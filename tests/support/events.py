@@ -1,10 +1,13 @@
-"""Signed example events and an in-process ingress client, shared by the integration tests."""
+"""Signed example events, an in-process ingress client and a worker behind it, shared by the
+integration tests."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -13,7 +16,9 @@ from ingest.app import create_app
 from ingest.jwks import JwksCache
 from ingest.publish import KafkaPublisher
 from tests.support.corpus import CORPUS
-from tests.support.jwt_helpers import rsa_key, sign
+from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key, sign
+from tests.support.procs import Role, running, worker_env
+from tests.support.topics import created_topic
 
 ISSUER = "https://live-events.canvas.instructure.com"
 
@@ -36,3 +41,18 @@ async def make_client(jwks_url: str, bootstrap: str, topic: str, **overrides) ->
     client = TestClient(TestServer(create_app(settings, publisher=publisher, live_events_jwks=cache)))
     await client.start_server()
     return client
+
+
+@contextlib.asynccontextmanager
+async def ingress_and_worker(bootstrap: str, topic: str, database_url: str) -> AsyncIterator[tuple[TestClient, Role]]:
+    """The pipeline: an in-process ingress that trusts the ``current`` test key (post :func:`signed`
+    events to it), publishing to ``topic`` (created, 3 partitions), and a worker process storing them."""
+    await created_topic(bootstrap, topic)
+    async with JwksServer([jwk_for(rsa_key("current"), "current")]) as jwks:
+        client = await make_client(jwks.url, bootstrap, topic)
+        worker = Role("worker", worker_env(database_url, bootstrap, topic))
+        try:
+            with running(worker):
+                yield client, worker
+        finally:
+            await client.close()

@@ -24,6 +24,20 @@ def role_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def worker_env(database_url: str, bootstrap: str, topic: str, partitions: int = 3, **extra: str) -> dict[str, str]:
+    """A worker's environment for ``topic``: a consumer group of the topic's own, short batches (the
+    tests wait for rows)."""
+    return role_env(DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, KAFKA_TOPIC=topic,
+                    KAFKA_PARTITIONS=str(partitions), WORKER_GROUP_ID=f"{topic}-workers", WORKER_BATCH_SECONDS="0.1",
+                    **extra)
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``canvas-stream <args>`` in a child process with ``env``; its output captured, at most 60 s."""
+    return subprocess.run([sys.executable, "-m", "canvas_stream.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

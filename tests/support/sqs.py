@@ -86,6 +86,11 @@ async def messages_in_queue(client: Any, queue_url: str) -> int:
     return sum(int(attributes.get(name, 0)) for name in names)
 
 
+async def queue_empty(client: Any, queue_url: str) -> bool:
+    """Nothing left in the queue (visible, in flight or delayed)."""
+    return await messages_in_queue(client, queue_url) == 0
+
+
 def sqs_role(endpoint: str, queue_urls: list[str], *, bootstrap: str, topic: str, **extra: str) -> Role:
     """``canvas-stream sqs`` on the test server; ``role.status_url`` serves /healthz, /readyz, /metrics."""
     env = role_env(

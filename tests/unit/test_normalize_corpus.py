@@ -14,7 +14,7 @@ from processors.normalize import IdPolicy, normalize
 from processors.normalize.apply import flatten_body
 from processors.normalize.caliper import RULES
 from processors.normalize.canvas import canvas_event_id
-from processors.normalize.event_map import EVENTS, BodyField, EventId, HappeningId, MetaField, resolve_event_name
+from processors.normalize.event_map import EVENTS, BodyField, EventValue, MetaField, resolve_event_name
 from processors.normalize.ids import EventIds, canvas_event_shard
 from processors.normalize.model import NormalizationError, parse_time
 from processors.warehouse import tables
@@ -147,9 +147,9 @@ def test_canvas_fields_carry_the_examples_own_values(example: Example):
         for column, src in target.key.items():
             if isinstance(src, BodyField):
                 assert change.key[column] == ids(flat[src.key])
-            elif isinstance(src, EventId):
+            elif src is EventValue.EVENT_ID:
                 assert change.key[column] == event.event_id
-            elif isinstance(src, HappeningId):
+            elif src is EventValue.HAPPENING_ID:
                 assert change.key[column] == event.happening_id
         for raw_key, raw in flat.items():
             column = target.rename.get(raw_key, raw_key)

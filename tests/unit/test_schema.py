@@ -14,10 +14,7 @@ from processors.normalize.event_map import (
     EVENTS,
     BodyField,
     Constant,
-    EventId,
-    EventName,
-    EventTime,
-    HappeningId,
+    EventValue,
     MetaField,
     T,
     parse_source,
@@ -92,10 +89,10 @@ def test_field_sources_are_parsed_into_typed_objects():
     assert parse_source("score") == BodyField("score")
     assert parse_source("@meta.user_id") == MetaField("user_id")
     assert parse_source("=deleted") == Constant("deleted")
-    assert parse_source("@event_id") == EventId()
-    assert parse_source("@event_time") == EventTime()
-    assert parse_source("@event_name") == EventName()
-    assert parse_source("@happening_id") == HappeningId()
+    assert parse_source("@event_id") is EventValue.EVENT_ID
+    assert parse_source("@event_time") is EventValue.EVENT_TIME
+    assert parse_source("@event_name") is EventValue.EVENT_NAME
+    assert parse_source("@happening_id") is EventValue.HAPPENING_ID
     for text in ("score", "@meta.url", "=deleted", "@event_id", "@happening_id", "@event_time", "@event_name"):
         assert str(parse_source(text)) == text
     with pytest.raises(ValueError, match="unknown field source"):

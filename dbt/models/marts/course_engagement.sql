@@ -36,9 +36,7 @@ page_views as (
 ),
 
 activity as (
-    select
-        course_id,
-        user_id,
+    select course_id, user_id,
         count(distinct happening_id) as events,  -- a happening delivered in both formats counts once
         count(distinct (occurred_at at time zone '{{ var("activity_time_zone") }}')::date) as active_days,
         min(occurred_at) as first_activity_at,
@@ -49,9 +47,7 @@ activity as (
 ),
 
 work as (
-    select
-        course_id,
-        user_id,
+    select course_id, user_id,
         count(*) filter (where timeliness = 'on_time') as submissions_on_time,
         count(*) filter (where timeliness = 'late') as submissions_late,
         count(*) filter (where timeliness = 'missing') as submissions_missing

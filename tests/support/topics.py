@@ -1,0 +1,38 @@
+"""Kafka topics for the tests: a fresh one, created; what was published to one."""
+
+from __future__ import annotations
+
+import time
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
+
+from ingest.publish import ensure_topic
+
+
+async def created_topic(bootstrap: str, name: str, partitions: int = 3) -> str:
+    """``name``, created on the broker with ``partitions`` partitions (fine if it exists)."""
+    await ensure_topic(bootstrap, name, partitions)
+    return name
+
+
+async def published(bootstrap: str, topic: str, expect: int, timeout: float = 10.0) -> list[ConsumerRecord]:
+    """Every message on ``topic`` from its start, once ``expect`` have come or ``timeout`` passed.
+
+    With ``expect == 0`` it listens 1.5 s longer, so that "nothing was published" is not just "too soon".
+    """
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        messages: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(messages) < expect:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                messages.extend(records)
+        if expect == 0:
+            for records in (await consumer.getmany(timeout_ms=1500)).values():
+                messages.extend(records)
+        return messages
+    finally:
+        await consumer.stop()
