@@ -5,11 +5,9 @@ warehouse, and a downgrade removes only what 0012 added."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream import migrate
 from processors.batch import prepare
@@ -19,8 +17,8 @@ from processors.privacy.guard import ErasureGuard
 from processors.sink import WarehouseSink
 from processors.warehouse.schema import SCHEMA
 from processors.warehouse.writer import insert_events, upsert_changes
-from tests.support import databases
 from tests.support.people import scenarios, someone
+from tests.support.warehouse import warehouse_at
 
 S = SCHEMA
 
@@ -33,11 +31,7 @@ async def _comment(conn, table: str, column: str) -> str | None:
 
 
 async def test_0012_adds_the_erasure_tables_in_place(postgres_server_url):
-    name = f"cs_m0012_{uuid.uuid4().hex[:10]}"
-    url = await databases.create_database(postgres_server_url, name)
-    engine = create_async_engine(url)
-    try:
-        await asyncio.to_thread(migrate.upgrade, url, "0010")
+    async with warehouse_at(postgres_server_url, "0010") as (url, engine):
         p, others = someone(7_770_001, "m12"), [someone(60_000_000 + i, "m12o") for i in range(3)]
         messages = scenarios(p, others, datetime.now(UTC).replace(microsecond=0), 0, 12)
         chosen = [messages[n] for n in ("enrollment", "graded", "grades_others", "lti_notice")]
@@ -73,6 +67,3 @@ async def test_0012_adds_the_erasure_tables_in_place(postgres_server_url):
             assert await _comment(conn, "lti_notices", "jwt") == ("The compact JWS as received (re-verifiable "
                                                                   "while the platform key lives).")
             assert (await conn.execute(text(f"SELECT count(*) FROM {S}.events"))).scalar_one() >= 2
-    finally:
-        await engine.dispose()
-        await databases.drop_database(postgres_server_url, name)

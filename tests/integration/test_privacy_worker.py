@@ -9,12 +9,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from ingest.publish import ensure_topic
 from processors.privacy.erasure import ErasureRequest, erase
 from processors.warehouse.schema import SCHEMA
-from tests.support.kafka import committed, publish
 from tests.support.people import scan, scenarios, someone
-from tests.support.procs import Role, role_env, running, wait_until
+from tests.support.procs import Role, running, wait_until, worker_env
+from tests.support.topics import committed, created_topic, publish
 
 KEY = "worker-test-key-of-at-least-32-bytes!"
 
@@ -28,13 +27,12 @@ async def test_the_worker_redacts_erased_people_on_arrival_and_pseudonymizes(
     assert report.erasure_id is not None
     messages = list(scenarios(p, others, datetime.now(UTC).replace(microsecond=0), 3, 31).values())
 
-    topic, group = f"{unique_topic}-privacy", f"{unique_topic}-privacy-workers"
-    await ensure_topic(kafka_bootstrap, topic, 1)
+    topic = await created_topic(kafka_bootstrap, f"{unique_topic}-privacy", 1)
     await publish(kafka_bootstrap, topic, messages)
 
-    env = role_env(DATABASE_URL=migrated_database_url, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=topic,
-                   KAFKA_PARTITIONS="1", WORKER_GROUP_ID=group, WORKER_BATCH_SIZE="50", WORKER_BATCH_SECONDS="0.1",
-                   WORKER_SESSION_TIMEOUT_SECONDS="6", PSEUDONYMIZE="true", PSEUDONYMIZATION_KEY=KEY)
+    env = worker_env(migrated_database_url, kafka_bootstrap, topic, 1, WORKER_BATCH_SIZE="50",
+                     WORKER_SESSION_TIMEOUT_SECONDS="6", PSEUDONYMIZE="true", PSEUDONYMIZATION_KEY=KEY)
+    group = env["WORKER_GROUP_ID"]
     worker = Role("worker", env)
     with running(worker):
         async def all_committed() -> bool:

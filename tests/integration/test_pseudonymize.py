@@ -18,15 +18,10 @@ from processors.sink import WarehouseSink
 from processors.warehouse import tables
 from processors.warehouse.schema import SCHEMA, TABLE_SPECS, Kind, Personal
 from tests.support.people import scenarios, someone
+from tests.support.warehouse import snapshot
 
 KEY = b"a-test-key-of-at-least-32-bytes-long!"
 IP, AGENT = "198.51.100.23", "Mozilla/5.0 (X11) Firefox/128.0"
-
-
-async def snapshot(engine) -> dict[str, list[tuple]]:
-    async with engine.connect() as conn:
-        return {t.name: [tuple(r) for r in await conn.execute(select(t).order_by(*t.primary_key.columns))]
-                for t in tables.warehouse_tables()}
 
 
 async def test_nothing_in_clear_reaches_the_warehouse(engine):

@@ -14,8 +14,8 @@ from ingest.publish import ensure_topic
 from processors.warehouse import tables
 from processors.warehouse.schema import SCHEMA
 from tests.support.corpus import load_examples
-from tests.support.kafka import committed, publish
 from tests.support.procs import Role, role_env, running, wait_until
+from tests.support.topics import committed, publish
 
 
 async def waiting_on_events(conn: asyncpg.Connection) -> bool:
