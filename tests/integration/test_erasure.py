@@ -37,6 +37,7 @@ from tests.support.people import (
     someone,
     unrelated,
 )
+from tests.support.procs import role_env, run_cli
 
 SCENARIOS = sorted(scenarios(someone(1, "x"), [someone(2, "a"), someone(3, "b"), someone(4, "c")],
                              datetime(2024, 1, 1, tzinfo=UTC), 0, 1))
@@ -214,3 +215,25 @@ async def test_erasing_again_uses_what_the_first_erasure_kept(engine):
     assert report.rows["events"]["redacted"] == 1 and report.rows["discussion_entries"]["redacted"] == 1
     assert await count(engine, f"SELECT count(*) FROM {SCHEMA}.discussion_entries") == 1  # a's post stays
     assert await count(engine, f"SELECT count(*) FROM {SCHEMA}.erased_users") == 2
+
+
+async def test_the_erase_command(engine, migrated_database_url):
+    """``canvas-stream erase`` as an operator runs it: a dry run, a run, and what it refuses."""
+    p = someone(2_220_009, "cli")
+    others = [someone(30_000_000 + i, f"c{i}") for i in range(3)]
+    messages = scenarios(p, others, datetime.now(UTC).replace(microsecond=0), 0, 21)
+    await WarehouseSink(engine).write(prepare([messages["login"], messages["grades_others"]], IdPolicy()))
+    env = role_env(DATABASE_URL=migrated_database_url)
+
+    dry = await asyncio.to_thread(run_cli, env, "erase", "--user-id", str(p.global_id), "--requested-by", "t-1",
+                                  "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would be affected" in dry.stdout and "recorded" not in dry.stdout
+    done = await asyncio.to_thread(run_cli, env, "erase", "--user-id", str(p.global_id), "--requested-by", "t-1")
+    assert done.returncode == 0, done.stderr
+    assert "logins: 1 deleted were affected" in done.stdout and "later events for this person" in done.stdout
+    assert await scan(engine, p) == []
+    unknown = await asyncio.to_thread(run_cli, env, "erase", "--user-id", "123", "--requested-by", "t-2")
+    assert unknown.returncode == 0 and "global form of this local id is unknown" in unknown.stderr
+    refused = await asyncio.to_thread(run_cli, env, "erase", "--user-id", "123")
+    assert refused.returncode == 2 and "--requested-by" in refused.stderr
