@@ -6,6 +6,8 @@
   are redacted on arrival (ids and opaque ids, salted hashes of login, email, SIS id and names).
 - Column comments of the columns whose meaning erasure depends on (a profile page's ``asset_id``,
   a user's own files, an observer's student, ...).
+- The analysts' read-only role (0007b grants it every table, now and later) is refused
+  ``erased_users``: the list holds the erased people's ids, which nobody needs to read but the workers.
 
 Nothing existing is rewritten: two new tables and comments, so an existing warehouse upgrades in
 place at once. Independent of how history tables are stored (partitioning leaves these alone).
@@ -21,6 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from canvas_stream.settings import Settings
 from processors.warehouse.schema import SCHEMA  # the configured schema (WAREHOUSE_SCHEMA)
 
 revision: str = "0012"
@@ -89,6 +92,10 @@ def upgrade() -> None:
     )
     for (table, column), (comment, _) in COMMENTS.items():
         op.alter_column(table, column, comment=comment, schema=SCHEMA)
+    bind = op.get_bind()
+    role = Settings().analyst_role
+    if bind.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first() is not None:
+        bind.exec_driver_sql(f"REVOKE ALL ON {SCHEMA}.erased_users FROM {role}")
 
 
 def downgrade() -> None:

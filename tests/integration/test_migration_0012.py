@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 
 from canvas_stream import migrate
+from canvas_stream.settings import Settings
 from processors.batch import prepare
 from processors.normalize import IdPolicy
 from processors.privacy.erasure import ErasureRequest, erase
@@ -50,6 +51,10 @@ async def test_0012_adds_the_erasure_tables_in_place(postgres_server_url):
             assert "erasing a person" in await _comment(conn, "lti_notices", "jwt")
             described = (await conn.execute(text(f"SELECT obj_description('{S}.erased_users'::regclass)"))).scalar()
             assert "Suppression list" in described
+            readable = text("SELECT has_table_privilege(:role, :table, 'SELECT')")
+            role = Settings().analyst_role
+            assert (await conn.execute(readable, {"role": role, "table": f"{S}.erasures"})).scalar_one()
+            assert not (await conn.execute(readable, {"role": role, "table": f"{S}.erased_users"})).scalar_one()
         report = await erase(engine, ErasureRequest(p.global_id, "dpo 12"))
         assert report.rows["events"]["deleted"] >= 2 and report.rows["events"]["redacted"] >= 1
         # a worker's sink with the guard writes on the upgraded warehouse (its first transaction loads the list)
