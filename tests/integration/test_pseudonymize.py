@@ -27,8 +27,15 @@ IP, AGENT = "198.51.100.23", "Mozilla/5.0 (X11) Firefox/128.0"
 async def test_nothing_in_clear_reaches_the_warehouse(engine):
     p, others = someone(3_141_592, "pseudo"), [someone(40_000_000 + i, "pseudo-o") for i in range(3)]
     messages = scenarios(p, others, datetime.now(UTC).replace(microsecond=0), 0, 9)
+    # Valid JSON that jsonb cannot hold (\u0000): only the database refuses it, and the sink quarantines
+    # the message itself (poison isolation), which must be pseudonymized as well.
+    refused = json.loads(messages["login"])
+    refused["payload"]["metadata"]["note"] = "NUL \u0000 in a string"
+    refused["payload"]["metadata"]["event_time"] = "2024-02-02T10:00:00Z"
+    poison = json.dumps(refused).encode()
     pseudonymizer = Pseudonymizer(KEY)
-    await WarehouseSink(engine, pseudonymizer=pseudonymizer).write(prepare(list(messages.values()), IdPolicy()))
+    await WarehouseSink(engine, pseudonymizer=pseudonymizer).write(
+        prepare([*messages.values(), poison], IdPolicy()))
 
     secrets = [IP, AGENT, p.login, p.email] + [o.login for o in others]
     async with engine.connect() as conn:
@@ -53,7 +60,9 @@ async def test_nothing_in_clear_reaches_the_warehouse(engine):
     assert column == payload == pseudonymizer.pseudonym(IP, Personal.IP_ADDRESS)
     assert fact_login == event_login == pseudonymizer.pseudonym(p.login, Personal.LOGIN)
     assert jwt is None and arrival["raw"] is None  # the token encodes the claims: dropped
-    assert len(quarantined) == 1 and pseudonymizer.pseudonym(p.email, Personal.EMAIL) in quarantined[0]
+    assert len(quarantined) == 2  # the record without an event time, and the one the database refused
+    assert any(pseudonymizer.pseudonym(p.email, Personal.EMAIL) in raw for raw in quarantined)
+    assert any("NUL" in raw and pseudonymizer.pseudonym(IP, Personal.IP_ADDRESS) in raw for raw in quarantined)
     assert users == [pseudonymizer.pseudonym(p.login, Personal.LOGIN)]
 
     # The stored payloads normalize again into the same rows (event ids pinned where payloads changed).
