@@ -23,6 +23,8 @@ from tests.support.warehouse import warehouse_at
 
 S = SCHEMA
 
+PREVIOUS = "0010"  # the revision 0012 follows
+
 
 async def _comment(conn, table: str, column: str) -> str | None:
     return (await conn.execute(text(
@@ -32,7 +34,7 @@ async def _comment(conn, table: str, column: str) -> str | None:
 
 
 async def test_0012_adds_the_erasure_tables_in_place(postgres_server_url):
-    async with warehouse_at(postgres_server_url, "0010") as (url, engine):
+    async with warehouse_at(postgres_server_url, PREVIOUS) as (url, engine):
         p, others = someone(7_770_001, "m12"), [someone(60_000_000 + i, "m12o") for i in range(3)]
         messages = scenarios(p, others, datetime.now(UTC).replace(microsecond=0), 0, 12)
         chosen = [messages[n] for n in ("enrollment", "graded", "grades_others", "lti_notice")]
@@ -51,7 +53,7 @@ async def test_0012_adds_the_erasure_tables_in_place(postgres_server_url):
         async with engine.connect() as conn:
             before = (await conn.execute(text(f"SELECT count(*) FROM {S}.events"))).scalar_one()
             assert (await conn.execute(text(f"SELECT to_regclass('{S}.erasures')"))).scalar_one() is None
-        await asyncio.to_thread(migrate.upgrade, url)
+        await asyncio.to_thread(migrate.upgrade, url, "0012")
 
         async with engine.connect() as conn:
             assert (await conn.execute(text(f"SELECT count(*) FROM {S}.events"))).scalar_one() == before == 4
@@ -72,7 +74,7 @@ async def test_0012_adds_the_erasure_tables_in_place(postgres_server_url):
         async with engine.connect() as conn:
             assert (await conn.execute(text(f"SELECT count(*) FROM {S}.erased_users"))).scalar_one() == 1
 
-        await asyncio.to_thread(migrate.downgrade, url, "-1")
+        await asyncio.to_thread(migrate.downgrade, url, PREVIOUS)
         async with engine.connect() as conn:
             for table in ("erasures", "erased_users"):
                 assert (await conn.execute(text(f"SELECT to_regclass('{S}.{table}')"))).scalar_one() is None
