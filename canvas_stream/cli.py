@@ -21,6 +21,7 @@ from canvas_stream.cli_errors import CONTEXT_SETTINGS, FriendlyGroup, show_envva
 from canvas_stream.cli_history import partitions_group, retention_group
 from canvas_stream.cli_lti import keys, notice_handlers
 from canvas_stream.cli_ops import quarantine
+from canvas_stream.cli_privacy import erase
 from canvas_stream.cli_send import send
 from canvas_stream.logs import configured_settings as _settings
 from canvas_stream.settings import Settings, get_settings
@@ -153,7 +154,7 @@ def show_settings() -> None:
         click.echo(f"{name.upper()}={'' if value is None else value}")
 
 
-for command in (notice_handlers, keys, quarantine, send, doctor, dbt_sources, dbt_command, partitions_group,
+for command in (notice_handlers, keys, quarantine, send, doctor, dbt_sources, dbt_command, erase, partitions_group,
                 retention_group):
     main.add_command(command)
 show_envvars(main)

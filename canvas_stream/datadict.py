@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql
 
 from canvas_stream.settings import DEFAULT_WAREHOUSE_SCHEMA as S
 from processors.warehouse import tables
-from processors.warehouse.schema import TABLE_SPECS, Kind
+from processors.warehouse.schema import TABLE_SPECS, Col, Kind, Personal
 
 ID_FORM = "Canvas id, CD2 form"
 
@@ -47,6 +47,13 @@ their key and never NULL: `events` are keyed by `(event_id, event_time)` (the ev
 facts by `(happening_id, event_time)` (the happening's time to the second, the same for both
 formats); `1970-01-01` means the event carried no time. Filter on `event_time` to scan only the
 months you need; retention drops whole months ([retention.md](retention.md)).
+
+**Personal data.** The *personal data* column says what personal data a column holds, and
+*erasure* what `canvas-stream erase` does to a row whose column names the erased person:
+*subject* (the row is about them: deleted) or *reference* (another person's row names them: the
+column is cleared); content columns are redacted where they name them. With `PSEUDONYMIZE=true`,
+login, email, IP address and user agent columns hold keyed hashes. Both come from one register in
+`processors/warehouse/schema.py`; the procedure and its limits: [privacy.md](privacy.md).
 
 Views: `current_grades`, `active_enrollments`, `active_enrollment_counts`, `daily_active_users`.
 Functions: `{S}.shard_id(id)` and `{S}.local_id(id)` split a global-form id (`shard_id` is 0
@@ -161,6 +168,28 @@ def _type(table: Table, column) -> str:
     return compiled
 
 
+def erasure_rule(col: Col) -> str:
+    """What erasure does to this column of a row that names the erased person (from the register)."""
+    if col.person is not None:
+        when = f" when {col.person.when[0]} = {col.person.when[1]}" if col.person.when else ""
+        clears = f" (with {', '.join(col.person.clears)})" if col.person.clears else ""
+        return f"{col.person.role.value}{when}{clears}"
+    if col.owned_by is not None:
+        when = f" when {col.owned_by.when[0]} = {col.owned_by.when[1]}" if col.owned_by.when else ""
+        return f"deleted with the person's {col.owned_by.table}{when}"
+    if col.personal is Personal.CONTENT:
+        return "redacted"
+    if col.personal is Personal.TOKEN:
+        return "dropped if it names them"
+    if col.personal is Personal.NAME:
+        return "redacted where the row names them"
+    if col.personal in (Personal.LOGIN, Personal.EMAIL, Personal.USER_ID):
+        return "cleared if it is theirs"
+    if col.personal is not None:
+        return "deleted or cleared with the person's row or event"
+    return ""
+
+
 def table_section(table: Table) -> str:
     fed_by = ", ".join(f"`{name}`" for name in table.info.get("fed_by", [])) or "-"
     key = ", ".join(c.name for c in table.primary_key.columns)
@@ -171,12 +200,15 @@ def table_section(table: Table) -> str:
         "",
         f"Key: `{key}`. Fed by: {fed_by}.",
         "",
-        "| column | type | description |",
-        "|---|---|---|",
+        "| column | type | description | personal data | erasure |",
+        "|---|---|---|---|---|",
     ]
+    cols = {c.name: c for c in TABLE_SPECS[table.name].all_columns()}
     for column in table.c:
         comment = (column.comment or "").replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| `{column.name}` | {_type(table, column)} | {comment} |")
+        col = cols[column.name]
+        personal = col.personal.value if col.personal else ""
+        lines.append(f"| `{column.name}` | {_type(table, column)} | {comment} | {personal} | {erasure_rule(col)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -22,8 +22,10 @@ import json
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 
+from canvas_stream.datadict import erasure_rule
 from canvas_stream.settings import DEFAULT_WAREHOUSE_SCHEMA
 from processors.warehouse import tables
+from processors.warehouse.schema import TABLE_SPECS
 
 SOURCE_NAME = "canvas"
 SOURCES_PATH = "dbt/models/sources.yml"
@@ -71,6 +73,7 @@ def table_block(table: Table) -> list[str]:
             f"                columns: [{', '.join(keys)}]",
         ]
     lines.append("        columns:")
+    cols = {c.name: c for c in TABLE_SPECS[table.name].all_columns()}
     for column in table.c:
         lines += [
             f"          - name: {column.name}",
@@ -78,6 +81,10 @@ def table_block(table: Table) -> list[str]:
         ]
         if column.comment:
             lines.append(f"            description: {_q(column.comment)}")
+        col = cols[column.name]
+        if col.personal is not None:  # the register of personal data (docs/privacy.md)
+            lines += ["            meta:", f"              personal_data: {_q(col.personal.value)}",
+                      f"              erasure: {_q(erasure_rule(col))}"]
         if column.name in keys:
             tests = ["not_null", "unique"] if len(keys) == 1 else ["not_null"]
             lines.append("            data_tests:")

@@ -76,6 +76,8 @@ EVENTS_WRITTEN = Counter("canvas_stream_worker_events", "Events committed to can
 QUARANTINED = Counter("canvas_stream_worker_quarantined", "Messages quarantined")
 UNKNOWN_EVENTS = Counter("canvas_stream_unknown_events", "Events of names the mapping does not know", ["event_name"])
 UNKNOWN_FIELDS = Counter("canvas_stream_unknown_fields", "Event fields the mapping does not know", ["field"])
+ERASED_ON_ARRIVAL = Counter("canvas_stream_worker_erased_on_arrival",
+                            "Events naming an erased person, dropped (about them) or redacted on arrival", ["action"])
 EVENT_SHARDS = Counter("canvas_stream_event_shards",
                        "Events per Canvas shard of their root account (see CANVAS_HOME_SHARD)", ["shard"])
 CONSUMER_LAG = Gauge(

@@ -6,7 +6,7 @@ import os
 import re
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from canvas_stream.errors import CanvasStreamError
@@ -60,6 +60,8 @@ DEFAULT_WAREHOUSE_SCHEMA = "canvas_stream"
 DEFAULT_ANALYST_ROLE = "canvas_stream_analyst"
 # A PostgreSQL identifier that needs no quoting: the schema and role names are put into SQL text.
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Secrets that are not URLs: shown as *** (a URL is shown with its password masked).
+SECRET_KEYS = frozenset({"pseudonymization_key"})
 # Canvas global ids are shard * 10^13 + local id, and a bigint: shard ids stay below 922337.
 MAX_SHARD = 922336
 
@@ -163,6 +165,11 @@ class Settings(BaseSettings):
         description="Longest wait for a history table's lock when dropping a month (then retried): what a "
                     "writer may wait behind it.")
     partitions_ahead_months: int = Field(default=3, ge=1, le=24, description="Monthly partitions created ahead.")
+    pseudonymize: bool = Field(
+        default=False, description="Replace IP addresses, user agents, logins and emails with keyed hashes at ingest.")
+    pseudonymization_key: SecretStr | None = Field(
+        default=None, validate_default=True,
+        description="Secret HMAC-SHA256 key for PSEUDONYMIZE (32+ bytes); never logged.")
 
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: str = Field(default="console", description="console or json.")
@@ -184,6 +191,19 @@ class Settings(BaseSettings):
     def _known_format(cls, value: str) -> str:
         return _one_of(value, LOG_FORMATS, "log format")
 
+    @field_validator("pseudonymization_key")
+    @classmethod
+    def _key_when_pseudonymizing(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if info.data.get("pseudonymize") and len((value.get_secret_value() if value else "").encode()) < 32:
+            raise ValueError("must be set, at least 32 bytes, when PSEUDONYMIZE=true")
+        return value
+
+    def pseudonymization_secret(self) -> bytes | None:
+        """The key when pseudonymizing is on (else None): for the worker, never for printing."""
+        if not self.pseudonymize or self.pseudonymization_key is None:
+            return None
+        return self.pseudonymization_key.get_secret_value().encode()
+
     def require_database_url(self) -> str:
         if self.database_url is None:
             raise SettingError("DATABASE_URL", "is not set")
@@ -201,7 +221,9 @@ class Settings(BaseSettings):
         """Settings to print at start; secrets and passwords in URLs are masked."""
         shown: dict[str, object] = {}
         for name, value in self.model_dump().items():
-            if isinstance(value, SecretStr):
+            if name in SECRET_KEYS:
+                shown[name] = None if value is None else "***"
+            elif isinstance(value, SecretStr):
                 shown[name] = mask_url(value.get_secret_value())
             else:
                 shown[name] = value

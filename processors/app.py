@@ -39,6 +39,8 @@ from processors.batch import PreparedBatch, batch_of, prepare_one
 from processors.maintenance import TICK_SECONDS, Maintenance
 from processors.normalize import IdPolicy
 from processors.normalize.model import EPOCH
+from processors.privacy.guard import ErasureGuard
+from processors.privacy.pseudonymize import Pseudonymizer
 from processors.sink import WarehouseSink
 from processors.watchdog import WorkerHealth
 
@@ -154,7 +156,10 @@ def create_app(settings: Settings) -> faust.App:
     engine = create_async_engine(
         settings.require_database_url(), pool_size=2, max_overflow=2, pool_pre_ping=True
     )
-    sink = WarehouseSink(engine)
+    key = settings.pseudonymization_secret()
+    # Every worker reads the erasure list (events for erased people are redacted on arrival) and,
+    # with PSEUDONYMIZE, hashes personal data before its transaction (docs/privacy.md).
+    sink = WarehouseSink(engine, guard=ErasureGuard(), pseudonymizer=Pseudonymizer(key) if key else None)
     app.warehouse_sink = sink  # type: ignore[attr-defined]
     ids = IdPolicy(settings.canvas_home_shard)
     shards = ShardReport(settings.canvas_home_shard)

@@ -12,7 +12,7 @@ transaction), the new index first, so queries always have one; a build interrupt
 invalid index) is dropped and built again.
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-03
 """
 
@@ -24,7 +24,7 @@ from alembic import op
 from processors.warehouse.schema import SCHEMA
 
 revision: str = "0013"
-down_revision: str | None = "0010"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -23,9 +23,19 @@ def canonical_json(value: Any) -> str:
     return json_codec.canonical(value).decode()
 
 
+# Where a stored payload that canvas-stream rewrote (pseudonymized, or redacted by an erasure) keeps
+# its original id: the id is the hash of the payload as Canvas sent it (processors/privacy).
+PINNED_ID_KEY = "canvas_stream_event_id"
+_HEX = "0123456789abcdef"
+
+
 def canvas_event_id(payload: Mapping[str, Any]) -> str:
     """sha256 of the canonical ``{metadata, body}``: JWT claims (iss, exp, ...) are left out, so a
-    retry that Canvas re-signs maps to the same id."""
+    retry that Canvas re-signs maps to the same id. A stored payload rewritten after it arrived
+    carries its original id under ``PINNED_ID_KEY``."""
+    pinned = payload.get(PINNED_ID_KEY)
+    if type(pinned) is str and len(pinned) == 64 and not pinned.strip(_HEX):
+        return pinned
     event = {"metadata": payload.get("metadata"), "body": payload.get("body")}
     return hashlib.sha256(json_codec.canonical(event)).hexdigest()
 

@@ -6,9 +6,10 @@ kind to an SQL type. The normalizers read the kinds to coerce values, and the ev
 checked against these columns when it is compiled, so every row change a normalizer produces
 names real columns with values of the right kind.
 
-Versioned tables (every table but ``events`` and ``quarantine``) also get :data:`VERSION_COLUMNS`:
-``last_event_at`` (the newest event that touched the row) and ``field_versions`` (column ->
-version of the event that set it), which make the writer's upserts order-safe per column.
+Versioned tables (every table but ``events``, ``quarantine`` and the bookkeeping tables) also get
+:data:`VERSION_COLUMNS`: ``last_event_at`` (the newest event that touched the row) and
+``field_versions`` (column -> version of the event that set it), which make the writer's upserts
+order-safe per column.
 
 Fact tables (one row per happening: grade changes, page views, logins, ...) are keyed by
 ``happening_id``, not by the delivery's event id: an institution subscribed in both formats gets
@@ -26,12 +27,17 @@ redelivery. docs/retention.md says why.
 :data:`SCHEMA`, the PostgreSQL schema everything lives in, is the one value read from the
 environment (``WAREHOUSE_SCHEMA``, default ``canvas_stream``), once, at import: everything that
 names the schema (tables, writer, migrations, views, docs generators, tests) takes it from here.
+
+Personal data is declared in one register at the end (``_personal``): what each column holds
+(:class:`Personal`) and, for a column that names a person, what erasure does with its row
+(:class:`PersonRef`, :class:`Owned`). The data dictionary, erasure and pseudonymization read it;
+docs/privacy.md explains it.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from canvas_stream.settings import configured_warehouse_schema
@@ -58,6 +64,50 @@ class Kind(enum.Enum):
 ID, INT, FLOAT, BOOL, TIME, TEXT, JSON = Kind.ID, Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.TIME, Kind.TEXT, Kind.JSON
 
 
+class Personal(enum.Enum):
+    """What personal data a column holds (the data dictionary shows it; docs/privacy.md explains it)."""
+
+    USER_ID = "user id"  # names a person by an id: Canvas user id, uuid, SIS or LTI user id
+    NAME = "name"
+    LOGIN = "login"
+    EMAIL = "email"
+    IP_ADDRESS = "IP address"
+    USER_AGENT = "user agent"
+    SESSION = "session id"
+    CONTENT = "content"  # free text, URLs or raw events written by or about people: may hold anything
+    TOKEN = "signed token"  # a compact JWS: its (base64) claims hold personal data
+
+
+# What ``PSEUDONYMIZE=true`` replaces with keyed hashes before anything is stored.
+PSEUDONYMIZED = frozenset({Personal.LOGIN, Personal.EMAIL, Personal.IP_ADDRESS, Personal.USER_AGENT})
+
+
+class Role(enum.Enum):
+    """What erasing a person does to a row whose column names that person."""
+
+    SUBJECT = "subject"  # the row is about the person (their enrollment, page view, post): deleted
+    REFERENCE = "reference"  # another person's row names them (as grader, observer, ...): the column is cleared
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRef:
+    """A column that names a person. ``when``: a condition on the same row that must hold, as plain
+    data (column, value), e.g. ``context_type = 'User'``; ``clears``: columns cleared with it."""
+
+    role: Role
+    when: tuple[str, str] | None = None
+    clears: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """A column holding the id of a row of ``table``: when erasure deletes that row as the person's,
+    this row goes too (e.g. the comments on the person's submission). ``when`` as in PersonRef."""
+
+    table: str
+    when: tuple[str, str] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Col:
     name: str
@@ -65,6 +115,10 @@ class Col:
     comment: str | None = None
     nullable: bool = True
     server_default: str | None = None  # an SQL expression, e.g. "now()"
+    # Personal data (set by the register at the end of this module, see ``_personal``).
+    personal: Personal | None = None
+    person: PersonRef | None = None
+    owned_by: Owned | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -723,3 +777,128 @@ _table(
             "is applied (docs/retention.md). Never expires.",
     versioned=False, fed_by=("canvas-stream retention apply", "the scheduled retention run"),
 )
+
+# --- erasure (canvas-stream erase; docs/privacy.md) ------------------------------------------
+
+_table(
+    "erasures", [C("id", TEXT, "Erasure request id (a UUID, printed by canvas-stream erase).")],
+    C("requested_by", TEXT, "Who asked for it (--requested-by: an officer, a ticket), never the person erased.",
+      nullable=False),
+    C("requested_at", TIME, "When the request was recorded.", nullable=False, server_default="now()"),
+    C("completed_at", TIME, "When every table was processed; NULL while running or if interrupted (run again)."),
+    C("rows", JSON, "Per table: rows deleted and rows redacted.", nullable=False, server_default="'{}'::jsonb"),
+    comment="Audit of erasure requests: who asked, when, how many rows; nothing about the person.",
+    versioned=False, fed_by=("canvas-stream erase",),
+)
+_table(
+    "erased_users", [C("erasure_id", TEXT, "The erasures row that added this person.")],
+    C("global_id", ID, "The person's Canvas user id in global form (shard * 10^13 + local id), when known."),
+    C("local_id", ID, "The person's Canvas user id in local form.", nullable=False),
+    C("stored_ids", JSON, "The form(s) the warehouse's id columns hold the person's id in (CANVAS_HOME_SHARD).",
+      nullable=False, server_default="'[]'::jsonb"),
+    C("identifiers", JSON, "Opaque ids of the person (uuid, LTI user ids) that later events may carry instead.",
+      nullable=False, server_default="'[]'::jsonb"),
+    C("identifier_hashes", JSON, "sha256 of the erasure id and the person's login, email, SIS id and names: "
+      "recognises them in later events that name the person by id, without keeping the values.",
+      nullable=False, server_default="'[]'::jsonb"),
+    C("erased_at", TIME, nullable=False, server_default="now()"),
+    comment="Suppression list of erased people (ids, opaque ids and salted hashes: no name, login or email), "
+            "read by the workers.",
+    versioned=False, fed_by=("canvas-stream erase",),
+)
+
+# --- the register of personal data ------------------------------------------------------------
+#
+# Every column that holds personal data, and for a column that names a person what erasure does
+# with its row. One place, so that the data protection officer reads one list (the data
+# dictionary's "personal data" and "erasure" columns are generated from it); ``_personal`` fails
+# at import for a column that does not exist.
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    personal: Personal
+    person: PersonRef | None = None
+    owned_by: Owned | None = None
+    comment: str | None = None  # replaces the column's comment (what the column means for a person)
+
+
+USER_CONTEXT = ("context_type", "User")
+SUBJ = Mark(Personal.USER_ID, PersonRef(Role.SUBJECT))  # the row is the person's: deleted
+REF = Mark(Personal.USER_ID, PersonRef(Role.REFERENCE))  # another person's row names them: cleared
+USER_CONTEXT_REF = Mark(Personal.USER_ID, PersonRef(Role.REFERENCE, when=USER_CONTEXT))
+USER_ID, NAME, LOGIN, EMAIL = (Mark(Personal.USER_ID), Mark(Personal.NAME), Mark(Personal.LOGIN),
+                               Mark(Personal.EMAIL))
+IP, AGENT, SESSION = Mark(Personal.IP_ADDRESS), Mark(Personal.USER_AGENT), Mark(Personal.SESSION)
+CONTENT, TOKEN = Mark(Personal.CONTENT), Mark(Personal.TOKEN)
+# What every event says of the acting user, in events and the fact tables analysts filter on.
+ACTING = {"real_user_id": REF, "user_login": LOGIN, "user_sis_id": USER_ID}
+NETWORK = {"client_ip": IP, "session_id": SESSION, "user_agent": AGENT}
+
+
+def _personal(table: str, **marks: Mark) -> None:
+    spec = TABLE_SPECS[table]
+    names = {c.name for c in spec.all_columns()}
+    unknown = set(marks) - names
+    if unknown:
+        raise ValueError(f"personal-data register: {table} has no column {sorted(unknown)}")
+
+    def marked(col: Col) -> Col:
+        mark = marks.get(col.name)
+        if mark is None:
+            return col
+        return replace(col, personal=mark.personal, person=mark.person, owned_by=mark.owned_by,
+                       comment=mark.comment if mark.comment is not None else col.comment)
+
+    TABLE_SPECS[table] = replace(spec, keys=tuple(marked(c) for c in spec.keys),
+                                 columns=tuple(marked(c) for c in spec.columns))
+
+
+_personal("events", user_id=REF, context_id=USER_CONTEXT_REF, payload=CONTENT, arrival=CONTENT, **ACTING)
+_personal("quarantine", reason=CONTENT, raw=CONTENT)
+_personal("caliper_entities", id=Mark(Personal.USER_ID, PersonRef(Role.SUBJECT, when=("type", "Person"))),
+          name=NAME, entity=CONTENT)
+_personal("users", id=SUBJ, name=NAME, short_name=NAME, sortable_name=NAME, uuid=USER_ID, user_login=LOGIN,
+          user_sis_id=USER_ID)
+_personal("user_account_associations", user_id=SUBJ)
+_personal("enrollments", user_id=SUBJ, user_name=NAME, associated_user_id=Mark(
+    Personal.USER_ID, PersonRef(Role.REFERENCE), comment="The observed student, for an observer enrollment."))
+_personal("enrollment_states", enrollment_id=Mark(Personal.USER_ID, owned_by=Owned("enrollments")))
+_personal("submissions", user_id=Mark(Personal.USER_ID, PersonRef(Role.SUBJECT), comment="The student."),
+          grader_id=REF, body=CONTENT, url=CONTENT, lti_user_id=USER_ID)
+_personal("submission_comments", user_id=SUBJ, body=CONTENT, submission_id=Mark(
+    Personal.USER_ID, owned_by=Owned("submissions"),
+    comment="The submission commented on (comments on an erased person's work go with it)."))
+_personal("quiz_submissions", user_id=SUBJ)
+_personal("courses", syllabus_body=CONTENT)
+_personal("wiki_pages", body=CONTENT)
+_personal("discussion_topics", body=CONTENT)
+_personal("discussion_entries", user_id=SUBJ, text=CONTENT)
+_personal("attachments", user_id=REF, context_id=Mark(
+    Personal.USER_ID, PersonRef(Role.SUBJECT, when=USER_CONTEXT),
+    comment="Canvas id of the owning context; a user's own files have context_type User."))
+_personal("group_memberships", user_id=SUBJ)
+_personal("rubric_assessments", artifact_id=Mark(
+    Personal.USER_ID, owned_by=Owned("submissions", when=("artifact_type", "Submission")),
+    comment="What was assessed: a submission's assessment goes with the erased submission."))
+_personal("conversation_messages", author_id=SUBJ)
+_personal("scores", user_id=SUBJ)
+_personal("course_scores", user_id=SUBJ)
+_personal("course_progress", user_id=SUBJ, user_name=NAME, user_email=EMAIL, next_requirement_url=CONTENT)
+_personal("grade_changes", user_id=SUBJ, student_id=SUBJ, grader_id=REF, student_sis_id=USER_ID,
+          real_user_id=REF)
+for _name in ("course_grade_changes", "score_changes", "submission_status_changes", "conversation_forwards"):
+    _personal(_name, user_id=SUBJ)
+_personal("asset_accesses", user_id=SUBJ, context_id=USER_CONTEXT_REF, request_url=CONTENT, url=CONTENT,
+          asset_name=Mark(Personal.NAME, comment="Name of the asset (a person's name for a profile page)."),
+          asset_id=Mark(Personal.USER_ID, PersonRef(Role.REFERENCE, when=("asset_type", "user"),
+                                                    clears=("asset_name",)),
+                        comment="The asset; a user's id when asset_type is user (a profile page)."),
+          **NETWORK, **ACTING)
+_personal("logins", user_id=SUBJ, redirect_url=CONTENT, **NETWORK, **ACTING)
+_personal("learning_outcome_results", user_uuid=SUBJ)
+_personal("lti_notices", claims=CONTENT, user_sub=Mark(Personal.USER_ID, PersonRef(Role.REFERENCE, clears=("jwt",))),
+          jwt=Mark(Personal.TOKEN, comment="The compact JWS as received (re-verifiable while the platform key lives); "
+                   "NULL when pseudonymizing or after erasing a person it names."))
+_personal("asset_processor_submissions", for_user_id=SUBJ, assets=CONTENT)
+_personal("erased_users", global_id=USER_ID, local_id=USER_ID, stored_ids=USER_ID, identifiers=USER_ID)

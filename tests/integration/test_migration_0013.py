@@ -14,6 +14,8 @@ from canvas_stream import migrate
 from processors.warehouse.schema import SCHEMA as S
 from tests.support.warehouse import warehouse_at
 
+PREVIOUS = "0012"  # the revision 0013 follows
+
 
 async def events_indexes(engine) -> dict[str, tuple[str, bool]]:
     """name -> (definition, valid) of the indexes on events."""
@@ -26,12 +28,12 @@ async def events_indexes(engine) -> dict[str, tuple[str, bool]]:
 
 
 async def test_0013_replaces_the_event_name_index_in_place(postgres_server_url):
-    async with warehouse_at(postgres_server_url, "0010") as (url, engine):
-        await upgrade_from_0010(engine, url)
+    async with warehouse_at(postgres_server_url, PREVIOUS) as (url, engine):
+        await upgrade_from_previous(engine, url)
 
 
-async def upgrade_from_0010(engine, url: str) -> None:
-    """Rows and an interrupted build of the new index at 0010; upgrade; plan; downgrade."""
+async def upgrade_from_previous(engine, url: str) -> None:
+    """Rows and an interrupted build of the new index at the previous revision; upgrade; plan; downgrade."""
     async with engine.begin() as conn:
         await conn.execute(text(
             f"INSERT INTO {S}.events (event_id, event_name, format, event_time, received_at, user_id, payload, "
@@ -61,7 +63,7 @@ async def upgrade_from_0010(engine, url: str) -> None:
     plan = json.loads(plan) if isinstance(plan, str) else plan
     assert any(f'"Index Name": "{name}"' in json.dumps(plan) for name in names | {"events_name_time_user_idx"})
 
-    await asyncio.to_thread(migrate.downgrade, url, "0010")
+    await asyncio.to_thread(migrate.downgrade, url, PREVIOUS)
     found = await events_indexes(engine)
     assert "events_name_time_user_idx" not in found
     assert found["events_name_time_idx"][0].endswith("USING btree (event_name, event_time)")

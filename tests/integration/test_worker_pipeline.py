@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
 from canvas_stream.settings import plain_database_url
@@ -16,15 +15,7 @@ from processors.warehouse import tables
 from processors.warehouse.schema import SCHEMA
 from tests.support.corpus import load_examples
 from tests.support.procs import Role, role_env, running, wait_until
-
-
-async def committed(bootstrap: str, topic: str, group: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return (await consumer.committed(TopicPartition(topic, 0))) or 0
-    finally:
-        await consumer.stop()
+from tests.support.topics import committed, publish
 
 
 async def waiting_on_events(conn: asyncpg.Connection) -> bool:
@@ -40,13 +31,7 @@ async def test_offsets_move_only_after_the_commit_while_the_next_batch_is_prepar
     topic, group = f"{unique_topic}-pipe", f"{unique_topic}-pipe-workers"
     await ensure_topic(kafka_bootstrap, topic, 1)
     records = [e.record().to_bytes() for e in load_examples() if e.kind == "event"][:90]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for value in records:
-            await producer.send_and_wait(topic, value, key=b"k")
-    finally:
-        await producer.stop()
+    await publish(kafka_bootstrap, topic, records)
 
     lock = await asyncpg.connect(plain_database_url(migrated_database_url))
     holding = lock.transaction()

@@ -1,10 +1,12 @@
-"""Kafka topics for the tests: a fresh one, created; what was published to one."""
+"""Kafka topics for the tests: a fresh one, created; what was published to one; publishing to one; a
+consumer group's committed offset."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from ingest.publish import ensure_topic
@@ -34,5 +36,26 @@ async def published(bootstrap: str, topic: str, expect: int, timeout: float = 10
             for records in (await consumer.getmany(timeout_ms=1500)).values():
                 messages.extend(records)
         return messages
+    finally:
+        await consumer.stop()
+
+
+async def publish(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes = b"k") -> None:
+    """Send each value with acks=all, in order, under one key (one partition)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def committed(bootstrap: str, topic: str, group: str) -> int:
+    """The offset ``group`` committed on partition 0 of ``topic`` (0 when none)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return (await consumer.committed(TopicPartition(topic, 0))) or 0
     finally:
         await consumer.stop()

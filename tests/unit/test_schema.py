@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pytest
@@ -63,7 +64,7 @@ def test_the_schema_declares_every_table_including_events_quarantine_and_lti():
             "lti_deployments"} <= set(TABLE_SPECS)
     unversioned = {name for name, spec in TABLE_SPECS.items() if not spec.versioned}
     assert unversioned == {"events", "quarantine", "ingress_answers", "lti_nonces", "lti_handler_subscriptions",
-                           "retention_runs"}
+                           "retention_runs", "erasures", "erased_users"}
 
 
 @pytest.mark.parametrize("name", sorted(TABLE_SPECS))
@@ -164,3 +165,24 @@ def test_lti_notice_changes_name_schema_columns_of_the_right_kind(ntype):
         for column, value in {**change.key, **change.fields}.items():
             assert value is None or isinstance(value, KIND_TYPES[spec.kinds[column]]), (column, value)
     assert schema.VERSION_COLUMN_NAMES.isdisjoint(f for c in out.changes for f in c.fields)
+
+
+# Columns whose names say they may hold personal data, and the few that do not despite the name.
+PERSONAL_NAMES = re.compile(r"(^|_)(user_id|user_ids|grader_id|author_id|student_id|login|email|client_ip|user_agent|"
+                            r"session_id|user_uuid|user_sub|sis_id|user_name|payload|raw|jwt|claims|body|text|url)$")
+NOT_PERSONAL = {("lti_resource_links", "url"), ("asset_processor_submissions", "report_url"),
+                ("lti_handler_subscriptions", "pns_url")}  # tool endpoints, not people
+
+
+def test_the_register_marks_every_column_that_may_hold_personal_data():
+    """A new column named like a person's data must be placed in the register (schema._personal):
+    erasure, pseudonymization and the data dictionary read it."""
+    unmarked = {(name, c.name) for name, spec in TABLE_SPECS.items() for c in spec.all_columns()
+                if PERSONAL_NAMES.search(c.name) and c.personal is None}
+    assert unmarked == NOT_PERSONAL
+    for spec in TABLE_SPECS.values():
+        for col in spec.all_columns():
+            if col.person is not None and col.person.when is not None:
+                assert col.person.when[0] in spec.kinds, (spec.name, col.name)
+            if col.owned_by is not None:
+                assert col.owned_by.table in TABLE_SPECS and "id" in TABLE_SPECS[col.owned_by.table].kinds
