@@ -1,6 +1,6 @@
 """Rebuilding a table in place under the same name: what has to be read before and put back after.
 
-Used by migration 0011 (history tables become partitioned). A table cannot be turned into a
+Used by migration 0014 (history tables become partitioned). A table cannot be turned into a
 partitioned table by ``ALTER``: it is renamed aside, recreated, refilled and dropped. What depends on
 it must survive that: the views over it (the analyst views, dbt's staging views, in any schema,
 views over views), with their comments, owners and grants; and the table's own comment, indexes,

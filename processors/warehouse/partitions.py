@@ -204,7 +204,7 @@ async def ensure_partitions_in(conn: AsyncConnection, now: datetime, ahead: int)
     """In the caller's transaction (holding PARTITION_LOCK): create the missing months; their names."""
     created = []
     for table, parts in (await list_partitions(conn)).items():
-        if not parts:  # not partitioned yet (before migration 0011) or partitioned by hand: nothing to do
+        if not parts:  # not partitioned yet (before migration 0014) or partitioned by hand: nothing to do
             continue
         for month in months_to_create(parts, now, ahead):
             await create_partition(conn, table, partition_name(table, month), month, month.add(1))

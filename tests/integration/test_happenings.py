@@ -112,7 +112,7 @@ async def test_replay_moves_an_entity_stored_as_an_event_before_0010(engine):
     async with engine.begin() as conn:
         await conn.execute(tables.events.insert().values(
             event_id=item["id"], happening_id=item["id"], event_name="caliper:CourseSection/None", format="caliper",
-            event_time=EPOCH, received_at=func.now(), payload=payload))  # undated: filed at the epoch (0011)
+            event_time=EPOCH, received_at=func.now(), payload=payload))  # undated: filed at the epoch (0014)
     await write(engine, [paired_happenings(1, types=["grade_change"])[0][0]])
     stats = await replay(engine, IDS)
     assert stats.entities_moved == 1 and stats.quarantined == 0

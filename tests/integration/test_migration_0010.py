@@ -84,7 +84,7 @@ async def test_0010_upgrades_in_place_and_replay_merges_what_it_could_not(postgr
             notice_before = dict(await conn.fetchrow(
                 f"select jwt, kid, client_id, claims from {S}.lti_notices"))
 
-            await asyncio.to_thread(migrate.upgrade, url)  # replay writes with today's keys (0011: partitioned)
+            await asyncio.to_thread(migrate.upgrade, url)  # replay writes with today's keys (0014: partitioned)
             stats = await replay(engine, IDS)
             assert stats.quarantined == 0 and stats.entities_moved == 1
             happenings = {r["event_id"]: r["happening_id"] for r in await conn.fetch(

@@ -56,7 +56,7 @@ async def upgrade_from_previous(engine, url: str) -> None:
         assert (await conn.execute(text(f"SELECT count(*) FROM {S}.events"))).scalar_one() == 500
         await conn.execute(text("SET LOCAL enable_seqscan = off"))
         plan = (await conn.execute(text("EXPLAIN (FORMAT JSON) " + in_schema(dau)))).scalar_one()
-        # events is partitioned by month (0011): the plan names the partitions' copies of the index
+        # events is partitioned by month (0014): the plan names the partitions' copies of the index
         names = set((await conn.execute(text(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = CAST(:ix AS regclass)"), {"ix": f"{S}.events_name_time_user_idx"})).scalars())

@@ -26,7 +26,7 @@ truncated to the second).
 Runs after 0013 (which builds an index ``CONCURRENTLY``: PostgreSQL cannot do that on a partitioned
 table; the rebuild here carries 0013's index over like every other).
 
-Revision ID: 0011
+Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-03
 """
@@ -46,7 +46,7 @@ from migrations.rebuild import ddl, literal, qualified, quote
 from processors.warehouse.partitions import Month, before_name, create_partition_sql, months_between, partition_name
 from processors.warehouse.schema import SCHEMA
 
-revision: str = "0011"
+revision: str = "0014"
 down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
