@@ -39,10 +39,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from canvas_stream.settings import async_database_url
 from processors.normalize.ids import SHARD_FACTOR
+from processors.warehouse import partitions
 from processors.warehouse.schema import SCHEMA
 from tests.support.warehouse import warehouse_at
 
@@ -156,6 +158,11 @@ def _global(expr: str) -> str:
     return f"({HOME_SHARD * SHARD_FACTOR} + ({expr}))::text"
 
 
+def _ms(expr: str) -> str:
+    """A time to the millisecond, as Canvas sends ``metadata.event_time`` (and the writer parses it)."""
+    return f"date_trunc('milliseconds', {expr})"
+
+
 def _iso(expr: str) -> str:
     return f"to_char(({expr}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
@@ -239,15 +246,28 @@ def _event_columns(name: str, *, context: tuple[str, str] | None) -> dict[str, s
     }
 
 
+VERSIONS = "@versions@"  # stands for ``field_versions`` until the table's own key columns are known
+
+
 def _versioned(columns: dict[str, str]) -> dict[str, str]:
-    """Add ``field_versions`` (every column the event set, at its version) and ``last_event_at``; the
-    key columns (first in ``columns``, named in ``KEYS``) are not versioned, as in the writer."""
-    data = [c for c in columns if c not in KEYS]
+    """Add ``field_versions`` (every column the event set, at its version; built by :func:`_statement`,
+    which knows the table's key: key columns are not versioned, as in the writer) and ``last_event_at``."""
+    return {**columns, "field_versions": VERSIONS, "last_event_at": "t"}
+
+
+def _versions(columns: list[str], keys: frozenset[str]) -> str:
+    """``field_versions``: each of ``columns`` but the key at the event's version ``v``."""
+    data = [c for c in columns if c not in keys and c not in ("field_versions", "last_event_at")]
     template = "{" + ", ".join(f'"{c}": "§"' for c in data) + "}"
-    return {**columns, "field_versions": f"replace('{template}', '§', v)::jsonb", "last_event_at": "t"}
+    return f"replace('{template}', '§', v)::jsonb"
 
 
-KEYS = frozenset({"id", "happening_id"})
+def _fact_time(expr: str) -> str:
+    """A fact row's ``event_time`` once it is part of the key (migration 0014): the happening's time to
+    the second (``model.happening_time``)."""
+    return f"date_trunc('second', {expr})"
+
+
 COURSE = ("'Course'", _global("course"), "2 + course % 10")  # the context of most events
 
 
@@ -261,7 +281,7 @@ def kinds(shape: Plan, start: datetime, end: datetime) -> list[Kind]:
     def spread(n: int, salt: int, lo: float = 0.0, hi: float = 1.0) -> str:
         """Row g of n at an even place in [lo, hi] of the span, jittered within its slot."""
         width = span * (hi - lo)
-        return f"{t0} + make_interval(secs => {span * lo} + (g - 1 + {_u('g', salt)}) * {width / n})"
+        return _ms(f"{t0} + make_interval(secs => {span * lo} + (g - 1 + {_u('g', salt)}) * {width / n})")
 
     # a student enrollment's student (local user id) and course, from its id (expression over `en`)
     def enr_user(en: str) -> str:
@@ -371,7 +391,8 @@ def kinds(shape: Plan, start: datetime, end: datetime) -> list[Kind]:
         CROSS JOIN LATERAL (SELECT (g - 1) % {se} + 1 AS en, ((g - 1) / {se}) % 12 AS j OFFSET 0) k
         CROSS JOIN LATERAL (SELECT {enr_user('en')} AS student, {enr_course('en')} AS course OFFSET 0) u
         CROSS JOIN LATERAL (SELECT j * {c} + course AS assignment,
-                                   greatest({t0}, {due} - make_interval(secs => 60 + {_h('g', 16)} % 259200)) AS t
+                                   {_ms(f"greatest({t0}, {due} - make_interval(secs => 60 + {_h('g', 16)} % 259200))")}
+                                     AS t
                             OFFSET 0) a
         {_common(name, 16, 'u.student', context=COURSE, role="'StudentEnrollment'", method='POST',
                  url=f"'https://{HOST}/api/v1/courses/' || course || '/assignments/' || assignment || '/submissions'",
@@ -398,10 +419,11 @@ def kinds(shape: Plan, start: datetime, end: datetime) -> list[Kind]:
         CROSS JOIN LATERAL (SELECT {enr_user('en')} AS student, {enr_course('en')} AS course OFFSET 0) u
         CROSS JOIN LATERAL (SELECT j * {c} + course AS assignment, (course - 1) % {te} + 1 AS grader,
                                    10 * (1 + j % 3) AS points,
-                                   least(TIMESTAMPTZ '{end.isoformat()}' - interval '1 second',
+                                   date_trunc('milliseconds', least(
+                                         TIMESTAMPTZ '{end.isoformat()}' - interval '1 second',
                                          greatest({t0}, {due} - make_interval(secs => 60 + {_h('submission', 16)}
                                                                                    % 259200))
-                                         + make_interval(secs => 3600 + {_h('g', 17)} % 604800 + rnd * 259200)) AS t
+                                         + make_interval(secs => 3600 + {_h('g', 17)} % 604800 + rnd * 259200))) AS t
                             OFFSET 0) a
         CROSS JOIN LATERAL (SELECT ({_h('g', 18)} % (a.points * 10 + 1)) / 10.0 AS score,
                                    CASE WHEN rnd > 0 THEN ({_h('g - ' + str(n_sub), 18)} % (a.points * 10 + 1))
@@ -492,20 +514,34 @@ def kinds(shape: Plan, start: datetime, end: datetime) -> list[Kind]:
 
 # ---- running it ---------------------------------------------------------------------------------------
 
-async def _table_columns(conn, table: str) -> dict[str, tuple[bool, bool]]:
-    """column -> (nullable, has a default), as the database has it now."""
+@dataclass(frozen=True)
+class Shape:
+    """A table as the database has it now: column -> (nullable, has a default), and its key columns."""
+
+    columns: dict[str, tuple[bool, bool]]
+    keys: frozenset[str]
+
+
+async def _table_shape(conn, table: str) -> Shape:
     rows = (await conn.exec_driver_sql(
         "SELECT column_name, is_nullable = 'YES', column_default IS NOT NULL FROM information_schema.columns "
         f"WHERE table_schema = '{S}' AND table_name = '{table}'")).all()
-    return {name: (nullable, default) for name, nullable, default in rows}
+    keys = (await conn.exec_driver_sql(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        f"WHERE i.indisprimary AND i.indrelid = '{S}.{table}'::regclass")).scalars().all()
+    return Shape({name: (nullable, default) for name, nullable, default in rows}, frozenset(keys))
 
 
-def _statement(kind: Kind, columns: dict[str, dict[str, tuple[bool, bool]]], lo: int, hi: int) -> str:
+def _statement(kind: Kind, shapes: dict[str, Shape], lo: int, hi: int) -> str:
     """One data-modifying statement: the source once (materialized), one INSERT per table."""
     inserts = []
     for table, values in kind.inserts.items():
-        have = columns[table]
+        have, keys = shapes[table].columns, shapes[table].keys
         chosen = {c: expr for c, expr in values.items() if c in have}
+        if "field_versions" in chosen:
+            chosen["field_versions"] = _versions(list(chosen), keys)
+        if table != "events" and "event_time" in keys and "event_time" in chosen:  # a partitioned fact table
+            chosen["event_time"] = _fact_time(chosen["event_time"])
         missing = [c for c, (nullable, default) in have.items() if not nullable and not default and c not in chosen]
         if missing:
             raise RuntimeError(f"fill cannot fill NOT NULL column(s) {missing} of {table}")
@@ -523,6 +559,26 @@ async def _secondary_indexes(conn, tables: tuple[str, ...]) -> list[tuple[str, s
         f"SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = '{S}' AND i.tablename IN ({names}) "
         "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = "
         "(quote_ident(i.schemaname) || '.' || quote_ident(i.indexname))::regclass)")).all()]
+
+
+async def cover_months(conn: AsyncConnection, start: datetime, end: datetime) -> list[str]:
+    """A partitioned warehouse (migration 0014 on): a partition for each month from ``start`` to ``end``
+    (and the months ahead of it), so the rows go to their month, not all to ``<table>_before`` (which an
+    empty warehouse ends at the current month). ``_before`` is moved back to ``start``'s month while it is
+    empty (as retention moves it forward), then ``partitions.ensure_partitions_in`` adds the months.
+    Returns the partitions created; none on plain tables (before 0014)."""
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": partitions.PARTITION_LOCK})
+    first = partitions.Month.of(start)
+    for table, parts in (await partitions.list_partitions(conn)).items():
+        before = next((p for p in parts if p.is_before), None)
+        if before is None or before.upper <= first:
+            continue
+        if (await conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {partitions.qualified(before.name)})"))).scalar():
+            raise RuntimeError(f"{before.name} holds rows: fill an empty warehouse")
+        for statement in partitions.drop_partition_sql(table, before.name):
+            await conn.execute(text(statement))
+        await partitions.create_partition(conn, table, before.name, None, first)
+    return await partitions.ensure_partitions_in(conn, end, partitions.DEFAULT_AHEAD_MONTHS)
 
 
 def _engine(engine_or_url: AsyncEngine | str) -> tuple[AsyncEngine, bool]:
@@ -552,7 +608,10 @@ async def fill_warehouse(engine_or_url: AsyncEngine | str, *, events: int = 3_00
     began = time.perf_counter()
     try:
         async with engine.begin() as conn:
-            columns = {t: await _table_columns(conn, t) for t in TABLES}
+            shapes = {t: await _table_shape(conn, t) for t in TABLES}
+            created = await cover_months(conn, start, end)
+            if created:
+                say(f"{len(created)} monthly partitions created ({created[0]} ...)")
             indexes = await _secondary_indexes(conn, TABLES) if rebuild_indexes else []
             for name, _ in indexes:
                 await conn.exec_driver_sql(f"DROP INDEX {S}.{name}")
@@ -564,7 +623,7 @@ async def fill_warehouse(engine_or_url: AsyncEngine | str, *, events: int = 3_00
                 async with engine.begin() as conn:
                     await conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                     await conn.exec_driver_sql("SET LOCAL enable_memoize = off")  # every row differs
-                    await conn.exec_driver_sql(_statement(kind, columns, lo, hi))
+                    await conn.exec_driver_sql(_statement(kind, shapes, lo, hi))
                 if kind.count > CHUNK:
                     say(f"  {kind.name}: rows {lo:,}-{hi:,} of {kind.count:,}")
 
@@ -579,11 +638,10 @@ async def fill_warehouse(engine_or_url: AsyncEngine | str, *, events: int = 3_00
                        workflow_state = 'graded', graded_at = g.event_time,
                        field_versions = s.field_versions || jsonb_build_object(
                          'score', g.v, 'grade', g.v, 'grader_id', g.v, 'assignment_id', g.v, 'user_id', g.v),
-                       last_event_at = greatest(s.last_event_at, g.event_time)
+                       last_event_at = greatest(s.last_event_at, g.last_event_at)
                 FROM (SELECT DISTINCT ON (submission_id) submission_id, score, grade, grader_id, event_time,
-                             to_char(event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '|' || event_id
-                               AS v
-                      FROM {S}.grade_changes ORDER BY submission_id, event_time DESC, event_id DESC) g
+                             last_event_at, field_versions ->> 'score' AS v  -- the event's version, to the microsecond
+                      FROM {S}.grade_changes ORDER BY submission_id, field_versions ->> 'score' COLLATE "C" DESC) g
                 WHERE s.id = g.submission_id""")
         report.seconds["submission_grades"] = round(time.perf_counter() - moment, 1)
         moment = time.perf_counter()

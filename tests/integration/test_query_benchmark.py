@@ -77,6 +77,33 @@ async def test_the_fill_sets_every_column_the_writer_sets_for_the_same_events(sm
         assert written, table
         missing = written - await non_null_columns(filled, table) - {"body"}
         assert not missing, (table, missing)
+    for warehouse in (engine, filled):  # the values the partitioned tables hold, as the writer leaves them
+        assert await history_values(warehouse) == {
+            "undated_events": 0, "facts_below_the_second": 0, "facts_versioning_event_time": 0,
+            "facts_filed_apart_from_their_version": 0, "versions_not_in_the_writers_form": 0}
+    async with filled.connect() as conn:  # and the fill's rows went to their months, not all to _before
+        before = (await conn.exec_driver_sql(f"SELECT count(*) FROM {S}.events_before")).scalar_one()
+        months = (await conn.exec_driver_sql(
+            f"SELECT count(*) FROM pg_inherits WHERE inhparent = '{S}.events'::regclass AND "
+            "pg_relation_size(inhrelid) > 0")).scalar_one()
+    assert before == 0 and months >= 3
+
+
+async def history_values(engine) -> dict[str, int]:
+    """Rows that differ from what the writer stores on partitioned history (migration 0014): events
+    never undated, facts filed at the happening's second (``model.happening_time``), ``event_time`` a
+    key and no longer versioned, every version ``time to the microsecond|event id``."""
+    facts = ("asset_accesses", "logins", "grade_changes")
+    found = {"undated_events": f"(SELECT count(*) FROM {S}.events WHERE event_time IS NULL)"}
+    checks = {"facts_below_the_second": "event_time <> date_trunc('second', event_time)",
+              "facts_versioning_event_time": "field_versions ? 'event_time'",
+              "facts_filed_apart_from_their_version": "event_time <> date_trunc('second', last_event_at)",
+              "versions_not_in_the_writers_form": "EXISTS (SELECT 1 FROM jsonb_each_text(field_versions) v WHERE "
+                                                  r"v.value !~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\|')"}
+    for name, condition in checks.items():
+        found[name] = " + ".join(f"(SELECT count(*) FROM {S}.{t} WHERE {condition})" for t in facts)
+    async with engine.connect() as conn:
+        return {name: (await conn.exec_driver_sql(f"SELECT {sql}")).scalar_one() for name, sql in found.items()}
 
 
 async def non_null_columns(engine, table: str) -> set[str]:
