@@ -35,21 +35,22 @@ def _per_event(run: Callable[[], float | None], passes: int, n: int) -> float:
     return min(times) / n * 1e6
 
 
-def main() -> None:
+def measure(messages: int = MESSAGES, erased: tuple[int, ...] = (1, 10, 30, 100, 1000)) -> dict[str, float]:
+    """CPU microseconds per event: decoding and normalizing (for scale), erasure screening with nobody
+    and with each of ``erased`` people on the list, pseudonymization. Also used by benchmarks/history.py."""
     raws = [e.record().to_bytes() for e in load_examples() if e.kind == "event"]
-    raws = (raws * (MESSAGES // len(raws) + 1))[:MESSAGES]
+    raws = (raws * (messages // len(raws) + 1))[:messages]
     ids = IdPolicy()
-    print(f"{len(raws)} messages, median {statistics.median(map(len, raws)):.0f} bytes")
-    print(f"decode + normalize           {_per_event(lambda: prepare(raws, ids) and None, 3, len(raws)):7.1f} us/event")
+    out = {"messages": len(raws), "median_message_bytes": statistics.median(map(len, raws)),
+           "prepare_us": _per_event(lambda: prepare(raws, ids) and None, 3, len(raws))}
     batch = prepare(raws, ids)
     guard = ErasureGuard()
-    print(f"screening, nobody erased     {_per_event(lambda: guard.screen_batch(batch), 5, len(raws)):7.2f} us/event")
-    for k in (1, 10, 30, 100, 1000):
+    out["screen_nobody_erased_us"] = _per_event(lambda: guard.screen_batch(batch), 5, len(raws))
+    for k in erased:
         people = [Person(9_000_000 + i, SHARD * 10**13 + 9_000_000 + i,
                          frozenset({f"{i:08x}-aaaa-bbbb-cccc-dddddddddddd"})) for i in range(k)]
         guard.use(people, k)
-        cost = _per_event(lambda: guard.screen_batch(batch), 5, len(raws))
-        print(f"screening, {k:5d} erased       {cost:7.2f} us/event")
+        out[f"screen_{k}_erased_us"] = _per_event(lambda: guard.screen_batch(batch), 5, len(raws))
     pseudonymizer = Pseudonymizer(b"benchmark-key-" * 3)
 
     def pseudonymize() -> float:
@@ -58,7 +59,19 @@ def main() -> None:
         pseudonymizer.batch(fresh)
         return time.perf_counter() - started
 
-    print(f"pseudonymization             {_per_event(pseudonymize, 3, len(raws)):7.1f} us/event")
+    out["pseudonymize_us"] = _per_event(pseudonymize, 3, len(raws))
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def main() -> None:
+    found = measure()
+    print(f"{found['messages']} messages, median {found['median_message_bytes']:.0f} bytes")
+    print(f"decode + normalize           {found['prepare_us']:7.1f} us/event")
+    print(f"screening, nobody erased     {found['screen_nobody_erased_us']:7.2f} us/event")
+    for key, value in found.items():
+        if key.startswith("screen_") and key != "screen_nobody_erased_us":
+            print(f"screening, {int(key.split('_')[1]):5d} erased       {value:7.2f} us/event")
+    print(f"pseudonymization             {found['pseudonymize_us']:7.1f} us/event")
 
 
 if __name__ == "__main__":
