@@ -30,22 +30,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from canvas_stream import migrate
 from processors.batch import prepare
 from processors.normalize import IdPolicy
-from processors.privacy.erasure import ErasureRequest, erase, prefilter
-from processors.privacy.match import Matcher, Person
+from processors.privacy import erasure as erasure_module
+from processors.privacy.erasure import EVENT_COLUMNS, PAGE, ErasureReport, ErasureRequest, erase, prefilter
+from processors.privacy.match import SHARD_FACTOR, Matcher, Person
 from processors.sink import WarehouseSink
 from processors.warehouse import partitions, retention
 from processors.warehouse.partitions import Month
@@ -210,18 +216,79 @@ async def partition_sizes(engine: AsyncEngine, table: str) -> dict[str, dict[str
 
 # ---- erasure and retention -------------------------------------------------------------------------------
 
-async def erasure(engine: AsyncEngine, student: int) -> dict[str, Any]:
-    """Erase one student; and time, apart, the one scan of ``events`` it makes with its prefilter."""
-    person = Person(student, HOME_SHARD * 10**13 + student, frozenset({f"user{student}@example.edu"}))
-    pattern = prefilter(Matcher.of([person]), json_text=True).replace("'", "''")
-    started = _now()
-    matching = await _scalar(engine, f"SELECT count(*) FROM {S}.events WHERE payload::text ~* '{pattern}'")
-    scan_s = _now() - started
-    started = _now()
-    report = await erase(engine, ErasureRequest(student, "benchmark", shard=HOME_SHARD), home_shard=HOME_SHARD)
-    return {"user_id": student, "seconds": round(_now() - started, 1),
-            "payload_regex_scan_s": round(scan_s, 1), "events_matching_the_payload_regex": matching,
-            "rows": {t: dict(c) for t, c in report.rows.items()}}
+async def erasure(engine: AsyncEngine) -> dict[str, Any]:
+    """Erase two students of median activity: one as ``erase`` does now, one through the paged scan of
+    ``events`` it made before (``paged_events``), for the comparison; and time, apart, one scan of the
+    payloads with either id pattern (how many events each lets through to be normalized again)."""
+    async with engine.connect() as conn:
+        counts = (await conn.exec_driver_sql(
+            f"SELECT user_id, count(*) FROM {S}.events WHERE user_id < {SHARD_FACTOR} GROUP BY 1 ORDER BY 2, 1")).all()
+    (now_id, now_events), (before_id, before_events) = counts[len(counts) // 2], counts[len(counts) // 2 + 1]
+    out: dict[str, Any] = {}
+    for label, loose in (("payload_scan_id_pattern_now", False), ("payload_scan_id_pattern_before", True)):
+        person = Person(now_id, HOME_SHARD * SHARD_FACTOR + now_id)
+        pattern = prefilter(Matcher.of([person]), json_text=not loose).replace("'", "''")
+        started = _now()
+        matching = await _scalar(engine, f"SELECT count(*) FROM {S}.events WHERE payload::text ~* '{pattern}'")
+        out[label] = {"seconds": round(_now() - started, 1), "events_matching": matching}
+    for label, student, own in (("now", now_id, now_events), ("before", before_id, before_events)):
+        started = _now()
+        with statement_times(engine) as spent, contextlib.ExitStack() as stack:
+            if label == "before":
+                stack.enter_context(mock.patch.object(erasure_module, "_events", paged_events))
+            report = await erase(engine, ErasureRequest(student, "benchmark", shard=HOME_SHARD), home_shard=HOME_SHARD)
+        seconds = _now() - started
+        left = await _scalar(engine, f"SELECT count(*) FROM {S}.events WHERE user_id = {student}")
+        out[label] = {"user_id": student, "their_events": own, "seconds": round(seconds, 1),
+                      "events_left_with_their_user_id": left, "rows": {t: dict(c) for t, c in report.rows.items()},
+                      "slowest_statements_s": dict(spent.most_common(6))}
+    return out
+
+
+async def paged_events(engine: AsyncEngine, person: Person, matcher: Matcher, report: ErasureReport,
+                       dry_run: bool, ids: IdPolicy, progress: Callable[[int], None] | None) -> None:
+    """``erasure._events`` before the single key scan: pages of ``PAGE`` events in key order, each
+    page found by a scan with the loose id pattern (any digit run), to the empty page at the end."""
+    params = {"ids": sorted(person.stored_ids()), "identifiers": sorted(matcher.identifiers),
+              "pattern": prefilter(matcher, json_text=False)}  # the id part as it was for jsonb too
+    condition = ("(user_id = ANY(:ids) OR real_user_id = ANY(:ids) OR (lower(context_type) = 'user' AND "
+                 "context_id = ANY(:ids)) OR lower(user_login) = ANY(:identifiers) OR lower(user_sis_id) = "
+                 "ANY(:identifiers) OR payload::text ~* :pattern OR arrival::text ~* :pattern)")
+    keys, last = ["event_id", "event_time"], None
+    while True:
+        async with engine.begin() as conn:
+            sql = f"SELECT {', '.join(dict.fromkeys([*keys, *EVENT_COLUMNS]))} FROM {S}.events WHERE {condition}"
+            sql += "" if last is None else " AND (event_id, event_time) > (:last_event_id, :last_event_time)"
+            page = (await conn.execute(text(f"{sql} ORDER BY event_id, event_time LIMIT {PAGE}"),
+                                       {**params, **(last or {})})).mappings().all()
+            if not page:
+                return
+            for row in page:
+                await erasure_module._one_event(conn, row, matcher, report, dry_run, ids, keys)
+            last = {f"last_{k}": page[-1][k] for k in keys}
+
+
+@contextlib.contextmanager
+def statement_times(engine: AsyncEngine) -> Iterator[Counter[str]]:
+    """Seconds spent in the database per statement (its first words and table), while inside."""
+    spent: Counter[str] = Counter()
+
+    def before(conn, cursor, statement, parameters, context, executemany) -> None:
+        conn.info.setdefault("started", []).append(_now())
+
+    def after(conn, cursor, statement, parameters, context, executemany) -> None:
+        words = " ".join(statement.split())
+        table = re.search(r"(?:FROM|INTO|UPDATE)\s+(\S+)", words)
+        label = f"{' '.join(words.split()[:2])} .. {table.group(1) if table else ''}"
+        spent[label] += round(_now() - conn.info["started"].pop(), 3)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    event.listen(engine.sync_engine, "after_cursor_execute", after)
+    try:
+        yield spent
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", before)
+        event.remove(engine.sync_engine, "after_cursor_execute", after)
 
 
 async def drop_oldest_month(engine: AsyncEngine, months: int, now: datetime, batches: list[list[bytes]]) -> dict:
@@ -312,11 +379,8 @@ async def main(server: str, events: int, months: int, *, cpu: bool = True,
         out["queries_partitioned"] = await run_queries(engine, sqls)
         out["partition_sizes"] = {t: await partition_sizes(engine, t) for t in ("events", "asset_accesses")}
 
-        say("erasure of one student")
-        student = int(await _scalar(engine, f"SELECT user_id FROM {S}.asset_accesses WHERE user_id < 10000000000000 "
-                                            f"AND event_time >= {month.literal()} GROUP BY 1 "
-                                            "ORDER BY count(*) DESC, 1 LIMIT 1 OFFSET 10"))  # a busy home-shard student
-        out["erasure"] = await erasure(engine, student)
+        say("erasure of two students: now, and as it was")
+        out["erasure"] = await erasure(engine)
 
         say("retention: dropping the oldest month while a writer writes")
         writes = await writer_batches(engine, 40, 200, Month.of(now).start() + timedelta(hours=3), "during")
