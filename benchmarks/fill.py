@@ -22,6 +22,12 @@ warehouse, without which no index-only scan is planned). Columns are matched aga
 database's own tables, so a warehouse at an older revision gets the columns it has (a NOT NULL
 column the fill cannot fill is an error, never a silent default).
 
+Partitioned history (migration 0014 on): the months filled get their partitions first
+(:func:`cover_months`), fact rows are filed at the happening's second (``model.happening_time``) with
+``event_time`` in their key and not in ``field_versions``, and no event is undated, as the writer
+stores them; on an older revision the tables' own keys decide (there ``event_time`` is versioned).
+Event times are to the millisecond, as Canvas sends them.
+
 ``tests.support.warehouse.warehouse_at(server_url, "head")`` gives the throwaway database to fill
 (migrated by the project's own Alembic migrations, dropped at the end). Used by
 ``benchmarks/queries.py`` and the tests; meant for any benchmark that needs history at scale.
