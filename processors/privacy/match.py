@@ -64,7 +64,7 @@ DETAIL_KEYS = frozenset({
     "entity_id", "integration_id", "asset_name", "real_user_name",
 })
 # LIS role kinds that end a Caliper membership URN with the member's user id.
-URN_USER_KINDS = ("user", "Learner", "Instructor", "TeachingAssistant", "ContentDeveloper", "Mentor", "Observer",
+_URN_USER_KINDS = ("user", "Learner", "Instructor", "TeachingAssistant", "ContentDeveloper", "Mentor", "Observer",
                    "Administrator", "Member", "Manager")
 _JWS = re.compile(r"^[A-Za-z0-9_-]{10,}\.([A-Za-z0-9_-]{10,})\.[A-Za-z0-9_-]*$")
 MIN_SUBSTRING_IDENTIFIER = 5
@@ -164,7 +164,7 @@ class Matcher:
         self.identifiers = frozenset(i.strip().lower() for p in self.people for i in p.identifiers if i.strip())
         self.names = frozenset(n.strip().lower() for p in self.people for n in p.names if n.strip())
         ids = "|".join(re.escape(t) for t in sorted(self.id_texts, key=len, reverse=True)) or r"(?!x)x"
-        kinds = "|".join(URN_USER_KINDS)
+        kinds = "|".join(_URN_USER_KINDS)
         self._positional = re.compile(
             rf"(?:(?<=:)(?:{kinds}):|/users/|[?&;](?:\w*user_id|user)=)({ids})(?![\d~])")
         self._urn = re.compile(rf"^urn:instructure:canvas:(?:.*:)?(?:{kinds}):({ids})$")
