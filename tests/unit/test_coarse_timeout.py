@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -14,9 +15,8 @@ async def test_a_deadline_fires_within_one_tick_of_its_time_and_becomes_timeout_
     loop = asyncio.get_running_loop()
     for delay in (0.0, 0.01, 0.12, 0.2):
         started = loop.time()
-        with pytest.raises(TimeoutError):
-            with timeout_at(started + delay) as t:
-                await asyncio.sleep(5)
+        with pytest.raises(TimeoutError), timeout_at(started + delay) as t:
+            await asyncio.sleep(5)
         elapsed = loop.time() - started
         assert t.expired()
         assert delay - 0.003 <= elapsed < delay + TICK + 0.03, (delay, elapsed)
@@ -49,11 +49,8 @@ async def test_someone_elses_cancellation_stays_a_cancellation():
 
 async def test_a_handler_that_catches_the_deadline_leaves_the_task_uncancelled():
     """As asyncio.Timeout: when the body swallows the cancellation, nothing is left pending on the task."""
-    with timeout(0.01) as t:
-        try:
-            await asyncio.sleep(1)
-        except asyncio.CancelledError:
-            pass
+    with timeout(0.01) as t, contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(1)
     assert t.expired()
     assert asyncio.current_task().cancelling() == 0
     await asyncio.sleep(0)  # the task is not cancelled again
