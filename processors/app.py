@@ -20,7 +20,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from canvas_stream.loop import install_fast_loop
+from canvas_stream.loop import install_fast_loop, tune_gc
 from canvas_stream.metrics import (
     BATCH_COMMIT_DURATION,
     EVENT_AGE,
@@ -217,6 +217,7 @@ def run_worker(settings: Settings) -> None:
     """Run one worker until SIGINT/SIGTERM (faust's Worker owns the event loop and signals)."""
     install_fast_loop()
     app = create_app(settings)
+    tune_gc()
     log.info("canvas-stream worker starting", group=settings.worker_group_id, topic=settings.kafka_topic,
              batch_size=settings.worker_batch_size, stall_seconds=settings.worker_stall_seconds,
              status_port=settings.worker_status_port)
