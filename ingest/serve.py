@@ -8,7 +8,7 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from canvas_stream.loop import install_fast_loop
+from canvas_stream.loop import install_fast_loop, tune_gc
 from canvas_stream.settings import Settings
 from ingest.admin import serve_admin
 from ingest.answers import AnswerLedger
@@ -32,6 +32,7 @@ def run_ingress(settings: Settings, notice_ledger: NoticeLedger | None = None) -
     app = create_app(settings, notice_ledger=notice_ledger, answers=answers, nonce_store=nonces,
                      hello_world=hello_world)
     app.cleanup_ctx.insert(0, serve_admin(settings))  # first: a taken admin port fails before anything starts
+    tune_gc()
     routes = "POST /live-events, POST /lti/notices" if settings.live_events_enabled else "POST /lti/notices"
     log.info("canvas-stream ingress listening", url=f"http://{settings.host}:{settings.port}", routes=routes,
              admin=f"http://{settings.host}:{settings.admin_port}",

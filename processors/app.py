@@ -2,12 +2,11 @@
 
 Offsets move only after the database transaction that holds a batch committed. Writes are
 pipelined: while batch N is being written (PostgreSQL working), the agent already prepares batch
-N+1 (Python working). For that, each message of a batch gets one more reference
-(``Message.incref``) before the loop body returns, so faust's own ack at the end of the body does
-not make it committable; the write task releases that reference (``stream.ack``) only after the
-transaction committed. One write is in flight at a time, so batches commit in order. If a write
-fails or is cancelled (shutdown, crash), its messages are marked so that faust cannot commit them;
-they are redelivered.
+N+1 (Python working). Batches are read from the agent's channel by ``lean_faust.take_batches``,
+which never acks: the write task acks each message (``stream.ack``, the only reference faust
+holds) only after the transaction committed, and only then may faust commit its offset. One write
+is in flight at a time, so batches commit in order. If a write fails or is cancelled (shutdown,
+crash), its messages are marked so that faust cannot commit them; they are redelivered.
 """
 
 from __future__ import annotations
@@ -18,11 +17,10 @@ from typing import Any
 
 import faust
 import structlog
-from faust.sensors import Monitor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from canvas_stream.loop import install_fast_loop
+from canvas_stream.loop import install_fast_loop, tune_gc
 from canvas_stream.metrics import (
     BATCH_COMMIT_DURATION,
     EVENT_AGE,
@@ -36,6 +34,7 @@ from canvas_stream.metrics import (
 from canvas_stream.probes import database_probe
 from canvas_stream.settings import Settings
 from processors.batch import PreparedBatch, batch_of, prepare_one
+from processors.lean_faust import LeanApp, LeanMonitor, take_batches
 from processors.maintenance import TICK_SECONDS, Maintenance
 from processors.normalize import IdPolicy
 from processors.normalize.model import EPOCH
@@ -88,34 +87,10 @@ class ShardReport:
             EVENT_SHARDS.labels(str(shard)).inc(count)
 
 
-class LeanMonitor(Monitor):
-    """faust's Monitor without its per-message bookkeeping: four calls and several dict and deque
-    updates per message that only faust's own stats pages read; our metrics are Prometheus counters
-    updated once per batch. Rebalance, commit and send statistics stay."""
-
-    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
-        return None
-
-    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> dict[str, Any] | None:
-        return None
-
-    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None) -> None:
-        return None
-
-    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
-        return None
-
-
 def _forbid_commit(events: Any) -> None:
     """Mark messages acked so faust's own ack of an unfinished batch cannot commit them."""
     for event in events:
         event.message.acked = True
-
-
-def _hold(events: Any) -> None:
-    """One more reference per message: the ack faust gives when the loop body returns is not the last."""
-    for event in events:
-        event.message.incref()
 
 
 async def prepare_sliced(values: list[bytes], ids: IdPolicy) -> PreparedBatch:
@@ -133,7 +108,7 @@ def kafka_urls(bootstrap: str) -> list[str]:
 
 def create_app(settings: Settings) -> faust.App:
     """Build the faust app, its one agent and its status pages."""
-    app = faust.App(
+    app = LeanApp(  # faust without per-message work we do not need (processors/lean_faust.py)
         settings.worker_group_id,
         broker=kafka_urls(settings.require_kafka()),
         store="memory://",
@@ -199,7 +174,7 @@ def create_app(settings: Settings) -> faust.App:
     async def load_warehouse(stream: faust.StreamT) -> None:
         writing: asyncio.Task[None] | None = None  # the previous batch, committing while this one is prepared
         try:
-            async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_seconds):
+            async for events in take_batches(stream, settings.worker_batch_size, settings.worker_batch_seconds):
                 try:
                     batch = await prepare_sliced([e.message.value for e in events], ids)
                     if writing is not None:
@@ -207,7 +182,6 @@ def create_app(settings: Settings) -> faust.App:
                 except BaseException:
                     _forbid_commit(events)
                     raise
-                _hold(events)
                 writing = asyncio.create_task(write_and_release(stream, events, batch))
                 writing.add_done_callback(log_failure)
         finally:
@@ -260,6 +234,7 @@ def run_worker(settings: Settings) -> None:
     """Run one worker until SIGINT/SIGTERM (faust's Worker owns the event loop and signals)."""
     install_fast_loop()
     app = create_app(settings)
+    tune_gc()
     log.info("canvas-stream worker starting", group=settings.worker_group_id, topic=settings.kafka_topic,
              batch_size=settings.worker_batch_size, stall_seconds=settings.worker_stall_seconds,
              status_port=settings.worker_status_port)

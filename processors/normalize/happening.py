@@ -58,7 +58,7 @@ def object_of(event_name: str, changes: Iterable[RowChange]) -> list[Any] | None
         if change.table == where.table:
             key, fields = change.key, change.fields
             values = [key[c] if c in key else fields.get(c) for c in where.columns]
-            return values if any(v is not None for v in values) else None
+            return None if values.count(None) == len(values) else values
     return None
 
 
