@@ -31,6 +31,16 @@ from tests.support.databases import create_database, drop_database, wait_for_pos
 from tests.support.topics import created_topic
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _remove_worker_data_dirs() -> Iterator[None]:
+    """faust creates ``<consumer group>-data`` in the working directory even with the memory store;
+    the tests' consumer groups start with ``t-``: what this session's workers left is removed."""
+    before = set(Path.cwd().glob("t-*-data"))
+    yield
+    for path in set(Path.cwd().glob("t-*-data")) - before:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of a Kafka-compatible broker for the whole session."""
