@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import random
-
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from ingest.publish import CachedPartitioner, murmur2
-
-
-def test_murmur2_is_aiokafkas_for_every_length_and_byte():
-    rng = random.Random(13)
-    for length in range(0, 70):
-        for _ in range(30):
-            data = bytes(rng.randrange(256) for _ in range(length))
-            assert murmur2(data) == aiokafka_murmur2(data), data
+from ingest.publish import CachedPartitioner
 
 
 def test_cached_partitioner_picks_the_default_partition_twice_and_stays_bounded():
