@@ -128,6 +128,10 @@ class Settings(BaseSettings):
 
     worker_batch_size: int = Field(default=1000, ge=1, description="Most events per database transaction.")
     worker_batch_seconds: float = Field(default=0.2, gt=0, description="Longest wait to fill a batch.")
+    worker_fetch_max_wait_ms: int = Field(
+        default=100, ge=1, le=10_000,
+        description="Longest a fetch waits at the broker for records (faust fixes it at 1,500 ms; some brokers, "
+        "tansu among them, hold a fetch for a share of it even when records arrive, which adds to latency).")
     worker_group_id: str = Field(default="canvas-stream-worker", description="Kafka consumer group.")
     worker_session_timeout_seconds: float = Field(
         default=20.0, ge=6, description="Consumer-group session timeout: how fast a dead worker's partitions move."

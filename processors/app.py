@@ -128,6 +128,7 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=max(4096, settings.worker_batch_size * 2),
         Monitor=LeanMonitor,
     )
+    app.fetch_max_wait_ms = settings.worker_fetch_max_wait_ms
     engine = create_async_engine(
         settings.require_database_url(), pool_size=2, max_overflow=2, pool_pre_ping=True
     )

@@ -118,6 +118,19 @@ class LeanConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(CONSUMER_FETCHING)
 
+    def _new_consumer_thread(self) -> LeanConsumerThread:
+        return LeanConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread with the fetch wait taken from the app (faust fixes it at 1,500 ms)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka hands this to its Fetcher at start(), which has not happened yet.
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", consumer._fetch_max_wait_ms)
+        return consumer
+
 
 class LeanTransport(faust_aiokafka.Transport):
     """The aiokafka transport with :class:`LeanConsumer`."""
@@ -126,7 +139,12 @@ class LeanTransport(faust_aiokafka.Transport):
 
 
 class LeanApp(faust.App):
-    """A faust App on :class:`LeanTransport` (``kafka://`` brokers)."""
+    """A faust App on :class:`LeanTransport` (``kafka://`` brokers).
+
+    ``fetch_max_wait_ms``: how long one fetch may wait at the broker (faust fixes 1,500 ms).
+    """
+
+    fetch_max_wait_ms: int = 100
 
     def _new_transport(self) -> Any:
         return LeanTransport(self.conf.broker_consumer, self)
