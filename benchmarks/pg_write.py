@@ -87,11 +87,26 @@ def _breakdown(pid: int, totals: dict[str, float]) -> None:
     AsyncConnection.exec_driver_sql = measured  # type: ignore[method-assign]
 
 
+async def create_icu_database(name: str, icu_locale: str) -> str:
+    """A database whose text comparisons use ICU's ``icu_locale`` (as a non-C default collation would)."""
+    import asyncpg
+
+    from canvas_stream.settings import plain_database_url
+
+    conn = await asyncpg.connect(plain_database_url(server_url()))
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu "
+                           f"ICU_LOCALE '{icu_locale}' LOCALE 'C.UTF-8'")
+    finally:
+        await conn.close()
+    return await create_database(server_url(), name)  # exists: only its URL
+
+
 async def one_run(messages: list[bytes], warm_up: list[bytes], size: int, breakdown: bool = False,
-                  settings: dict[str, str] | None = None) -> tuple[float, float]:
+                  settings: dict[str, str] | None = None, icu_locale: str | None = None) -> tuple[float, float]:
     """Backend CPU us/event of the first delivery and of the redelivery, on a fresh database."""
     name = f"cs_pgw_{uuid.uuid4().hex[:10]}"
-    url = await create_database(server_url(), name)
+    url = await (create_icu_database(name, icu_locale) if icu_locale else create_database(server_url(), name))
     try:
         await asyncio.to_thread(migrate.upgrade, url)
         engine = create_async_engine(url, pool_size=1, max_overflow=0,
@@ -100,7 +115,7 @@ async def one_run(messages: list[bytes], warm_up: list[bytes], size: int, breakd
             sink = WarehouseSink(engine, guard=ErasureGuard())
             async with engine.connect() as conn:
                 pid = await conn.scalar(text("SELECT pg_backend_pid()"))
-            for batch in batches(warm_up, size):  # the backend's caches and the prepared statements, as in a running worker
+            for batch in batches(warm_up, size):  # caches and prepared statements, as in a running worker
                 await sink.write(batch)
             figures = []
             for delivery in ("first", "redelivery"):
@@ -128,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--warm-up", type=int, default=2000, help="other events written first, not measured")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a session setting")
+    parser.add_argument("--icu-locale", help="create the database with this ICU collation (e.g. en-US)")
     parser.add_argument("--breakdown", action="store_true", help="backend CPU per statement (one run)")
     args = parser.parse_args(argv)
     everything = records(args.events + args.warm_up)
@@ -135,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = dict(item.split("=", 1) for item in args.set)
     firsts, seconds = [], []
     for _ in range(args.runs):
-        first, second = asyncio.run(one_run(messages, warm_up, args.batch, args.breakdown, settings))
+        first, second = asyncio.run(one_run(messages, warm_up, args.batch, args.breakdown, settings,
+                                               args.icu_locale))
         firsts.append(first)
         seconds.append(second)
         print(f"first {first:.1f} redelivery {second:.1f} us/event", flush=True)
