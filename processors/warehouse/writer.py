@@ -194,7 +194,7 @@ def _events_statement() -> _Statement:
 # array per column, the conflict arbiter being the key. With plan_cache_mode "auto" PostgreSQL plans them
 # again at every execution (a custom plan, estimated cheaper than the generic one because it knows the
 # arrays' lengths), which re-inlines ``newer()`` once per column: ~0.3 ms for each of a batch's ~50
-# statements (backend CPU 76 -> 71 us/event, benchmarks/pg_write.py). A generic plan is made once per
+# statements (backend CPU 76 -> 70 us/event, benchmarks/pg_write.py). A generic plan is made once per
 # prepared statement, i.e. once per connection.
 GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
 
