@@ -19,16 +19,15 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream import migrate
 from canvas_stream.embedded.broker import EmbeddedKafka
 from canvas_stream.embedded.database import EmbeddedPostgres
 from canvas_stream.settings import async_database_url
-from processors.warehouse import tables
 from tests.support.databases import create_database, drop_database, wait_for_postgres
 from tests.support.topics import created_topic
+from tests.support.warehouse import empty_tables
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -109,8 +108,7 @@ async def engine(migrated_database_url: str):
     """An async engine on the migrated warehouse, emptied before each test."""
     eng = create_async_engine(migrated_database_url, pool_size=2)
     async with eng.begin() as conn:
-        names = ", ".join(f"{tables.SCHEMA}.{t.name}" for t in tables.metadata.sorted_tables)
-        await conn.execute(text(f"TRUNCATE {names}"))
+        await empty_tables(conn)
     yield eng
     await eng.dispose()
 

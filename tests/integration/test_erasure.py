@@ -23,7 +23,6 @@ from processors.privacy.erasure import ErasureError, ErasureRequest, erase
 from processors.privacy.guard import ErasureGuard
 from processors.replay import replay
 from processors.sink import WarehouseSink
-from processors.warehouse import tables
 from processors.warehouse.schema import SCHEMA
 from tests.support.people import (
     SHARD,
@@ -38,6 +37,7 @@ from tests.support.people import (
     unrelated,
 )
 from tests.support.procs import role_env, run_cli
+from tests.support.warehouse import empty_tables
 
 SCENARIOS = sorted(scenarios(someone(1, "x"), [someone(2, "a"), someone(3, "b"), someone(4, "c")],
                              datetime(2024, 1, 1, tzinfo=UTC), 0, 1))
@@ -57,8 +57,7 @@ async def run(url: str, local: int, form: int, chosen: list[str], by_global: boo
 
     try:
         async with engine.begin() as conn:
-            names = ", ".join(f"{SCHEMA}.{t.name}" for t in tables.metadata.sorted_tables)
-            await conn.execute(text(f"TRUNCATE {names}"))
+            await empty_tables(conn)
         p = someone(local, "person")
         others = [someone(local + 11_000_000 + i, f"other{i}") for i in range(3)]
         when = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)

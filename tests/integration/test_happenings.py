@@ -19,6 +19,7 @@ from processors.warehouse import tables
 from tests.support.corpus import CORPUS
 from tests.support.happenings import FACT_TABLES, paired_happenings, record
 from tests.support.lti import CLAIM, KID, jwt_of, notice
+from tests.support.warehouse import empty_tables
 
 IDS = IdPolicy()  # no home shard set: each event's own shard counts as home
 
@@ -54,7 +55,7 @@ async def snapshot(engine, names) -> dict[str, list[tuple]]:
 
 async def empty(engine) -> None:
     async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE " + ", ".join(f"{S}.{t.name}" for t in tables.metadata.sorted_tables)))
+        await empty_tables(conn)
 
 
 async def test_both_formats_store_the_fact_counts_of_one_format_alone(engine):

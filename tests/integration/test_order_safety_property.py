@@ -10,7 +10,6 @@ import uuid
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream.records import Record, Verification
@@ -19,7 +18,7 @@ from processors.normalize import IdPolicy
 from processors.sink import WarehouseSink
 from processors.warehouse import tables
 from tests.support.events import example
-from tests.support.warehouse import snapshot
+from tests.support.warehouse import empty_tables, snapshot
 
 TIMES = [f"2024-03-0{day}T10:00:00.000Z" for day in range(1, 5)]  # few values: ties happen
 COURSE, ASSIGNMENT, SUBMISSION, STUDENT = "21070000000000565", "21070000000000355", "21070000000011086", \
@@ -86,8 +85,7 @@ async def load(url: str, batches: list[list[bytes]]) -> dict:
     engine = create_async_engine(url, pool_size=1)
     try:
         async with engine.begin() as conn:
-            names = ", ".join(f"{tables.SCHEMA}.{t.name}" for t in tables.metadata.sorted_tables)
-            await conn.execute(text(f"TRUNCATE {names}"))
+            await empty_tables(conn)
         sink = WarehouseSink(engine)
         for batch in batches:
             prepared = prepare(batch, IdPolicy())

@@ -14,15 +14,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from canvas_stream import migrate
 from processors.normalize.model import EPOCH, EventRow, RowChange, make_version
-from processors.warehouse import tables, writer
-from processors.warehouse.schema import SCHEMA, TABLE_SPECS, Kind
+from processors.warehouse import writer
+from processors.warehouse.schema import TABLE_SPECS, Kind
 from tests.support import identity, reference_writer
 from tests.support.databases import create_database, drop_database
+from tests.support.warehouse import empty_tables
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 # Tables with every kind of column, integer and text keys, composite keys and jsonb columns.
@@ -100,8 +100,7 @@ async def write(url: str, batches: list[tuple[list[EventRow], list[RowChange]]],
     engine = create_async_engine(url, pool_size=1)
     try:
         async with engine.begin() as conn:
-            names = ", ".join(f"{SCHEMA}.{t.name}" for t in tables.metadata.sorted_tables)
-            await conn.execute(text(f"TRUNCATE {names}"))
+            await empty_tables(conn)
         for events, changes in batches:
             async with engine.begin() as conn:
                 await module.insert_events(conn, events)

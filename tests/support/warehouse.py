@@ -8,8 +8,8 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterable
 
-from sqlalchemy import Table, select
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Table, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from canvas_stream import migrate
 from processors.warehouse import tables
@@ -25,6 +25,17 @@ async def snapshot(engine: AsyncEngine, which: Iterable[Table] | None = None) ->
             result = await conn.execute(select(table).order_by(*table.primary_key.columns))
             out[table.name] = [tuple(r) for r in result]
     return out
+
+
+async def empty_tables(conn: AsyncConnection, which: Iterable[Table] | None = None) -> None:
+    """Empty ``which`` (default: every warehouse table) as ``TRUNCATE`` of them all would, but truncate
+    only the tables that hold a row: one query finds them; a ``TRUNCATE`` of the ~60 tables cost ~0.25 s,
+    and the tests empty the warehouse hundreds of times while only a few tables hold rows."""
+    names = [f"{tables.SCHEMA}.{t.name}" for t in (tables.metadata.sorted_tables if which is None else which)]
+    probe = " UNION ALL ".join(f"SELECT '{name}' WHERE EXISTS (SELECT FROM {name})" for name in names)
+    filled = [row[0] for row in await conn.execute(text(probe))]
+    if filled:
+        await conn.execute(text(f"TRUNCATE {', '.join(filled)}"))
 
 
 @contextlib.asynccontextmanager
