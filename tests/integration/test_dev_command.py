@@ -26,7 +26,7 @@ from canvas_stream.embedded.process import free_port
 from processors.warehouse.schema import SCHEMA
 from tests.support.events import example, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
-from tests.support.procs import wait_until
+from tests.support.procs import QUICK_GROUP_SESSION_SECONDS, wait_until
 from tests.support.sqs import aws_env, create_queue, send_bodies, sqs_client
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ async def start_dev(data_dir, port: int, jwks_url: str, output: list[str] | None
                     **extra: str) -> tuple[asyncio.subprocess.Process, str]:
     env = user_env()
     env.update(LIVE_EVENTS_JWKS_URL=jwks_url, WORKER_BATCH_SECONDS="0.1", PYTHONUNBUFFERED="1",
-               ADMIN_PORT=str(free_port()), **extra)
+               WORKER_SESSION_TIMEOUT_SECONDS=QUICK_GROUP_SESSION_SECONDS, ADMIN_PORT=str(free_port()), **extra)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "canvas_stream.cli", "dev", "--data-dir", str(data_dir), "--port", str(port),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,

@@ -15,11 +15,16 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+QUICK_GROUP_SESSION_SECONDS = "6"  # the least WORKER_SESSION_TIMEOUT_SECONDS allows
+
 
 def role_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LTI_", "LIVE_EVENTS_", "KAFKA_", "WORKER_"))}
-    # A free admin port of its own: several ingresses run side by side in a test.
-    env.update({"LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "ADMIN_PORT": str(_free_port())})
+    # A free admin port of its own: several ingresses run side by side in a test. A worker's consumer
+    # group gets the shortest session the setting allows: tansu holds a new group's first join for half
+    # the session timeout (10 s at the default 20 s, 3 s at 6), and every test starts a group of its own.
+    env.update({"LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "ADMIN_PORT": str(_free_port()),
+                "WORKER_SESSION_TIMEOUT_SECONDS": QUICK_GROUP_SESSION_SECONDS})
     env.update(overrides)
     return env
 
