@@ -53,6 +53,7 @@ async def test_produce_consume_group_two_partitions(kafka_bootstrap: str, unique
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             heartbeat_interval_ms=300,
+            session_timeout_ms=6000,  # tansu holds a new group's first join for half of it (aiokafka: 10 s)
         )
         for _ in range(2)
     ]

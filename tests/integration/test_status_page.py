@@ -22,6 +22,7 @@ from ingest.publish import ensure_topic
 from tests.support.events import ISSUER, example, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
 from tests.support.procs import Role, role_env, wait_until
+from tests.support.topics import committed_total
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +152,9 @@ async def test_status_page_in_chromium_matches_the_database(jwks, kafka_bootstra
 
         await wait_until(settled, timeout=90, interval=0.5,
                          message=f"events stored, poison quarantined, answers flushed\n{worker.output()}")
-        await asyncio.sleep(2)  # the worker group commits its offsets to the broker within a second
+        # The worker group commits its offsets to the broker within a second: every record (7 + the poison).
+        await wait_until(lambda: _all_committed(kafka_bootstrap, topic, group, 7 + 1), timeout=30,
+                         message=f"the worker group's offsets committed\n{worker.output()}")
 
         dom = await asyncio.to_thread(browse, f"{admin}/status", tmp_path / "chromium-profile", "--dump-dom")
         shot = tmp_path / "status.png"
@@ -200,3 +203,7 @@ async def test_status_page_in_chromium_matches_the_database(jwks, kafka_bootstra
     finally:
         await asyncio.to_thread(ingress.stop)
         await asyncio.to_thread(worker.stop)
+
+
+async def _all_committed(bootstrap: str, topic: str, group: str, records: int) -> bool:
+    return await committed_total(bootstrap, topic, group, PARTITIONS) >= records

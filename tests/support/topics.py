@@ -59,3 +59,13 @@ async def committed(bootstrap: str, topic: str, group: str) -> int:
         return (await consumer.committed(TopicPartition(topic, 0))) or 0
     finally:
         await consumer.stop()
+
+
+async def committed_total(bootstrap: str, topic: str, group: str, partitions: int) -> int:
+    """The offsets ``group`` committed on partitions ``0 .. partitions - 1`` of ``topic``, summed."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return sum([(await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)])
+    finally:
+        await consumer.stop()
