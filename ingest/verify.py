@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
+import pybase64
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -69,7 +70,6 @@ _PKCS1V15 = padding.PKCS1v15()
 # those bits must be zero, otherwise two different strings decode to the same bytes.
 _LAST_CHAR_OK_REM2 = frozenset(b"AQgw")
 _LAST_CHAR_OK_REM3 = frozenset(b"AEIMQUYcgkosw048")
-_URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
 _PAD = (b"", b"", b"==", b"=")
 _SAFE_ALG_RE = re.compile(r"[A-Za-z0-9+_-]{1,16}")
 
@@ -150,9 +150,11 @@ class VerifiedToken:
 def _b64url_decode(segment: bytes, what: str) -> bytes:
     """Decode canonical unpadded base64url, or reject (same rule as PyJWT >= 2.14, minus padding).
 
-    Strict ``a2b_base64`` rejects anything outside the standard alphabet after translating ``-_``;
-    ``+``, ``/`` and ``=`` in the input are refused first, and the last character must leave the
-    unused trailing bits zero. This is as strict as a full-alphabet regex but about 2x cheaper.
+    ``pybase64`` (SIMD) with ``validate=True`` rejects anything outside the alphabet once ``-_`` stand
+    for ``+/``; ``+``, ``/`` and ``=`` in the input are refused first, and the last character must
+    leave the unused trailing bits zero. As strict as a full-alphabet regex; the stdlib's strict
+    ``a2b_base64`` took ~6 ns per character (a live event's payload segment is ~2.5k characters),
+    this ~0.4 ns.
     """
     rem = len(segment) & 3
     if (
@@ -165,7 +167,7 @@ def _b64url_decode(segment: bytes, what: str) -> bytes:
     ):
         raise TokenRejected(f"malformed token ({what} encoding)")
     try:
-        return binascii.a2b_base64(segment.translate(_URLSAFE_TO_STD) + _PAD[rem], strict_mode=True)
+        return pybase64.b64decode(segment + _PAD[rem] if rem else segment, altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise TokenRejected(f"malformed token ({what} encoding)") from None
 
