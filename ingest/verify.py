@@ -243,10 +243,12 @@ def parse_compact(
         token = bytes(token)
     if len(token) > max_len:
         raise TokenRejected("token too large")
-    segments = token.split(b".", 3)
-    if len(segments) != 3:
+    # Three segments, found with memchr (``split`` walks the ~3.4k characters one by one).
+    h_end = token.find(b".")
+    p_end = token.find(b".", h_end + 1) if h_end >= 0 else -1
+    if p_end < 0 or token.find(b".", p_end + 1) >= 0:
         raise TokenRejected("malformed token (expected 3 segments)")
-    h_seg, p_seg, s_seg = segments
+    h_seg, p_seg, s_seg = token[:h_end], token[h_end + 1:p_end], token[p_end + 1:]
     if len(h_seg) > MAX_HEADER_LEN:
         raise TokenRejected("malformed token (header too large)")
 
@@ -282,7 +284,7 @@ def parse_compact(
         header=header,
         payload_b64=p_seg.decode("ascii"),
         payload=payload,
-        signing_input=token[: len(h_seg) + 1 + len(p_seg)],
+        signing_input=token[:p_end],
         signature=signature,
         alg=alg,
         kid=kid,
