@@ -69,10 +69,11 @@ _ACCEPTED = {fmt: json.dumps({"status": "accepted", "format": fmt}).encode()
 
 async def post_live_event(request: web.Request) -> web.Response:
     """One Canvas live event per POST; 200 only once Kafka acknowledged it."""
-    return await _handle_live_event(request, request.app[SETTINGS_KEY])  # timed by answers_middleware
+    app = request.app  # a property behind a property: looked up once
+    return await _handle_live_event(request, app, app[SETTINGS_KEY])  # timed by answers_middleware
 
 
-async def _handle_live_event(request: web.Request, settings: Settings) -> web.Response:
+async def _handle_live_event(request: web.Request, app: web.Application, settings: Settings) -> web.Response:
     try:
         raw = await read_body(request, settings.http_read_timeout_seconds)  # a slow body is not a reason to wait
     except web.HTTPRequestEntityTooLarge:
@@ -86,7 +87,7 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
     received_at = now_iso()  # also the verification time: one clock read per request
     if body.token is not None:
         try:
-            payload, verification, payload_json = await verify_live_event(body.token, request.app, received_at)
+            payload, verification, payload_json = await verify_live_event(body.token, app, received_at)
         except TokenRejected as exc:
             log.info("live event rejected", reason=exc.reason)
             return error(401, f"invalid token: {exc.reason}")
@@ -100,12 +101,12 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
         payload, verification, payload_json = body.payload, Verification(signed=False), body.payload_json
     subscription = token_subscription_id(payload) if verification.signed else None  # unsigned: no claim to trust
     kind = DeliveryKind.SIGNED_HTTPS if verification.signed else DeliveryKind.UNSIGNED_HTTPS
-    refusal = admit(request.app[TENANT_POLICY_KEY], kind, payload, subscription)
+    refusal = admit(app[TENANT_POLICY_KEY], kind, payload, subscription)
     if refusal is not None:
         return error(403, f"refused: {refusal.value}")
     delivery = Delivery(method=DELIVERY_HTTPS, subscription_id=subscription)
     key, record = build_record(payload, verification, payload_json, received_at, delivery=delivery)
-    [outcome] = await publish_within_deadline(request, request.app[PUBLISHER_KEY].publish, [(key, record.to_bytes())])
+    [outcome] = await publish_within_deadline(request, app[PUBLISHER_KEY].publish, [(key, record.to_bytes())])
     if isinstance(outcome, PublishFailed | NotAcknowledgedInTime):
         log.warning("publish failed", error=str(outcome) or outcome.__class__.__name__)
         return error(503, outcome.public)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from types import CoroutineType
 from typing import Any
 
 import structlog
@@ -144,6 +145,13 @@ def _follow_late(request: web.Request, task: asyncio.Task[None]) -> None:
     task.add_done_callback(done)
 
 
+def _task_of(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[None]) -> asyncio.Future[None]:
+    """``asyncio.ensure_future``, with its type checks and loop lookup skipped for a coroutine."""
+    if type(awaitable) is CoroutineType:
+        return loop.create_task(awaitable)
+    return asyncio.ensure_future(awaitable)
+
+
 async def publish_within_deadline(
     request: web.Request, publish: Callable[[bytes, bytes], Awaitable[None]], records: Sequence[tuple[bytes, bytes]]
 ) -> list[BaseException | None]:
@@ -151,8 +159,8 @@ async def publish_within_deadline(
     or :class:`NotAcknowledgedInTime` when the wait ended a moment before the deadline)."""
     if not records:
         return []
-    tasks = [asyncio.ensure_future(publish(k, v)) for k, v in records]
     loop = asyncio.get_running_loop()
+    tasks = [_task_of(loop, publish(k, v)) for k, v in records]
     deadline = request.get(DEADLINE_KEY)
     # One future for the whole wait: set when the last publish is done, or (on the loop's shared
     # timer) a moment before the deadline; cheaper than asyncio.wait's timer, set and callbacks.

@@ -66,6 +66,9 @@ _HEADER_CACHE: dict[bytes, dict[str, Any]] = {}
 _HEADER_CACHE_MAX = 256
 
 _PKCS1V15 = padding.PKCS1v15()
+# Concrete key classes already seen to be RSAPublicKey: ``isinstance`` on the ABC is a Python-level
+# ``__instancecheck__`` call per token; a type is checked once (a handful of classes at most).
+_RSA_KEY_TYPES: set[type] = set()
 # Canonical trailing bits: for len % 4 == 2 the last char carries 4 unused bits, for == 3 two bits;
 # those bits must be zero, otherwise two different strings decode to the same bytes.
 _LAST_CHAR_OK_REM2 = frozenset(b"AQgw")
@@ -296,8 +299,10 @@ def verify_signature(parts: JwsParts, key: RSAPublicKey) -> None:
     hash_alg = SUPPORTED_ALGORITHMS.get(parts.alg)
     if hash_alg is None:  # JwsParts built by hand with an odd alg
         raise TokenRejected("unsupported alg")
-    if not isinstance(key, RSAPublicKey):
-        raise TokenRejected("unsupported key type")
+    if type(key) not in _RSA_KEY_TYPES:
+        if not isinstance(key, RSAPublicKey):
+            raise TokenRejected("unsupported key type")
+        _RSA_KEY_TYPES.add(type(key))
     try:
         key.verify(parts.signature, parts.signing_input, _PKCS1V15, hash_alg)
     except InvalidSignature:
