@@ -23,7 +23,7 @@ from ingest.answers import AnswerLedger, answers_middleware
 from ingest.binding import admit
 from ingest.deadline import (
     NotAcknowledgedInTime,
-    deadline_middleware,
+    ResponseDeadline,
     publish_within_deadline,
     read_body,
     settle_late_publishes,
@@ -181,8 +181,9 @@ def create_app(
     ``answers`` (run_ingress passes one when DATABASE_URL is set) records Canvas's answers in
     PostgreSQL for the 24-hour deactivation budget. /metrics and /status are on the admin app.
     """
-    # Outermost first: the answer ledger times and counts the deadline's 503s too.
-    middlewares = [answers_middleware(answers), deadline_middleware(settings.response_deadline_seconds)]
+    # One middleware: the answer ledger times and counts every answer, the deadline's 503s too (the
+    # deadline runs inside it: a middleware layer is a coroutine and a call per request).
+    middlewares = [answers_middleware(answers, ResponseDeadline(settings.response_deadline_seconds))]
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS_KEY] = settings
     app[PUBLISHER_KEY] = publisher or KafkaPublisher(

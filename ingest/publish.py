@@ -148,7 +148,9 @@ class KafkaPublisher:
         try:
             # On the loop's shared timer: no task (wait_for) and no timer (asyncio.timeout) per record.
             with coarse_timeout.timeout(self.ack_timeout):
-                await producer.send_and_wait(self.topic, value, key=key)
+                # send_and_wait without its own coroutine frame: queued, then acknowledged
+                delivered = await producer.send(self.topic, value, key=key)
+                await delivered
         except (KafkaError, OSError, TimeoutError) as exc:
             raise PublishFailed(f"broker did not acknowledge: {exc.__class__.__name__}") from exc
 
