@@ -174,7 +174,7 @@ def _follow_late(request: web.Request, task: asyncio.Task[None]) -> None:
 def _task_of(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[None]) -> asyncio.Future[None]:
     """``asyncio.ensure_future``, with its type checks and loop lookup skipped for a coroutine."""
     if type(awaitable) is CoroutineType:
-        return loop.create_task(awaitable, name="publish")  # named: an unnamed task formats "Task-<n>"
+        return loop.create_task(awaitable)  # unnamed: uvloop names a task by a set_name call after making it
     return asyncio.ensure_future(awaitable)
 
 

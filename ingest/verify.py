@@ -170,7 +170,8 @@ def _b64url_decode(segment: bytes, what: str) -> bytes:
     ):
         raise TokenRejected(f"malformed token ({what} encoding)")
     try:
-        return pybase64.b64decode(segment + _PAD[rem] if rem else segment, altchars=b"-_", validate=True)
+        # altchars b"-_", validate: positionally, as keywords would cost a dict per call
+        return pybase64.b64decode(segment + _PAD[rem] if rem else segment, b"-_", True)
     except (binascii.Error, ValueError):
         raise TokenRejected(f"malformed token ({what} encoding)") from None
 
