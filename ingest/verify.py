@@ -236,6 +236,23 @@ def parse_compact(
     The payload is only checked for canonical encoding here; it is decoded after the signature
     verifies (see :func:`decode_claims`) so that forged tokens cost as little as possible.
     """
+    header, p_seg, payload, signing_input, signature, alg, kid = _checked_segments(token, max_len, algorithms)
+    return JwsParts(
+        header=header,
+        payload_b64=p_seg.decode("ascii"),
+        payload=payload,
+        signing_input=signing_input,
+        signature=signature,
+        alg=alg,
+        kid=kid,
+    )
+
+
+def _checked_segments(
+    token: str | bytes, max_len: int, algorithms: Iterable[str]
+) -> tuple[dict[str, Any], bytes, bytes, bytes, bytes, str, str]:
+    """:func:`parse_compact`'s checks, its parts as a tuple: (header, payload segment, payload,
+    signing input, signature, alg, kid). :func:`verify_token` uses them as they are (no JwsParts)."""
     if isinstance(token, str):
         try:
             token = token.encode("ascii")
@@ -284,20 +301,16 @@ def parse_compact(
     # waits until the signature verifies.
     payload = _b64url_decode(p_seg, "payload")
     signature = _b64url_decode(s_seg, "signature")
-    return JwsParts(
-        header=header,
-        payload_b64=p_seg.decode("ascii"),
-        payload=payload,
-        signing_input=token[:p_end],
-        signature=signature,
-        alg=alg,
-        kid=kid,
-    )
+    return header, p_seg, payload, token[:p_end], signature, alg, kid
 
 
 def verify_signature(parts: JwsParts, key: RSAPublicKey) -> None:
     """RSASSA-PKCS1-v1_5 verify of the signing input; raises TokenRejected("bad signature")."""
-    hash_alg = SUPPORTED_ALGORITHMS.get(parts.alg)
+    _check_signature(parts.alg, parts.signature, parts.signing_input, key)
+
+
+def _check_signature(alg: str, signature: bytes, signing_input: bytes, key: RSAPublicKey) -> None:
+    hash_alg = SUPPORTED_ALGORITHMS.get(alg)
     if hash_alg is None:  # JwsParts built by hand with an odd alg
         raise TokenRejected("unsupported alg")
     if type(key) not in _RSA_KEY_TYPES:
@@ -305,7 +318,7 @@ def verify_signature(parts: JwsParts, key: RSAPublicKey) -> None:
             raise TokenRejected("unsupported key type")
         _RSA_KEY_TYPES.add(type(key))
     try:
-        key.verify(parts.signature, parts.signing_input, _PKCS1V15, hash_alg)
+        key.verify(signature, signing_input, _PKCS1V15, hash_alg)
     except InvalidSignature:
         raise TokenRejected("bad signature") from None
     except ValueError:  # e.g. signature length does not match the modulus
@@ -387,17 +400,18 @@ def verify_token(
     Raises UnknownKid when the lookup has no key, ClaimsRejected when only the claims are wrong,
     TokenRejected for everything else.
     """
-    parts = parse_compact(token, max_len=policy.max_len, algorithms=policy.algorithms)
-    key = key_lookup(parts.kid)
+    # parse_compact, verify_signature and decode_claims, without building a JwsParts per token
+    header, _, payload, signing_input, signature, alg, kid = _checked_segments(token, policy.max_len, policy.algorithms)
+    key = key_lookup(kid)
     if key is None:
-        raise UnknownKid(parts.kid)
-    verify_signature(parts, key)
-    claims = decode_claims(parts)
+        raise UnknownKid(kid)
+    _check_signature(alg, signature, signing_input, key)
+    claims = _load_json_object(payload, "payload", strict_keys=False)
     try:
         check_claims(claims, policy, now=now)
     except TokenRejected as exc:
         raise ClaimsRejected(exc.reason, claims) from None
-    return VerifiedToken(header=parts.header, claims=claims, kid=parts.kid, alg=parts.alg, claims_json=parts.payload)
+    return VerifiedToken(header=header, claims=claims, kid=kid, alg=alg, claims_json=payload)
 
 
 async def verify_with(
