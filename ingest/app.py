@@ -107,10 +107,10 @@ async def _handle_live_event(request: web.Request, app: web.Application, setting
     delivery = Delivery(method=DELIVERY_HTTPS, subscription_id=subscription)
     key, record = build_record(payload, verification, payload_json, received_at, delivery=delivery)
     [outcome] = await publish_within_deadline(request, app[PUBLISHER_KEY].publish, [(key, record.to_bytes())])
-    if isinstance(outcome, PublishFailed | NotAcknowledgedInTime):
-        log.warning("publish failed", error=str(outcome) or outcome.__class__.__name__)
-        return error(503, outcome.public)
-    if outcome is not None:
+    if outcome is not None:  # acknowledged: None (checked first, the common case)
+        if isinstance(outcome, PublishFailed | NotAcknowledgedInTime):
+            log.warning("publish failed", error=str(outcome) or outcome.__class__.__name__)
+            return error(503, outcome.public)
         raise outcome
     return web.Response(body=_ACCEPTED[record.format], content_type="application/json")
 
