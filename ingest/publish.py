@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 BROKER_PROBE_TIMEOUT = 2.0
 
 DRAIN_CHUNK = 500
+BATCH_BYTES = 256 * 1024  # per partition; below brokers' 1 MB message.max.bytes default
 
 
 class PublishFailed(CanvasStreamError):
@@ -107,6 +108,10 @@ class KafkaPublisher:
                     bootstrap_servers=self.bootstrap,
                     acks="all",
                     linger_ms=1,
+                    # Room for every record that arrives while a produce request is in flight: at
+                    # aiokafka's 16 KiB (~7 live events) a full batch made each later send wait for
+                    # it to drain (asyncio.wait with a timer per waiting send) and started a new one.
+                    max_batch_size=BATCH_BYTES,
                     max_request_size=4 * 1024 * 1024,
                     request_timeout_ms=int(self.ack_timeout * 1000),
                     compression_type=None,
