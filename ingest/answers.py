@@ -175,9 +175,9 @@ def answers_middleware(ledger: AnswerLedger | None, deadline: ResponseDeadline |
                     with timeout:
                         response = await handler(request)
                 except TimeoutError:
-                    if not timeout.expired():
+                    if deadline is None or not timeout.expired():
                         raise  # some other timeout the handler did not handle: not ours to rename
-                    response = deadline.exceeded(route)  # type: ignore[union-attr]
+                    response = deadline.exceeded(route)
             code = response.status
             return response
         except web.HTTPException as exc:

@@ -149,7 +149,9 @@ class KafkaPublisher:
             await self._spool_append(key, value)
 
     async def _send(self, key: bytes, value: bytes) -> None:
-        producer = self._producer or await self._ensure_started()  # no coroutine per record once started
+        producer = self._producer
+        if producer is None:  # no coroutine per record once started
+            producer = await self._ensure_started()
         try:
             # On the loop's shared timer: no task (wait_for) and no timer (asyncio.timeout) per record.
             with coarse_timeout.timeout(self.ack_timeout):
