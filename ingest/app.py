@@ -68,12 +68,9 @@ _ACCEPTED = {fmt: json.dumps({"status": "accepted", "format": fmt}).encode()
 
 
 async def post_live_event(request: web.Request) -> web.Response:
-    """One Canvas live event per POST; 200 only once Kafka acknowledged it."""
+    """One Canvas live event per POST; 200 only once Kafka acknowledged it (timed by answers_middleware)."""
     app = request.app  # a property behind a property: looked up once
-    return await _handle_live_event(request, app, app[SETTINGS_KEY])  # timed by answers_middleware
-
-
-async def _handle_live_event(request: web.Request, app: web.Application, settings: Settings) -> web.Response:
+    settings = app[SETTINGS_KEY]
     try:
         raw = await read_body(request, settings.http_read_timeout_seconds)  # a slow body is not a reason to wait
     except web.HTTPRequestEntityTooLarge:
