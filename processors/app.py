@@ -30,6 +30,7 @@ from canvas_stream.metrics import (
     QUARANTINED,
     UNKNOWN_EVENTS,
     UNKNOWN_FIELDS,
+    observe_many,
 )
 from canvas_stream.probes import database_probe
 from canvas_stream.settings import Settings
@@ -56,11 +57,11 @@ def observe_commit(batch: PreparedBatch, seconds: float) -> None:
     now = time.time()
     BATCH_COMMIT_DURATION.observe(seconds)
     LAST_COMMIT.set(now)
-    for item in batch.items:
-        if item.normalized is not None:
-            for event in item.normalized.events:
-                if event.event_time != EPOCH:  # the epoch: the event carries no time
-                    EVENT_AGE.observe(max(0.0, now - event.event_time.timestamp()))
+    ages = [max(0.0, now - event.event_time.timestamp())
+            for item in batch.items if item.normalized is not None
+            for event in item.normalized.events
+            if event.event_time != EPOCH]  # the epoch: the event carries no time
+    observe_many(EVENT_AGE, ages)
 
 
 class ShardReport:
