@@ -35,7 +35,7 @@ from canvas_stream.metrics import (
 from canvas_stream.probes import database_probe
 from canvas_stream.settings import Settings
 from processors.batch import PreparedBatch, batch_of, prepare_one
-from processors.lean_faust import LeanApp, LeanMonitor, take_batches
+from processors.lean_faust import LeanApp, LeanMonitor, LeanTopic, take_batches
 from processors.maintenance import TICK_SECONDS, Maintenance
 from processors.normalize import IdPolicy
 from processors.normalize.model import EPOCH
@@ -128,6 +128,7 @@ def create_app(settings: Settings) -> faust.App:
         web_bind="0.0.0.0",
         stream_buffer_maxsize=max(4096, settings.worker_batch_size * 2),
         Monitor=LeanMonitor,
+        Topic=LeanTopic,
     )
     app.fetch_max_wait_ms = settings.worker_fetch_max_wait_ms
     engine = create_async_engine(
