@@ -25,7 +25,13 @@ from processors.batch import Item, PreparedBatch
 from processors.normalize.model import Normalized
 from processors.privacy.guard import ErasureGuard, SuppressionListChanged
 from processors.privacy.pseudonymize import Pseudonymizer
-from processors.warehouse.writer import QuarantineRow, insert_events, insert_quarantine, upsert_changes
+from processors.warehouse.writer import (
+    QuarantineRow,
+    insert_events,
+    insert_quarantine,
+    upsert_changes,
+    use_generic_plans,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +100,7 @@ class WarehouseSink:
 
     async def _write(self, normalized: Normalized, quarantined: Sequence[QuarantineRow]) -> None:
         async with self.engine.begin() as conn:
+            await use_generic_plans(conn)
             if self.guard is not None:
                 await self.guard.verify(conn)  # raises SuppressionListChanged: screen again, retry
             self.events_written += await insert_events(conn, normalized.events)

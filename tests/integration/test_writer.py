@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, text
@@ -128,3 +129,21 @@ async def test_a_json_column_no_event_carried_is_sql_null(engine):
         await upsert_changes(conn, [RowChange(table.name, key, {}, make_version(T0, "e"))])
         found = await conn.execute(text(f"select count(*) from {tables.SCHEMA}.{table.name} where {column} is null"))
         assert found.scalar_one() == 1
+
+
+async def test_field_versions_are_the_same_whether_one_version_or_several(engine):
+    """A row set by one event sends its versions as column names and that version (built by
+    ``jsonb_object``), a row merged from several events as JSON text: both store the versions per
+    column; an event id with JSON's special characters and a comma stays as it was."""
+    odd = 'x"y\\z,w|ü'
+    one = change({"score": 5.0, "grade": "5"}, 1, odd, key=1)
+    merged = [change({"score": 6.0, "grade": "6"}, 1, "a", key=2), change({"grade": "7"}, 2, "b", key=2)]
+    await apply(engine, [one, *merged])
+    stored = {row["id"]: row["field_versions"] for row in await rows(engine, tables.submissions)}
+    assert stored[1] == {"score": one.version, "grade": one.version}
+    assert stored[2] == {"score": merged[0].version, "grade": merged[1].version}
+    async with engine.connect() as conn:  # jsonb equality, not only the decoded values
+        same = (await conn.execute(text(
+            f"SELECT field_versions = CAST(:expected AS jsonb) FROM {tables.SCHEMA}.submissions WHERE id = 1"),
+            {"expected": json.dumps({"score": one.version, "grade": one.version})})).scalar_one()
+    assert same
