@@ -52,7 +52,7 @@ RECORD_VERSION = 1
 EXTRA_NOT_AN_EVENT = "not_an_event"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verification:
     """How the ingress established that a delivery is authentic."""
 
@@ -66,7 +66,7 @@ DELIVERY_HTTPS = "https"
 DELIVERY_SQS = "sqs"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
     """How the event reached us: the Data Services subscription (HTTPS) or the queue (SQS) it came by."""
 
@@ -81,9 +81,14 @@ class Delivery:
         return self.subscription_id or self.queue
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """A verified delivery, as published to Kafka."""
+    """A verified delivery, as published to Kafka.
+
+    Never changed once built, but not frozen (nor are ``Verification`` and ``Delivery``): a frozen
+    dataclass sets each field through ``object.__setattr__``, and the worker builds all three for
+    every message it decodes (~1 us of its ~130 us per event).
+    """
 
     source: str
     format: str
@@ -125,7 +130,7 @@ class Record:
         moment = self._received
         if moment is None:
             moment = datetime.fromisoformat(self.received_at)
-            object.__setattr__(self, "_received", moment)  # a cache, not state: frozen stays true to the fields
+            self._received = moment  # a cache, not state
         return moment
 
 
