@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-from collections import abc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,30 +27,6 @@ from canvas_stream.errors import CanvasStreamError
 from processors.normalize.model import EventRow, RowChange
 
 from . import tables
-
-
-def _shortcut_driver_array_checks() -> bool:
-    """Let asyncpg tell a ``str`` or a ``list`` is iterable and sized without the ABC machinery.
-
-    asyncpg checks every element of an array parameter with ``isinstance(element, Iterable)`` and,
-    for a ``str``, ``isinstance(element, Sized)``: each a Python-level ``ABCMeta.__instancecheck__``
-    call, ~55 per event here (~6 us). Its array codec reads ``IterableABC`` and ``SizedABC`` from its
-    module globals at every check, so they are replaced with tuples that name ``str`` and ``list``
-    first and the ABC last: ``isinstance`` gives the same answer for every object (both are
-    iterable and sized, and anything else is still asked of the ABC), but answers for a ``str`` or a
-    ``list`` in C. Nothing is changed unless the globals are the ABCs (another asyncpg leaves them).
-    """
-    try:
-        from asyncpg.protocol import protocol
-    except ImportError:  # pragma: no cover - asyncpg is a dependency
-        return False
-    if getattr(protocol, "IterableABC", None) is abc.Iterable and getattr(protocol, "SizedABC", None) is abc.Sized:
-        protocol.IterableABC = (str, list, abc.Iterable)
-        protocol.SizedABC = (str, list, abc.Sized)
-    return getattr(protocol, "IterableABC", None) == (str, list, abc.Iterable)
-
-
-DRIVER_ARRAY_SHORTCUT = _shortcut_driver_array_checks()
 
 _TABLES: dict[str, Table] = {t.name: t for t in tables.warehouse_tables()}
 _DIALECT = postgresql.dialect()
