@@ -8,6 +8,9 @@ test checks that every name they use is registered here (or by a module that reg
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # Latency buckets up to 30 s: Canvas gives up on an answer after 15 s (a "timeout" against the
@@ -101,3 +104,25 @@ EVENT_AGE = Histogram(
 DATABASE_RETRIES = Counter(
     "canvas_stream_worker_database_retries", "Batch writes retried because the database was unavailable"
 )
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe`` for each amount, counted per bucket first: one increment per bucket that
+    changes and one of the sum, instead of a locked increment of both per amount (the worker observes
+    every event's age). Falls back to ``observe`` if prometheus_client's internals ever change."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if not amounts:
+        return
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1  # the first bucket whose bound is >= amount, as observe()
+    total.inc(sum(amounts))
+    for i, count in enumerate(counts):
+        if count:
+            buckets[i].inc(count)

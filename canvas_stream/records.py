@@ -10,6 +10,7 @@ it). Pure: no I/O.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,7 +52,7 @@ RECORD_VERSION = 1
 EXTRA_NOT_AN_EVENT = "not_an_event"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verification:
     """How the ingress established that a delivery is authentic."""
 
@@ -65,7 +66,7 @@ DELIVERY_HTTPS = "https"
 DELIVERY_SQS = "sqs"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
     """How the event reached us: the Data Services subscription (HTTPS) or the queue (SQS) it came by."""
 
@@ -80,9 +81,14 @@ class Delivery:
         return self.subscription_id or self.queue
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """A verified delivery, as published to Kafka."""
+    """A verified delivery, as published to Kafka.
+
+    Never changed once built, but not frozen (nor are ``Verification`` and ``Delivery``): a frozen
+    dataclass sets each field through ``object.__setattr__``, and the worker builds all three for
+    every message it decodes (~1 us of its ~130 us per event).
+    """
 
     source: str
     format: str
@@ -124,7 +130,7 @@ class Record:
         moment = self._received
         if moment is None:
             moment = datetime.fromisoformat(self.received_at)
-            object.__setattr__(self, "_received", moment)  # a cache, not state: frozen stays true to the fields
+            self._received = moment  # a cache, not state
         return moment
 
 
@@ -176,8 +182,27 @@ def record_from_arrival(arrival: dict[str, Any], *, fmt: str, payload: dict[str,
         raise RecordError(f"stored arrival is malformed: {exc.__class__.__name__}") from exc
 
 
+# The text of the current second, "YYYY-MM-DDTHH:MM:SS", made once per second: ``isoformat`` formats
+# every field on every call (~11k instructions; the ingress stamps every event).
+_second_text: tuple[int, str] = (-1, "")
+
+
+def iso_of_ns(ns: int) -> str:
+    """``datetime.fromtimestamp(ns / 1e9, UTC).isoformat()`` to the microsecond (floored, as
+    ``datetime.now`` does), with the date and time of day formatted once per second."""
+    global _second_text
+    seconds, micros = divmod(ns // 1000, 1_000_000)
+    second, text = _second_text
+    if second != seconds:
+        text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_text = (seconds, text)
+    # isoformat leaves the fraction out when it is zero
+    return f"{text}.{micros:06d}+00:00" if micros else f"{text}+00:00"
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+    """The current UTC time as ``datetime.now(UTC).isoformat()`` writes it."""
+    return iso_of_ns(time.time_ns())
 
 
 def record_from_bytes(data: bytes) -> Record:

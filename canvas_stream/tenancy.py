@@ -102,8 +102,9 @@ def named_root_accounts(payload: Any) -> frozenset[str]:
 
 def token_subscription_id(claims: Any) -> str | None:
     """``subscription.id`` of a signed live event's claims (Canvas's HTTPS delivery guide), if any."""
-    subscription = claims.get("subscription") if isinstance(claims, Mapping) else None
-    if not isinstance(subscription, Mapping):
+    # ``type(..) is dict`` first: claims are dicts, and isinstance on the Mapping ABC is a Python call.
+    subscription = claims.get("subscription") if type(claims) is dict or isinstance(claims, Mapping) else None
+    if type(subscription) is not dict and not isinstance(subscription, Mapping):
         return None
     value = subscription.get("id")
     if isinstance(value, int) and not isinstance(value, bool):

@@ -32,6 +32,7 @@ from canvas_stream.metrics import (
 )
 from canvas_stream.settings import warehouse_sql
 from ingest.budget import COUNTED_ROUTES, ERROR, FOREIGN_TENANT, THRESHOLDS, TIMEOUT, Budget, Tally, budget_from_rows
+from ingest.deadline import ResponseDeadline
 
 log = structlog.get_logger(__name__)
 
@@ -151,8 +152,12 @@ class AnswerLedger:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def answers_middleware(ledger: AnswerLedger | None) -> Any:
-    """Time every answer (histogram by route template and code); tally Canvas's routes in ``ledger``."""
+def answers_middleware(ledger: AnswerLedger | None, deadline: ResponseDeadline | None = None) -> Any:
+    """Time every answer (histogram by route template and code); tally Canvas's routes in ``ledger``.
+
+    With ``deadline``, its routes are also answered 503 when the handler runs past it: the same as
+    ``deadline_middleware`` inside this one, without a middleware layer of its own per request.
+    """
 
     durations: dict[tuple[str, int], Any] = {}  # the histogram's child per (route, code), looked up once
 
@@ -160,8 +165,19 @@ def answers_middleware(ledger: AnswerLedger | None) -> Any:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         code = 500
+        route = route_template(request)
         try:
-            response = await handler(request)
+            timeout = None if deadline is None else deadline.arm(request, route)
+            if timeout is None:
+                response = await handler(request)
+            else:
+                try:
+                    with timeout:
+                        response = await handler(request)
+                except TimeoutError:
+                    if deadline is None or not timeout.expired():
+                        raise  # some other timeout the handler did not handle: not ours to rename
+                    response = deadline.exceeded(route)
             code = response.status
             return response
         except web.HTTPException as exc:
@@ -172,7 +188,6 @@ def answers_middleware(ledger: AnswerLedger | None) -> Any:
             raise
         finally:
             seconds = time.perf_counter() - started
-            route = route_template(request)
             child = durations.get((route, code))
             if child is None:
                 child = durations[(route, code)] = INGRESS_REQUEST_DURATION.labels(route, str(code))

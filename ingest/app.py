@@ -23,7 +23,7 @@ from ingest.answers import AnswerLedger, answers_middleware
 from ingest.binding import admit
 from ingest.deadline import (
     NotAcknowledgedInTime,
-    deadline_middleware,
+    ResponseDeadline,
     publish_within_deadline,
     read_body,
     settle_late_publishes,
@@ -68,11 +68,9 @@ _ACCEPTED = {fmt: json.dumps({"status": "accepted", "format": fmt}).encode()
 
 
 async def post_live_event(request: web.Request) -> web.Response:
-    """One Canvas live event per POST; 200 only once Kafka acknowledged it."""
-    return await _handle_live_event(request, request.app[SETTINGS_KEY])  # timed by answers_middleware
-
-
-async def _handle_live_event(request: web.Request, settings: Settings) -> web.Response:
+    """One Canvas live event per POST; 200 only once Kafka acknowledged it (timed by answers_middleware)."""
+    app = request.app  # a property behind a property: looked up once
+    settings = app[SETTINGS_KEY]
     try:
         raw = await read_body(request, settings.http_read_timeout_seconds)  # a slow body is not a reason to wait
     except web.HTTPRequestEntityTooLarge:
@@ -86,7 +84,7 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
     received_at = now_iso()  # also the verification time: one clock read per request
     if body.token is not None:
         try:
-            payload, verification, payload_json = await verify_live_event(body.token, request.app, received_at)
+            payload, verification, payload_json = await verify_live_event(body.token, app, received_at)
         except TokenRejected as exc:
             log.info("live event rejected", reason=exc.reason)
             return error(401, f"invalid token: {exc.reason}")
@@ -100,16 +98,16 @@ async def _handle_live_event(request: web.Request, settings: Settings) -> web.Re
         payload, verification, payload_json = body.payload, Verification(signed=False), body.payload_json
     subscription = token_subscription_id(payload) if verification.signed else None  # unsigned: no claim to trust
     kind = DeliveryKind.SIGNED_HTTPS if verification.signed else DeliveryKind.UNSIGNED_HTTPS
-    refusal = admit(request.app[TENANT_POLICY_KEY], kind, payload, subscription)
+    refusal = admit(app[TENANT_POLICY_KEY], kind, payload, subscription)
     if refusal is not None:
         return error(403, f"refused: {refusal.value}")
     delivery = Delivery(method=DELIVERY_HTTPS, subscription_id=subscription)
     key, record = build_record(payload, verification, payload_json, received_at, delivery=delivery)
-    [outcome] = await publish_within_deadline(request, request.app[PUBLISHER_KEY].publish, [(key, record.to_bytes())])
-    if isinstance(outcome, PublishFailed | NotAcknowledgedInTime):
-        log.warning("publish failed", error=str(outcome) or outcome.__class__.__name__)
-        return error(503, outcome.public)
-    if outcome is not None:
+    [outcome] = await publish_within_deadline(request, app[PUBLISHER_KEY].publish, [(key, record.to_bytes())])
+    if outcome is not None:  # acknowledged: None (checked first, the common case)
+        if isinstance(outcome, PublishFailed | NotAcknowledgedInTime):
+            log.warning("publish failed", error=str(outcome) or outcome.__class__.__name__)
+            return error(503, outcome.public)
         raise outcome
     return web.Response(body=_ACCEPTED[record.format], content_type="application/json")
 
@@ -180,8 +178,9 @@ def create_app(
     ``answers`` (run_ingress passes one when DATABASE_URL is set) records Canvas's answers in
     PostgreSQL for the 24-hour deactivation budget. /metrics and /status are on the admin app.
     """
-    # Outermost first: the answer ledger times and counts the deadline's 503s too.
-    middlewares = [answers_middleware(answers), deadline_middleware(settings.response_deadline_seconds)]
+    # One middleware: the answer ledger times and counts every answer, the deadline's 503s too (the
+    # deadline runs inside it: a middleware layer is a coroutine and a call per request).
+    middlewares = [answers_middleware(answers, ResponseDeadline(settings.response_deadline_seconds))]
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS_KEY] = settings
     app[PUBLISHER_KEY] = publisher or KafkaPublisher(

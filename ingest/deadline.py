@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from types import CoroutineType
 from typing import Any
 
 import structlog
@@ -38,6 +39,7 @@ from ingest.http import error
 __all__ = [
     "DEADLINE_KEY",
     "NotAcknowledgedInTime",
+    "ResponseDeadline",
     "deadline_middleware",
     "publish_within_deadline",
     "read_body",
@@ -68,32 +70,57 @@ def _route(request: web.Request) -> str | None:
     return resource.canonical if resource is not None else None
 
 
-def deadline_middleware(seconds: float, routes: Iterable[str] = COUNTED_ROUTES) -> Any:
-    """Answer 503 on ``routes`` when the handler has not answered within ``seconds``.
+class ResponseDeadline:
+    """The response deadline of ``routes``, in parts a middleware composes: :meth:`arm` before the
+    handler, ``with`` the timeout it returns around it, :meth:`exceeded` for the answer when it fired.
 
-    The deadline is armed on the loop's shared timer (:mod:`ingest.coarse_timeout`): a timer per
-    request cost ~10 us of CPU for a deadline that almost never fires; this one fires at most one
-    tick (50 ms) late.
+    Parts rather than a middleware of its own so that ``answers_middleware`` can run it inside its
+    own frame: each middleware layer is a coroutine and a call per request.
     """
-    guarded = frozenset(routes)
+
+    __slots__ = ("guarded", "seconds")
+
+    def __init__(self, seconds: float, routes: Iterable[str] = COUNTED_ROUTES) -> None:
+        self.seconds = seconds
+        self.guarded = frozenset(routes)
+
+    def arm(self, request: web.Request, route: str | None) -> coarse_timeout.timeout_at | None:
+        """The timeout to run the handler in (not entered yet), None when ``route`` has no deadline.
+
+        Armed on the loop's shared timer (:mod:`ingest.coarse_timeout`): a timer per request cost
+        ~10 us of CPU for a deadline that almost never fires; this one fires at most one tick late.
+        """
+        if route not in self.guarded:
+            return None
+        deadline = asyncio.get_running_loop().time() + self.seconds - coarse_timeout.TICK
+        request[DEADLINE_KEY] = deadline
+        return coarse_timeout.timeout_at(deadline)
+
+    def exceeded(self, route: str | None) -> web.Response:
+        """Count and log a deadline that fired; the 503 to answer."""
+        RESPONSE_DEADLINE_EXCEEDED.labels(route).inc()
+        log.warning("no answer within the response deadline; answering 503", route=route, seconds=self.seconds)
+        return error(503, DEADLINE_MESSAGE)
+
+
+def deadline_middleware(seconds: float, routes: Iterable[str] = COUNTED_ROUTES) -> Any:
+    """Answer 503 on ``routes`` when the handler has not answered within ``seconds`` (the ingress
+    runs :class:`ResponseDeadline` inside ``answers_middleware`` instead: one layer fewer)."""
+    deadline = ResponseDeadline(seconds, routes)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = _route(request)
-        if route not in guarded:
+        timeout = deadline.arm(request, route)
+        if timeout is None:
             return await handler(request)
-        deadline = asyncio.get_running_loop().time() + seconds - coarse_timeout.TICK
-        request[DEADLINE_KEY] = deadline
-        timeout = coarse_timeout.timeout_at(deadline)
         try:
             with timeout:
                 return await handler(request)
         except TimeoutError:
             if not timeout.expired():
                 raise  # some other timeout the handler did not handle: not ours to rename
-            RESPONSE_DEADLINE_EXCEEDED.labels(route).inc()
-            log.warning("no answer within the response deadline; answering 503", route=route, seconds=seconds)
-            return error(503, DEADLINE_MESSAGE)
+            return deadline.exceeded(route)
 
     return middleware
 
@@ -144,6 +171,13 @@ def _follow_late(request: web.Request, task: asyncio.Task[None]) -> None:
     task.add_done_callback(done)
 
 
+def _task_of(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[None]) -> asyncio.Future[None]:
+    """``asyncio.ensure_future``, with its type checks and loop lookup skipped for a coroutine."""
+    if type(awaitable) is CoroutineType:
+        return loop.create_task(awaitable)  # unnamed: uvloop names a task by a set_name call after making it
+    return asyncio.ensure_future(awaitable)
+
+
 async def publish_within_deadline(
     request: web.Request, publish: Callable[[bytes, bytes], Awaitable[None]], records: Sequence[tuple[bytes, bytes]]
 ) -> list[BaseException | None]:
@@ -151,8 +185,8 @@ async def publish_within_deadline(
     or :class:`NotAcknowledgedInTime` when the wait ended a moment before the deadline)."""
     if not records:
         return []
-    tasks = [asyncio.ensure_future(publish(k, v)) for k, v in records]
     loop = asyncio.get_running_loop()
+    tasks = [_task_of(loop, publish(k, v)) for k, v in records]
     deadline = request.get(DEADLINE_KEY)
     # One future for the whole wait: set when the last publish is done, or (on the loop's shared
     # timer) a moment before the deadline; cheaper than asyncio.wait's timer, set and callbacks.

@@ -55,7 +55,9 @@ def classify_body(raw: bytes) -> Body:
         token = stripped.decode("ascii")
     except UnicodeDecodeError:
         raise BadBody("token is not ASCII") from None
-    if token.count(".") != 2:
+    first = token.find(".")  # exactly two dots, found with memchr rather than counted char by char
+    second = token.find(".", first + 1) if first >= 0 else -1
+    if second < 0 or token.find(".", second + 1) >= 0:
         raise BadBody("body is neither JSON nor a compact JWT")
     return Body(token=token)
 

@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 BROKER_PROBE_TIMEOUT = 2.0
 
 DRAIN_CHUNK = 500
+BATCH_BYTES = 256 * 1024  # per partition; below brokers' 1 MB message.max.bytes default
 
 
 class PublishFailed(CanvasStreamError):
@@ -107,6 +108,10 @@ class KafkaPublisher:
                     bootstrap_servers=self.bootstrap,
                     acks="all",
                     linger_ms=1,
+                    # Room for every record that arrives while a produce request is in flight: at
+                    # aiokafka's 16 KiB (~7 live events) a full batch made each later send wait for
+                    # it to drain (asyncio.wait with a timer per waiting send) and started a new one.
+                    max_batch_size=BATCH_BYTES,
                     max_request_size=4 * 1024 * 1024,
                     request_timeout_ms=int(self.ack_timeout * 1000),
                     compression_type=None,
@@ -144,11 +149,15 @@ class KafkaPublisher:
             await self._spool_append(key, value)
 
     async def _send(self, key: bytes, value: bytes) -> None:
-        producer = await self._ensure_started()
+        producer = self._producer
+        if producer is None:  # no coroutine per record once started
+            producer = await self._ensure_started()
         try:
             # On the loop's shared timer: no task (wait_for) and no timer (asyncio.timeout) per record.
             with coarse_timeout.timeout(self.ack_timeout):
-                await producer.send_and_wait(self.topic, value, key=key)
+                # send_and_wait without its own coroutine frame: queued, then acknowledged
+                delivered = await producer.send(self.topic, value, key=key)
+                await delivered
         except (KafkaError, OSError, TimeoutError) as exc:
             raise PublishFailed(f"broker did not acknowledge: {exc.__class__.__name__}") from exc
 

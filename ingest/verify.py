@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
+import pybase64
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -65,11 +66,13 @@ _HEADER_CACHE: dict[bytes, dict[str, Any]] = {}
 _HEADER_CACHE_MAX = 256
 
 _PKCS1V15 = padding.PKCS1v15()
+# Concrete key classes already seen to be RSAPublicKey: ``isinstance`` on the ABC is a Python-level
+# ``__instancecheck__`` call per token; a type is checked once (a handful of classes at most).
+_RSA_KEY_TYPES: set[type] = set()
 # Canonical trailing bits: for len % 4 == 2 the last char carries 4 unused bits, for == 3 two bits;
 # those bits must be zero, otherwise two different strings decode to the same bytes.
 _LAST_CHAR_OK_REM2 = frozenset(b"AQgw")
 _LAST_CHAR_OK_REM3 = frozenset(b"AEIMQUYcgkosw048")
-_URLSAFE_TO_STD = bytes.maketrans(b"-_", b"+/")
 _PAD = (b"", b"", b"==", b"=")
 _SAFE_ALG_RE = re.compile(r"[A-Za-z0-9+_-]{1,16}")
 
@@ -150,22 +153,25 @@ class VerifiedToken:
 def _b64url_decode(segment: bytes, what: str) -> bytes:
     """Decode canonical unpadded base64url, or reject (same rule as PyJWT >= 2.14, minus padding).
 
-    Strict ``a2b_base64`` rejects anything outside the standard alphabet after translating ``-_``;
-    ``+``, ``/`` and ``=`` in the input are refused first, and the last character must leave the
-    unused trailing bits zero. This is as strict as a full-alphabet regex but about 2x cheaper.
+    ``pybase64`` (SIMD) with ``validate=True`` rejects anything outside the alphabet once ``-_`` stand
+    for ``+/``; ``+``, ``/`` and ``=`` in the input are refused first, and the last character must
+    leave the unused trailing bits zero. As strict as a full-alphabet regex; the stdlib's strict
+    ``a2b_base64`` took ~6 ns per character (a live event's payload segment is ~2.5k characters),
+    this ~0.4 ns.
     """
     rem = len(segment) & 3
-    if (
+    if (  # find, not ``in``: ``bytes in bytes`` first tries the needle as an int and formats a TypeError
         rem == 1
-        or b"+" in segment
-        or b"/" in segment
-        or b"=" in segment
+        or segment.find(b"+") >= 0
+        or segment.find(b"/") >= 0
+        or segment.find(b"=") >= 0
         or (rem == 2 and segment[-1] not in _LAST_CHAR_OK_REM2)
         or (rem == 3 and segment[-1] not in _LAST_CHAR_OK_REM3)
     ):
         raise TokenRejected(f"malformed token ({what} encoding)")
     try:
-        return binascii.a2b_base64(segment.translate(_URLSAFE_TO_STD) + _PAD[rem], strict_mode=True)
+        # altchars b"-_", validate: positionally, as keywords would cost a dict per call
+        return pybase64.b64decode(segment + _PAD[rem] if rem else segment, b"-_", True)
     except (binascii.Error, ValueError):
         raise TokenRejected(f"malformed token ({what} encoding)") from None
 
@@ -230,6 +236,23 @@ def parse_compact(
     The payload is only checked for canonical encoding here; it is decoded after the signature
     verifies (see :func:`decode_claims`) so that forged tokens cost as little as possible.
     """
+    header, p_seg, payload, signing_input, signature, alg, kid = _checked_segments(token, max_len, algorithms)
+    return JwsParts(
+        header=header,
+        payload_b64=p_seg.decode("ascii"),
+        payload=payload,
+        signing_input=signing_input,
+        signature=signature,
+        alg=alg,
+        kid=kid,
+    )
+
+
+def _checked_segments(
+    token: str | bytes, max_len: int, algorithms: Iterable[str]
+) -> tuple[dict[str, Any], bytes, bytes, bytes, bytes, str, str]:
+    """:func:`parse_compact`'s checks, its parts as a tuple: (header, payload segment, payload,
+    signing input, signature, alg, kid). :func:`verify_token` uses them as they are (no JwsParts)."""
     if isinstance(token, str):
         try:
             token = token.encode("ascii")
@@ -241,10 +264,12 @@ def parse_compact(
         token = bytes(token)
     if len(token) > max_len:
         raise TokenRejected("token too large")
-    segments = token.split(b".", 3)
-    if len(segments) != 3:
+    # Three segments, found with memchr (``split`` walks the ~3.4k characters one by one).
+    h_end = token.find(b".")
+    p_end = token.find(b".", h_end + 1) if h_end >= 0 else -1
+    if p_end < 0 or token.find(b".", p_end + 1) >= 0:
         raise TokenRejected("malformed token (expected 3 segments)")
-    h_seg, p_seg, s_seg = segments
+    h_seg, p_seg, s_seg = token[:h_end], token[h_end + 1:p_end], token[p_end + 1:]
     if len(h_seg) > MAX_HEADER_LEN:
         raise TokenRejected("malformed token (header too large)")
 
@@ -276,26 +301,24 @@ def parse_compact(
     # waits until the signature verifies.
     payload = _b64url_decode(p_seg, "payload")
     signature = _b64url_decode(s_seg, "signature")
-    return JwsParts(
-        header=header,
-        payload_b64=p_seg.decode("ascii"),
-        payload=payload,
-        signing_input=token[: len(h_seg) + 1 + len(p_seg)],
-        signature=signature,
-        alg=alg,
-        kid=kid,
-    )
+    return header, p_seg, payload, token[:p_end], signature, alg, kid
 
 
 def verify_signature(parts: JwsParts, key: RSAPublicKey) -> None:
     """RSASSA-PKCS1-v1_5 verify of the signing input; raises TokenRejected("bad signature")."""
-    hash_alg = SUPPORTED_ALGORITHMS.get(parts.alg)
+    _check_signature(parts.alg, parts.signature, parts.signing_input, key)
+
+
+def _check_signature(alg: str, signature: bytes, signing_input: bytes, key: RSAPublicKey) -> None:
+    hash_alg = SUPPORTED_ALGORITHMS.get(alg)
     if hash_alg is None:  # JwsParts built by hand with an odd alg
         raise TokenRejected("unsupported alg")
-    if not isinstance(key, RSAPublicKey):
-        raise TokenRejected("unsupported key type")
+    if type(key) not in _RSA_KEY_TYPES:
+        if not isinstance(key, RSAPublicKey):
+            raise TokenRejected("unsupported key type")
+        _RSA_KEY_TYPES.add(type(key))
     try:
-        key.verify(parts.signature, parts.signing_input, _PKCS1V15, hash_alg)
+        key.verify(signature, signing_input, _PKCS1V15, hash_alg)
     except InvalidSignature:
         raise TokenRejected("bad signature") from None
     except ValueError:  # e.g. signature length does not match the modulus
@@ -377,17 +400,18 @@ def verify_token(
     Raises UnknownKid when the lookup has no key, ClaimsRejected when only the claims are wrong,
     TokenRejected for everything else.
     """
-    parts = parse_compact(token, max_len=policy.max_len, algorithms=policy.algorithms)
-    key = key_lookup(parts.kid)
+    # parse_compact, verify_signature and decode_claims, without building a JwsParts per token
+    header, _, payload, signing_input, signature, alg, kid = _checked_segments(token, policy.max_len, policy.algorithms)
+    key = key_lookup(kid)
     if key is None:
-        raise UnknownKid(parts.kid)
-    verify_signature(parts, key)
-    claims = decode_claims(parts)
+        raise UnknownKid(kid)
+    _check_signature(alg, signature, signing_input, key)
+    claims = _load_json_object(payload, "payload", strict_keys=False)
     try:
         check_claims(claims, policy, now=now)
     except TokenRejected as exc:
         raise ClaimsRejected(exc.reason, claims) from None
-    return VerifiedToken(header=parts.header, claims=claims, kid=parts.kid, alg=parts.alg, claims_json=parts.payload)
+    return VerifiedToken(header=header, claims=claims, kid=kid, alg=alg, claims_json=payload)
 
 
 async def verify_with(

@@ -30,11 +30,12 @@ from canvas_stream.metrics import (
     QUARANTINED,
     UNKNOWN_EVENTS,
     UNKNOWN_FIELDS,
+    observe_many,
 )
 from canvas_stream.probes import database_probe
 from canvas_stream.settings import Settings
 from processors.batch import PreparedBatch, batch_of, prepare_one
-from processors.lean_faust import LeanApp, LeanMonitor, take_batches
+from processors.lean_faust import LeanApp, LeanMonitor, LeanTopic, take_batches
 from processors.maintenance import TICK_SECONDS, Maintenance
 from processors.normalize import IdPolicy
 from processors.normalize.model import EPOCH
@@ -56,11 +57,11 @@ def observe_commit(batch: PreparedBatch, seconds: float) -> None:
     now = time.time()
     BATCH_COMMIT_DURATION.observe(seconds)
     LAST_COMMIT.set(now)
-    for item in batch.items:
-        if item.normalized is not None:
-            for event in item.normalized.events:
-                if event.event_time != EPOCH:  # the epoch: the event carries no time
-                    EVENT_AGE.observe(max(0.0, now - event.event_time.timestamp()))
+    ages = [max(0.0, now - event.event_time.timestamp())
+            for item in batch.items if item.normalized is not None
+            for event in item.normalized.events
+            if event.event_time != EPOCH]  # the epoch: the event carries no time
+    observe_many(EVENT_AGE, ages)
 
 
 class ShardReport:
@@ -127,6 +128,7 @@ def create_app(settings: Settings) -> faust.App:
         web_bind="0.0.0.0",
         stream_buffer_maxsize=max(4096, settings.worker_batch_size * 2),
         Monitor=LeanMonitor,
+        Topic=LeanTopic,
     )
     app.fetch_max_wait_ms = settings.worker_fetch_max_wait_ms
     engine = create_async_engine(

@@ -70,9 +70,16 @@ def prepare(messages: Sequence[bytes] | Iterable[bytes], ids: IdPolicy) -> Prepa
 def batch_of(items: list[Item]) -> PreparedBatch:
     """A batch of prepared items, with what the mapping did not recognise counted."""
     batch = PreparedBatch(items)
-    for item in batch.items:
-        if item.normalized is not None:
-            batch.unknown_events.update(item.normalized.unknown_events)
-            batch.unknown_fields.update(item.normalized.unknown_fields)
-            batch.shards.update(item.normalized.shards)
+    unknown_events: list[str] = []
+    unknown_fields: list[str] = []
+    shards: list[int] = []
+    for item in items:  # gathered, then counted once each (a Counter.update per item cost ~1 us)
+        normalized = item.normalized
+        if normalized is not None:
+            unknown_events += normalized.unknown_events
+            unknown_fields += normalized.unknown_fields
+            shards += normalized.shards
+    batch.unknown_events.update(unknown_events)
+    batch.unknown_fields.update(unknown_fields)
+    batch.shards.update(shards)
     return batch

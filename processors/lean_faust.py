@@ -10,6 +10,9 @@ every message are replaced:
   ``Stream.take_events``, whose stream iterator yields to the loop once per event (``sleep(0)``: a
   loop iteration, with its ``epoll_wait``, per message), runs a processor coroutine and sensors per
   event, and acks every event once more when the batch is done.
+* :class:`LeanTopic`: a topic of raw keys and values hands each message to its event as is, where
+  faust's compiled decoder runs both through the serializer registry and the ``raw`` codec (which
+  returns the bytes it was given), ~2.3 us per message.
 * :class:`LeanConsumer`: faust's fetch loop (``Consumer._drain_messages``) hands each fetched message
   to the conductor inside ``Service.wait_first(callback(message), suspend_flow.wait())``, which makes
   four tasks and an ``asyncio.wait`` per message, so that a rebalance (``stop_flow``) can interrupt
@@ -33,7 +36,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
-__all__ = ["LeanApp", "LeanConsumer", "LeanMonitor", "LeanTransport", "take_batches"]
+__all__ = ["LeanApp", "LeanConsumer", "LeanMonitor", "LeanTopic", "LeanTransport", "take_batches"]
 
 
 class LeanMonitor(Monitor):
@@ -50,6 +53,29 @@ class LeanMonitor(Monitor):
 
     def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
         return None
+
+
+class LeanTopic(faust.Topic):
+    """A faust Topic whose messages of raw keys and values become events without the serializers.
+
+    With no key or value type and the ``raw`` codec on both, faust's decoder returns
+    ``create_event(message.key, message.value, message.headers, message)`` (the registry passes None
+    through, and ``raw`` returns the bytes it is given); this one calls that directly. Any other
+    topic keeps faust's decoder.
+    """
+
+    def _compile_decode(self) -> None:
+        super()._compile_decode()
+        schema, conf = self.schema, self.app.conf
+        key_serializer = schema.key_serializer or conf.key_serializer
+        value_serializer = schema.value_serializer or conf.value_serializer
+        if schema.key_type is None and schema.value_type is None and key_serializer == value_serializer == "raw":
+            create_event = self.app.create_event
+
+            async def decode(message: Any, *, propagate: bool = False) -> Any:
+                return create_event(message.key, message.value, message.headers, message)
+
+            self.decode = decode  # type: ignore[method-assign]
 
 
 YIELD_EVERY = 100  # as faust: messages handed over between two yields to the loop

@@ -139,25 +139,6 @@ def coerce(kind: Kind, value: Any) -> Any:
 _ABSENT = object()
 
 
-def _read(source: Source, body: Mapping[str, Any], meta: Mapping[str, Any], event_id: str,
-          event_time: datetime | None, event_name: str) -> Any:
-    """The value of a non-constant source for one event, or _ABSENT."""
-    if type(source) is BodyField:
-        return body.get(source.key, _ABSENT)
-    if type(source) is MetaField:
-        return meta.get(source.key, _ABSENT)
-    if source is EventValue.EVENT_ID:
-        return event_id
-    if source is EventValue.EVENT_TIME:
-        return event_time
-    if source is EventValue.HAPPENING_TIME:
-        return happening_time(event_time)
-    if source is EventValue.EVENT_NAME:
-        return event_name
-    raise TypeError(f"no value for source {source!r}")  # a Constant is resolved when compiling; the
-    # happening id once the event's other columns are known (apply_mapping)
-
-
 @dataclass(frozen=True, slots=True)
 class Sourced:
     """A column set from a source, with the coercion of the column's kind (None: the event's ids)."""
@@ -178,11 +159,19 @@ class Plan:
     constants: Mapping[str, Any]  # column -> value, already coerced
 
 
+# What a generated function returns: the row changes, and the keys still missing the happening id
+# with their column.
+Run = Callable[..., tuple[list[RowChange], list[tuple[dict[str, Any], str]]]]
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledEvent:
     plans: tuple[Plan, ...]
     flatten: Mapping[str, str]
     known: frozenset[str]  # body keys some target stores, keys on or ignores
+    # The plans as one generated Python function (``generate``): per event, no source is dispatched on
+    # and no slot is looped over; only the body's own keys are.
+    run: Run
 
 
 def _coercion(spec: TableSpec, column: str) -> Coerce | None:
@@ -242,7 +231,121 @@ def compile_event(spec: EventSpec) -> CompiledEvent:
         plan, knows = compile_target(target)
         plans.append(plan)
         known |= knows
-    return CompiledEvent(tuple(plans), dict(spec.flatten), frozenset(known))
+    return CompiledEvent(tuple(plans), dict(spec.flatten), frozenset(known), generate(tuple(plans)))
+
+
+# --- generating the per-event function of a compiled event -------------------------------------
+#
+# Each event type's plans become the source of one function, compiled once at import (``exec``): its
+# key slots, extras and constants are unrolled, each reading its source directly and calling its
+# coercion by name. It does what interpreting the plans did, in the same order: the same changes, the
+# same problems in the same order (tests/unit/test_generated_mapping.py keeps that interpreter).
+
+_PARAMETERS = "flat, meta, event_id, event_time, event_name, ids, label, version, problems"
+
+
+def _read_expression(source: Source) -> str | None:
+    """Python text that reads ``source`` in a generated function; None for the happening id."""
+    if type(source) is BodyField:
+        return f"flat.get({source.key!r}, _ABSENT)"
+    if type(source) is MetaField:
+        return f"meta.get({source.key!r}, _ABSENT)"
+    return {
+        EventValue.EVENT_ID: "event_id",
+        EventValue.EVENT_TIME: "event_time",
+        EventValue.HAPPENING_TIME: "happening_time(event_time)",
+        EventValue.EVENT_NAME: "event_name",
+    }.get(source)  # type: ignore[call-overload]
+
+
+def _conversion(slot: Sourced, names: dict[str, Any]) -> str:
+    """The name the generated function calls to coerce the slot's value (``ids`` for ids)."""
+    if slot.coerce is None:
+        return "ids"
+    name = f"_coerce_{len(names)}"
+    names[name] = slot.coerce
+    return name
+
+
+def _plan_source(i: int, plan: Plan, names: dict[str, Any]) -> list[str]:
+    names[f"_table_{i}"] = plan.table
+    names[f"_columns_{i}"] = plan.columns
+    lines = ["    key = {}", "    complete = True", "    happening_column = None"]
+    for slot in plan.keys:
+        if slot.source is EventValue.HAPPENING_ID:
+            lines.append(f"    if complete: happening_column = {slot.column!r}")
+            continue
+        read = _read_expression(slot.source)
+        if read is None:
+            raise MappingError(f"{plan.table}: no value for source {slot.source!r}")
+        lines += [
+            "    if complete:",
+            f"        raw = {read}",
+            "        value = None",
+            "        if raw is not _ABSENT and raw is not None:",
+            "            try:",
+            f"                value = {_conversion(slot, names)}(raw)",
+            "            except (Invalid, InvalidId):",
+            "                pass",
+            "        if value is None:",
+            f"            problems.append(label + {'.' + str(slot.source) + ':missing_key'!r})",
+            "            complete = False",
+            "        else:",
+            f"            key[{slot.column!r}] = value",
+        ]
+    lines += [
+        "    fields = {}",
+        f"    columns = _columns_{i}",
+        "    for raw_key, raw in flat.items():",
+        "        target = columns.get(raw_key)",
+        "        if target is None:",
+        "            continue",
+        "        column, convert = target",
+        "        if raw is None:",
+        "            fields[column] = None",
+        "            continue",
+        "        try:",
+        "            fields[column] = (convert or ids)(raw)",
+        "        except (Invalid, InvalidId):",
+        "            problems.append(f'{label}.{raw_key}:invalid')",
+    ]
+    for slot in plan.extras:
+        read = _read_expression(slot.source)
+        if read is None:  # interpreting the plan raised here, for every event of the type
+            lines.append(f"    raise TypeError({f'no value for source {slot.source!r}'!r})")
+            continue
+        lines += [
+            f"    raw = {read}",
+            "    if raw is None:",
+            f"        fields[{slot.column!r}] = None",
+            "    elif raw is not _ABSENT:",
+            "        try:",
+            f"            fields[{slot.column!r}] = {_conversion(slot, names)}(raw)",
+            "        except (Invalid, InvalidId):",
+            f"            problems.append(label + {'.' + str(slot.source) + ':invalid'!r})",
+        ]
+    if plan.constants:
+        names[f"_constants_{i}"] = plan.constants
+        lines.append(f"    fields.update(_constants_{i})")
+    lines += [
+        "    if complete:",
+        f"        changes.append(RowChange(_table_{i}, key, fields, version))",
+        "        if happening_column is not None:",
+        "            by_happening.append((key, happening_column))",
+    ]
+    return lines
+
+
+def generate(plans: tuple[Plan, ...]) -> Run:
+    """One function applying ``plans`` to an event: ``(changes, keys missing the happening id)``."""
+    names: dict[str, Any] = {"_ABSENT": _ABSENT, "Invalid": Invalid, "InvalidId": InvalidId, "RowChange": RowChange,
+                             "happening_time": happening_time}
+    lines = [f"def run({_PARAMETERS}):", "    changes = []", "    by_happening = []"]
+    for i, plan in enumerate(plans):
+        lines += _plan_source(i, plan, names)
+    lines.append("    return changes, by_happening")
+    exec(compile("\n".join(lines), "<event map>", "exec"), names)
+    return names["run"]  # type: ignore[no-any-return]
 
 
 COMPILED: dict[str, CompiledEvent] = {name: compile_event(spec) for name, spec in EVENTS.items()}
@@ -293,54 +396,7 @@ def apply_mapping(
     version = make_version(event_time, event_id)
     flat = flatten_body(body, compiled.flatten) if compiled.flatten else body
     problems: list[str] = []
-    changes: list[RowChange] = []
-    by_happening: list[tuple[dict[str, Any], str]] = []  # keys still missing the happening id, and its column
-    for plan in compiled.plans:
-        key: dict[str, Any] | None = {}
-        happening_column = None
-        for slot in plan.keys:
-            if slot.source is EventValue.HAPPENING_ID:
-                happening_column = slot.column
-                continue
-            raw = _read(slot.source, flat, meta, event_id, event_time, event_name)
-            try:
-                value = None if raw is _ABSENT or raw is None else (slot.coerce or ids)(raw)
-            except (Invalid, InvalidId):
-                value = None
-            if value is None:
-                problems.append(f"{label}.{slot.source}:missing_key")
-                key = None
-                break
-            key[slot.column] = value
-        fields: dict[str, Any] = {}
-        columns = plan.columns
-        for raw_key, raw in flat.items():
-            target = columns.get(raw_key)
-            if target is None:
-                continue
-            column, convert = target
-            if raw is None:
-                fields[column] = None
-                continue
-            try:
-                fields[column] = (convert or ids)(raw)
-            except (Invalid, InvalidId):
-                problems.append(f"{label}.{raw_key}:invalid")
-        for slot in plan.extras:
-            raw = _read(slot.source, flat, meta, event_id, event_time, event_name)
-            if raw is _ABSENT:
-                continue
-            try:
-                fields[slot.column] = None if raw is None else (slot.coerce or ids)(raw)
-            except (Invalid, InvalidId):
-                problems.append(f"{label}.{slot.source}:invalid")
-        if plan.constants:
-            fields.update(plan.constants)
-        if key is None:
-            continue
-        changes.append(RowChange(table=plan.table, key=key, fields=fields, version=version))
-        if happening_column is not None:
-            by_happening.append((key, happening_column))
+    changes, by_happening = compiled.run(flat, meta, event_id, event_time, event_name, ids, label, version, problems)
     happening = happening_id(event_id, event_name, meta, event_time, object_of(event_name, changes))
     for key, column in by_happening:  # the change holds this dict: filled in place, once
         key[column] = happening

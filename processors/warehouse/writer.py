@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,10 +71,16 @@ class QuarantineRow:
         return hashlib.sha256(self.raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _row_key(change: RowChange) -> tuple[Any, ...]:
+    """The row's key values in column order (sorted, so any key dict order names the same row)."""
+    key = change.key
+    return tuple(key.items()) if len(key) == 1 else tuple(sorted(key.items()))
+
+
 def _merge(changes: Iterable[RowChange]) -> dict[tuple[str, tuple[Any, ...]], MergedChange]:
     merged: dict[tuple[str, tuple[Any, ...]], MergedChange] = {}
     for change in changes:
-        key = (change.table, tuple(sorted(change.key.items())))
+        key = (change.table, _row_key(change))
         row = merged.get(key)
         if row is None:  # the first change of a row sets every column it carries
             merged[key] = MergedChange(change.table, dict(change.key), dict(change.fields),
@@ -204,58 +211,66 @@ async def use_generic_plans(conn: AsyncConnection) -> None:
     await conn.exec_driver_sql(GENERIC_PLANS)
 
 
-def _row_order(item: tuple[tuple[str, tuple[Any, ...]], MergedChange]) -> tuple[Any, ...]:
-    return item[0][1]
+def _by_table(changes: Iterable[RowChange]) -> dict[str, list[tuple[tuple[Any, ...], MergedChange]]]:
+    """The merged rows of each table, with their key values (what they are sorted by)."""
+    by_table: dict[str, list[tuple[tuple[Any, ...], MergedChange]]] = {}
+    for (table, key), row in _merge(changes).items():
+        rows = by_table.get(table)
+        if rows is None:
+            rows = by_table[table] = []
+        rows.append((key, row))
+    return by_table
+
+
+_FIRST = operator.itemgetter(0)
 
 
 async def upsert_changes(conn: AsyncConnection, changes: Iterable[RowChange]) -> int:
     """Collapse and upsert, one statement per table; returns the number of distinct rows written."""
-    by_table: dict[str, list[tuple[tuple[str, tuple[Any, ...]], MergedChange]]] = {}
-    for item in _merge(changes).items():
-        by_table.setdefault(item[1].table, []).append(item)
+    by_table = _by_table(changes)
     times: dict[str, datetime] = {}  # version -> its event time, parsed once per event
+    encode = json_codec.dumps
     count = 0
     for name in sorted(by_table):  # a fixed order (tables, then keys) keeps concurrent workers from deadlocking
         statement = _upsert_statement(name)
         try:
-            items = sorted(by_table[name], key=_row_order)
+            items = sorted(by_table[name], key=_FIRST)
         except TypeError:  # key values of mixed types: a normalizer bug, but still a total order
-            items = sorted(by_table[name], key=lambda item: repr(_row_order(item)))
+            items = sorted(by_table[name], key=lambda item: repr(item[0]))
         n = len(items)
         arrays: list[list[Any]] = [[None] * n for _ in statement.columns]
-        position = statement.position
-        versions_column = arrays[position["field_versions"]]
-        last_event_column = arrays[position["last_event_at"]]
-        for i, (_, row) in enumerate(items):
-            try:
-                for column, value in row.key.items():
-                    arrays[position[column]][i] = value
-                for column, value in row.fields.items():
-                    arrays[position[column]][i] = value
-            except KeyError as exc:
-                raise UnknownColumn(f"unknown column in {name}: {exc.args[0]!r}") from None
-            if row.versions:
-                latest = max(row.versions.values())
-                moment = times.get(latest)
-                if moment is None:
-                    moment = times[latest] = _version_time(latest)
-                last_event_column[i] = moment
+        # each column's list, by column name: one lookup per value instead of two
+        column_of = {column: arrays[i] for column, i in statement.position.items()}
+        versions_column = column_of["field_versions"]
+        last_event_column = column_of["last_event_at"]
         versioned_columns: list[str | None] = [None] * n
         single_version: list[str | None] = [None] * n
         versioned_count: list[int | None] = [None] * n
         for i, (_, row) in enumerate(items):
+            try:
+                for column, value in row.key.items():
+                    column_of[column][i] = value
+                for column, value in row.fields.items():
+                    column_of[column][i] = value
+            except KeyError as exc:
+                raise UnknownColumn(f"unknown column in {name}: {exc.args[0]!r}") from None
             versions = row.versions
             if versions:
+                latest = max(versions.values())
+                moment = times.get(latest)
+                if moment is None:
+                    moment = times[latest] = _version_time(latest)
+                last_event_column[i] = moment
                 values = iter(versions.values())
                 first = next(values)
-                if all(v == first for v in values):
+                if all(v == first for v in values):  # one event set them all: names + version, no JSON
                     versioned_columns[i], single_version[i] = ",".join(versions), first
                     versioned_count[i] = len(versions)
                     continue
-            versions_column[i] = json_codec.dumps(versions).decode("utf-8")
+            versions_column[i] = encode(versions).decode("utf-8")
         for j in statement.json_positions:
             if arrays[j] is not versions_column:
-                arrays[j] = [_json_text(v) for v in arrays[j]]
+                arrays[j] = [None if v is None else encode(v).decode("utf-8") for v in arrays[j]]
         arrays += [versioned_columns, single_version, versioned_count]
         await conn.exec_driver_sql(statement.sql, _parameters(arrays, n))
         count += n

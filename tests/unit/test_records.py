@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
+from datetime import UTC, datetime
 
 import pytest
 
-from canvas_stream.records import Record, RecordError, Verification, record_from_bytes
+from canvas_stream.records import Record, RecordError, Verification, iso_of_ns, now_iso, record_from_bytes
 
 
 def test_to_bytes_carries_every_field_and_round_trips():
@@ -88,3 +90,17 @@ def test_the_arrival_rebuilds_the_record_with_its_payload_and_receipt_time():
     assert "raw" not in arrival_of(record)  # a live event's raw body is its payload again: not kept
     with pytest.raises(RecordError):
         record_from_arrival({"verification": {}}, fmt="canvas", payload={}, received_at=record.received_at)
+
+
+def test_iso_of_ns_writes_what_isoformat_writes() -> None:
+    """The per-second cached text gives datetime's isoformat to the microsecond (no fraction at .000000)."""
+    rng = random.Random(13)
+    stamps = [rng.randrange(0, 4_102_444_800 * 10**9) for _ in range(20_000)]
+    stamps += [s - s % 10**9 for s in stamps[:2_000]]  # whole seconds
+    stamps += [1_700_000_000_999_999_999, 1_700_000_001_000_000_000, 1_700_000_000_000_000_999]  # neighbours
+    for ns in stamps:
+        seconds, micros = divmod(ns // 1000, 10**6)
+        assert iso_of_ns(ns) == datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros).isoformat()
+    before = datetime.now(UTC)
+    stamp = datetime.fromisoformat(now_iso())
+    assert before <= stamp <= datetime.now(UTC)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -21,6 +23,7 @@ from ingest.verify import (
     TokenRejected,
     UnknownKid,
     VerifiedToken,
+    _b64url_decode,
     check_claims,
     decode_claims,
     parse_compact,
@@ -192,6 +195,42 @@ def test_padding_is_refused_although_pyjwt_accepts_it() -> None:
     padded = f"{h}.{p}.{s}=="
     jwt.decode(padded, KEYS["ka"], algorithms=["RS256"], options={"verify_exp": False, "verify_iat": False})
     assert rejected(padded) == "malformed token (signature encoding)"
+
+
+def _reference_b64url(segment: bytes) -> bytes | None:
+    """The decoder's rule spelled out with the stdlib: canonical unpadded base64url, or None."""
+    rem = len(segment) % 4
+    if rem == 1 or any(c not in _B64URL_ALPHABET for c in segment):
+        return None
+    try:
+        data = base64.b64decode(segment.translate(bytes.maketrans(b"-_", b"+/")) + b"=" * (-len(segment) % 4),
+                                validate=True)
+    except binascii.Error:
+        return None
+    return data if base64.urlsafe_b64encode(data).rstrip(b"=") == segment else None  # canonical: re-encodes the same
+
+
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64_CHARS = st.sampled_from(list(_B64URL_ALPHABET + b"+/= \n.%\x00\x80\xff"))  # the alphabet and what it must refuse
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.binary(max_size=40).map(lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=")),  # canonical
+    st.lists(_B64_CHARS, max_size=40).map(bytes),  # mostly malformed
+    st.tuples(st.binary(min_size=1, max_size=40), st.integers(0, 63), _B64_CHARS).map(  # one character changed
+        lambda t: (lambda enc: enc[: t[1] % len(enc)] + bytes([t[2]]) + enc[t[1] % len(enc) + 1:])(
+            base64.urlsafe_b64encode(t[0]).rstrip(b"="))),
+))
+def test_b64url_decoder_matches_the_stdlib_reference(segment: bytes) -> None:
+    """The SIMD decoder accepts exactly the canonical segments the stdlib rule accepts, with the same bytes."""
+    expected = _reference_b64url(segment)
+    try:
+        got: bytes | None = _b64url_decode(segment, "payload")
+    except TokenRejected as exc:
+        assert exc.reason == "malformed token (payload encoding)"
+        got = None
+    assert got == expected
 
 
 @pytest.mark.parametrize("tok", ["", ".", "..", "a.b", "a.b.c.d", "a.b.c.d.e", "...."])
