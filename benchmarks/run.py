@@ -814,10 +814,15 @@ def main(argv: list[str] | None = None) -> int:
                 ingress.stop()
                 worker.stop()
             bench.identical(mode.identical_events)
-            if args.profile:
-                bench.profile(10)
-            if args.experiments:
-                bench.experiments(mode.experiment_reps)
+            # Optional sections: a failure in one is reported and the table of the rest still printed.
+            for wanted, section in ((args.profile, lambda: bench.profile(10)),
+                                    (args.experiments, lambda: bench.experiments(mode.experiment_reps))):
+                if wanted:
+                    try:
+                        section()
+                    except Exception as exc:  # reported in the results; the run goes on
+                        log(f"section failed: {exc!r}")
+                        res.figures.setdefault("failed_sections", []).append(repr(exc)[:300])
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
         return 130
