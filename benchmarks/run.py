@@ -568,8 +568,8 @@ class Bench:
         asyncio.run(limits.kafka_produce_consume(self.kafka, topic, records, consume=False))
         distinct = len(records)
         worker_variants: list[tuple[str, dict[str, str], str | None]] = [
-            ("baseline", {}, None), ("batch_2000", {"WORKER_BATCH_SIZE": "2000"}, None),
-            ("batch_500", {"WORKER_BATCH_SIZE": "500"}, None),
+            ("baseline", {}, None), ("batch_4000", {"WORKER_BATCH_SIZE": "4000"}, None),
+            ("batch_1000", {"WORKER_BATCH_SIZE": "1000"}, None),
         ]
         if self.pg.lz4:  # the warehouse compresses jsonb with lz4 there (migration 0015): what pglz would cost
             worker_variants.append(("pglz_payload", {}, "pglz"))

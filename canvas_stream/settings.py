@@ -126,7 +126,9 @@ class Settings(BaseSettings):
         default=300.0, gt=0,
         description="After `notice-handlers set` for LtiHelloWorldNotice: warn when none arrived within this.")
 
-    worker_batch_size: int = Field(default=1000, ge=1, description="Most events per database transaction.")
+    worker_batch_size: int = Field(
+        default=2000, ge=1,
+        description="Most events per database transaction (2,000: +17% worker rate over 1,000, docs/performance.md).")
     worker_batch_seconds: float = Field(default=0.2, gt=0, description="Longest wait to fill a batch.")
     worker_fetch_max_wait_ms: int = Field(
         default=100, ge=1, le=10_000,
