@@ -15,7 +15,7 @@ import random
 import signal
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,7 +135,8 @@ async def quarantine_rows(database_url: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def wait_for_events(database_url: str, expected: set[str], timeout: float = 90.0, logs: str = "") -> None:
+async def wait_for_events(database_url: str, expected: set[str], timeout: float = 90.0,
+                          logs: str | Callable[[], str] = "") -> None:
     """Wait until the events table holds exactly ``expected`` (an extra id fails at once)."""
 
     async def check() -> bool:
@@ -151,8 +152,11 @@ async def wait_for_events(database_url: str, expected: set[str], timeout: float 
         await wait_until(check, timeout=timeout, interval=0.5, message="the accepted events in the events table")
     except AssertionError:
         got = await event_ids(database_url)
+        quarantined = [(r["reason"][:200], r["source"]) for r in await quarantine_rows(database_url)]
         raise AssertionError(
-            f"missing {len(expected - got)} of {len(expected)} accepted events, extra {len(got - expected)}\n{logs}"
+            f"missing {len(expected - got)} of {len(expected)} accepted events, extra {len(got - expected)}; "
+            f"missing ids {sorted(expected - got)[:5]}; quarantined {quarantined[:5]}\n"
+            f"{logs() if callable(logs) else logs}"  # read when it failed, not when the wait began
         ) from None
 
 

@@ -50,7 +50,7 @@ async def test_broker_outage(jwks, warehouse, own_broker, tmp_path, processes):
     evens, odds = events[0::2], events[1::2]
 
     await asyncio.gather(to_a.send(with_duplicates(evens[:20])), to_b.send(with_duplicates(odds[:20])))
-    await wait_for_events(warehouse, to_a.accepted | to_b.accepted, timeout=120, logs=logs(worker))
+    await wait_for_events(warehouse, to_a.accepted | to_b.accepted, timeout=120, logs=lambda: logs(worker))
 
     await stop(worker)
     await asyncio.to_thread(own_broker.stop)
@@ -82,7 +82,7 @@ async def test_broker_outage(jwks, warehouse, own_broker, tmp_path, processes):
     await asyncio.gather(to_a2.send(with_duplicates(evens[60:])), to_b2.send(retry + with_duplicates(odds[60:])))
     accepted = to_a2.accepted | to_b2.accepted
     assert accepted == {e.event_id for e in events}, (to_a2.refused[:5], to_b2.refused[:5])
-    await wait_for_events(warehouse, accepted, timeout=120, logs=logs(a2, b2, worker2))
+    await wait_for_events(warehouse, accepted, timeout=120, logs=lambda: logs(a2, b2, worker2))
 
     for role in (a, a2, b, b2):  # no token (every JWS header starts with "eyJ") or payload in the logs
         text = role.log.read_text(errors="replace")

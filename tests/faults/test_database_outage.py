@@ -32,7 +32,7 @@ async def test_database_outage(jwks, own_postgres, kafka_bootstrap, topic, proce
     events = make_events("db-outage", 200)
 
     await sender.send(with_duplicates(events[:40]))
-    await wait_for_events(url, sender.accepted, timeout=120, logs=logs(*workers))
+    await wait_for_events(url, sender.accepted, timeout=120, logs=lambda: logs(*workers))
 
     await asyncio.to_thread(own_postgres.stop)  # fast shutdown; the data dir stays
     # The ingress does not need the database: events keep being accepted into Kafka.
@@ -48,7 +48,7 @@ async def test_database_outage(jwks, own_postgres, kafka_bootstrap, topic, proce
 
     await asyncio.to_thread(own_postgres.start)
     await sender.send(with_duplicates(events[160:]))
-    await wait_for_events(url, sender.accepted, timeout=120, logs=logs(*workers))
+    await wait_for_events(url, sender.accepted, timeout=120, logs=lambda: logs(*workers))
     assert sender.accepted == {e.event_id for e in events}
 
     async def ready() -> bool:  # ready, caught up (lag 0 against the broker's end offsets), not stalled

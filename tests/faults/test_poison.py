@@ -66,7 +66,7 @@ async def test_poison_is_quarantined_and_the_partition_keeps_flowing(
     await sender.send(with_duplicates(events[20:]))  # behind the poison, on the same partitions
 
     assert sender.accepted == {e.event_id for e in events}, sender.refused
-    await wait_for_events(warehouse, sender.accepted, timeout=120, logs=logs(ingress, worker))
+    await wait_for_events(warehouse, sender.accepted, timeout=120, logs=lambda: logs(ingress, worker))
     rows = await wait_until(lambda: _rows_at_least(warehouse, 3), timeout=30, message="3 quarantined")
     reasons = sorted(r["reason"] for r in rows)
     assert len(rows) == 3, reasons

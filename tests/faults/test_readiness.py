@@ -76,7 +76,7 @@ async def test_database_outage_is_not_a_stall_and_a_real_stall_exits(jwks, own_p
     sender = Sender(ingress.url)
     events = make_events("stall", 60)
     await sender.send(events[:10])
-    await wait_for_events(url, sender.accepted, timeout=90, logs=logs(worker))
+    await wait_for_events(url, sender.accepted, timeout=90, logs=lambda: logs(worker))
 
     async def worker_ready() -> dict | None:
         status, body = await http_status(f"{worker.status_url}/readyz")
@@ -97,7 +97,7 @@ async def test_database_outage_is_not_a_stall_and_a_real_stall_exits(jwks, own_p
     await asyncio.sleep(12)  # three times WORKER_STALL_SECONDS
     assert worker.proc is not None and worker.proc.poll() is None, f"worker exited during an outage\n{logs(worker)}"
     await asyncio.to_thread(own_postgres.start)
-    await wait_for_events(url, sender.accepted, timeout=90, logs=logs(worker))
+    await wait_for_events(url, sender.accepted, timeout=90, logs=lambda: logs(worker))
     await wait_until(worker_ready, timeout=30, message="worker ready again after the outage")
     assert worker.proc.poll() is None
 
@@ -123,5 +123,5 @@ async def test_database_outage_is_not_a_stall_and_a_real_stall_exits(jwks, own_p
                         WORKER_STALL_SECONDS="4")
     await processes.launch(again, healthy=False)
     await sender.send(events[45:])
-    await wait_for_events(url, sender.accepted, timeout=120, logs=logs(again))
+    await wait_for_events(url, sender.accepted, timeout=120, logs=lambda: logs(again))
     assert sender.accepted == {e.event_id for e in events}

@@ -48,7 +48,7 @@ async def test_sqs_messages_wait_in_the_queue_while_the_broker_is_down(
         before = events[:20]
         await send_bodies(client, queue, [json.dumps(e) for e in before])
         await wait_for_events(warehouse, {canvas_event_id(e) for e in before}, timeout=120,
-                              logs=logs(poller, worker))
+                              logs=lambda: logs(poller, worker))
         await wait_until(lambda: queue_empty(client, queue), timeout=30, message="queue emptied before the outage")
         deleted_before = total(await counters(poller), "canvas_stream_sqs_deleted_total")
         assert deleted_before == 20
@@ -68,7 +68,7 @@ async def test_sqs_messages_wait_in_the_queue_while_the_broker_is_down(
             assert await event_ids(warehouse) == {canvas_event_id(e) for e in before}
 
         await wait_for_events(warehouse, {canvas_event_id(e) for e in events}, timeout=180,
-                              logs=logs(poller, worker))
+                              logs=lambda: logs(poller, worker))
         await wait_until(lambda: queue_empty(client, queue), timeout=60, message=f"queue emptied\n{logs(poller)}")
         samples = await counters(poller)
         assert total(samples, "canvas_stream_sqs_deleted_total") >= deleted_before + len(bodies)

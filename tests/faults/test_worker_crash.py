@@ -30,7 +30,7 @@ async def test_sigkill_a_worker_mid_stream(jwks, warehouse, kafka_bootstrap, top
 
     # Both members own partitions and have committed something.
     await sender.send(with_duplicates(events[:40]))
-    await wait_for_events(warehouse, sender.accepted, timeout=120, logs=logs(doomed, survivor))
+    await wait_for_events(warehouse, sender.accepted, timeout=120, logs=lambda: logs(doomed, survivor))
 
     # SIGKILL one of them while events stream in (it dies holding an uncommitted batch).
     streaming = asyncio.create_task(sender.send(with_duplicates(events[40:360]), concurrency=4))
@@ -39,14 +39,14 @@ async def test_sigkill_a_worker_mid_stream(jwks, warehouse, kafka_bootstrap, top
     assert doomed.proc.returncode == -9
     await streaming
     assert sender.accepted == {e.event_id for e in events[:360]}, sender.refused[:5]
-    await wait_for_events(warehouse, sender.accepted, timeout=120, logs=logs(survivor))
+    await wait_for_events(warehouse, sender.accepted, timeout=120, logs=lambda: logs(survivor))
 
     # The killed worker comes back (same group) and the stream goes on.
     again = restarted(doomed)
     await processes.launch(again)
     await sender.send(with_duplicates(events[360:]))
     assert sender.accepted == {e.event_id for e in events}, sender.refused[:5]
-    await wait_for_events(warehouse, sender.accepted, timeout=120, logs=logs(survivor, again))
+    await wait_for_events(warehouse, sender.accepted, timeout=120, logs=lambda: logs(survivor, again))
     assert survivor.proc.poll() is None and again.proc.poll() is None
 
 
