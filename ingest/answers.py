@@ -155,8 +155,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def answers_middleware(ledger: AnswerLedger | None, deadline: ResponseDeadline | None = None) -> Any:
     """Time every answer (histogram by route template and code); tally Canvas's routes in ``ledger``.
 
-    With ``deadline``, its routes are also answered 503 when the handler runs past it: the same as
-    ``deadline_middleware`` inside this one, without a middleware layer of its own per request.
+    With ``deadline``, its routes are also answered 503 when the handler runs past it (run here, not
+    in a middleware of its own: each layer is a coroutine and a call per request).
     """
 
     durations: dict[tuple[str, int], Any] = {}  # the histogram's child per (route, code), looked up once

@@ -6,10 +6,10 @@ a spool fsync, a database lookup) must turn into a 503, which Canvas retries, be
 
 How, in three parts:
 
-* :func:`deadline_middleware` runs the handler of a Canvas route under a timeout at the request's
-  deadline (on the loop's shared timer, :mod:`ingest.coarse_timeout`) and answers 503 when it
-  fires. The body is read inside the handler, so the deadline covers it (the headers are bounded by
-  the server's keep-alive timeout).
+* :class:`ResponseDeadline` (run inside ``ingest.answers.answers_middleware``) runs the handler of a
+  Canvas route under a timeout at the request's deadline (on the loop's shared timer,
+  :mod:`ingest.coarse_timeout`) and answers 503 when it fires. The body is read inside the handler,
+  so the deadline covers it (the headers are bounded by the server's keep-alive timeout).
 * :func:`read_body` bounds the body read by ``HTTP_READ_TIMEOUT_SECONDS`` and by the deadline, a
   moment before it, so a slow sender gets its own answer (408) rather than the generic 503.
 * :func:`publish_within_deadline` waits for the broker only until a moment before the deadline, in
@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import CoroutineType
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -40,7 +39,6 @@ __all__ = [
     "DEADLINE_KEY",
     "NotAcknowledgedInTime",
     "ResponseDeadline",
-    "deadline_middleware",
     "publish_within_deadline",
     "read_body",
 ]
@@ -50,8 +48,6 @@ log = structlog.get_logger(__name__)
 DEADLINE_KEY = web.RequestKey("response_deadline", float)  # loop.time() by which the answer must be given
 LATE_PUBLISHES_KEY = web.AppKey("late_publishes", set)
 DEADLINE_MESSAGE = "no answer within the response deadline; retry later"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class NotAcknowledgedInTime(CanvasStreamError):
@@ -63,11 +59,6 @@ class NotAcknowledgedInTime(CanvasStreamError):
 def margin(seconds: float) -> float:
     """How long before the deadline the body read and the broker wait give up: enough to answer."""
     return min(0.5, seconds * 0.05)
-
-
-def _route(request: web.Request) -> str | None:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else None
 
 
 class ResponseDeadline:
@@ -101,28 +92,6 @@ class ResponseDeadline:
         RESPONSE_DEADLINE_EXCEEDED.labels(route).inc()
         log.warning("no answer within the response deadline; answering 503", route=route, seconds=self.seconds)
         return error(503, DEADLINE_MESSAGE)
-
-
-def deadline_middleware(seconds: float, routes: Iterable[str] = COUNTED_ROUTES) -> Any:
-    """Answer 503 on ``routes`` when the handler has not answered within ``seconds`` (the ingress
-    runs :class:`ResponseDeadline` inside ``answers_middleware`` instead: one layer fewer)."""
-    deadline = ResponseDeadline(seconds, routes)
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = _route(request)
-        timeout = deadline.arm(request, route)
-        if timeout is None:
-            return await handler(request)
-        try:
-            with timeout:
-                return await handler(request)
-        except TimeoutError:
-            if not timeout.expired():
-                raise  # some other timeout the handler did not handle: not ours to rename
-            return deadline.exceeded(route)
-
-    return middleware
 
 
 def _read_deadline(request: web.Request, read_timeout: float) -> float:

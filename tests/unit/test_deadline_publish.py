@@ -67,7 +67,7 @@ async def test_an_ack_that_races_the_deadline_is_answered_as_acknowledged():
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 0.2
     request = Request(deadline)
-    timeout = asyncio.timeout_at(deadline)  # what deadline_middleware wraps the handler in
+    timeout = asyncio.timeout_at(deadline)  # as ResponseDeadline wraps the handler (its coarse_timeout is alike)
     async with timeout:
         outcomes = await publish_within_deadline(request, acked_while_the_loop_is_blocked, [(b"k", b"v")])
     assert outcomes == [None]
