@@ -22,7 +22,7 @@ from ingest.publish import ensure_topic
 from tests.support.events import ISSUER, example, signed
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key
 from tests.support.procs import Role, role_env, wait_until
-from tests.support.topics import committed_total
+from tests.support.topics import committed
 
 pytestmark = pytest.mark.slow
 
@@ -206,4 +206,4 @@ async def test_status_page_in_chromium_matches_the_database(jwks, kafka_bootstra
 
 
 async def _all_committed(bootstrap: str, topic: str, group: str, records: int) -> bool:
-    return await committed_total(bootstrap, topic, group, PARTITIONS) >= records
+    return await committed(bootstrap, topic, group, PARTITIONS) >= records

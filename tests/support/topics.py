@@ -1,5 +1,5 @@
 """Kafka topics for the tests: a fresh one, created; what was published to one; publishing to one; a
-consumer group's committed offset."""
+consumer group's committed offsets."""
 
 from __future__ import annotations
 
@@ -51,18 +51,8 @@ async def publish(bootstrap: str, topic: str, values: Iterable[bytes], key: byte
         await producer.stop()
 
 
-async def committed(bootstrap: str, topic: str, group: str) -> int:
-    """The offset ``group`` committed on partition 0 of ``topic`` (0 when none)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return (await consumer.committed(TopicPartition(topic, 0))) or 0
-    finally:
-        await consumer.stop()
-
-
-async def committed_total(bootstrap: str, topic: str, group: str, partitions: int) -> int:
-    """The offsets ``group`` committed on partitions ``0 .. partitions - 1`` of ``topic``, summed."""
+async def committed(bootstrap: str, topic: str, group: str, partitions: int = 1) -> int:
+    """The offsets ``group`` committed on partitions ``0 .. partitions - 1`` of ``topic``, summed (0 when none)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
