@@ -247,24 +247,29 @@ def detect_format(payload: Any) -> str:
 
 def partition_key(payload: dict[str, Any], fmt: str) -> bytes:
     """Key so that events about one course (else one user) land on one partition, in order."""
-    if fmt == FORMAT_CANVAS:
-        meta = payload.get("metadata") or {}
-        body = payload.get("body") if isinstance(payload.get("body"), dict) else {}
-        if meta.get("context_type") == "Course" and meta.get("context_id"):
-            return f"course:{meta['context_id']}".encode()
-        if body.get("course_id"):
-            return f"course:{body['course_id']}".encode()
-        user = meta.get("user_id") or body.get("user_id")
-        if user:
-            return f"user:{user}".encode()
-        return f"event:{meta.get('event_name', '')}".encode()
-    if fmt == FORMAT_CALIPER:
-        data = payload.get("data") or []
-        first = data[0] if data and isinstance(data[0], dict) else {}
-        group = first.get("group") if isinstance(first.get("group"), dict) else {}
-        actor = first.get("actor") if isinstance(first.get("actor"), dict) else {}
-        for candidate in (group.get("id"), actor.get("id")):
-            if isinstance(candidate, str) and candidate:
-                return candidate.encode()[:256]
-        return b"caliper"
+    try:
+        if fmt == FORMAT_CANVAS:
+            meta = payload.get("metadata") or {}
+            body = payload.get("body") if isinstance(payload.get("body"), dict) else {}
+            if meta.get("context_type") == "Course" and meta.get("context_id"):
+                return f"course:{meta['context_id']}".encode()
+            if body.get("course_id"):
+                return f"course:{body['course_id']}".encode()
+            user = meta.get("user_id") or body.get("user_id")
+            if user:
+                return f"user:{user}".encode()
+            return f"event:{meta.get('event_name', '')}".encode()
+        if fmt == FORMAT_CALIPER:
+            data = payload.get("data") or []
+            first = data[0] if data and isinstance(data[0], dict) else {}
+            group = first.get("group") if isinstance(first.get("group"), dict) else {}
+            actor = first.get("actor") if isinstance(first.get("actor"), dict) else {}
+            for candidate in (group.get("id"), actor.get("id")):
+                if isinstance(candidate, str) and candidate:
+                    return candidate.encode()[:256]
+            return b"caliper"
+    except UnicodeEncodeError:
+        # An id with a lone surrogate escape ("\ud800" is valid JSON; records keep such text with
+        # surrogatepass): no key of its own, but published, not a 500 that Canvas would retry forever.
+        return f"{fmt}:unkeyable".encode()
     return b"unknown"

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from canvas_stream.records import Record, RecordError, Verification, iso_of_ns, now_iso, record_from_bytes
+from ingest.live_events import build_record
 
 
 def test_to_bytes_carries_every_field_and_round_trips():
@@ -64,6 +65,20 @@ def test_integers_beyond_64_bits_and_lone_surrogates_decode_as_the_stdlib_does()
     wire = (b'{"v":1,"source":"live_event","format":"canvas","received_at":"2024-01-01T00:00:00+00:00",'
             b'"verification":{"signed":true},"payload":{"big":123456789012345678901234567890,"s":"\ud800"}}')
     assert record_from_bytes(wire).payload == json.loads(wire)["payload"]
+
+
+@pytest.mark.parametrize("payload_json", [
+    b'{"metadata":{"context_type":"Course","context_id":"\\ud800"},"body":{}}',
+    b'{"metadata":{"user_id":"\\udfff"},"body":{}}',
+    b'{"sensor":"s","data":[{"group":{"id":"\\ud800"}}]}',
+])
+def test_an_id_with_a_lone_surrogate_gets_a_key_and_a_record_not_an_exception(payload_json):
+    """A lone surrogate escape ("\\ud800") is valid JSON: a signed event naming such an id must be
+    published (an exception here is a 500, and Canvas retries it forever)."""
+    payload = json.loads(payload_json)
+    key, record = build_record(payload, Verification(signed=True), payload_json)
+    assert key == f"{record.format}:unkeyable".encode()
+    assert record_from_bytes(record.to_bytes()).payload == payload
 
 
 @pytest.mark.parametrize("data", [b"", b"not json", b"[]", b'{"v": 2}', b'{"v": 1, "source": "x"}', b"\xff\xfe",
