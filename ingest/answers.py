@@ -4,7 +4,9 @@
 Answers on the routes Canvas delivers to also go to an :class:`AnswerLedger`, which upserts this
 replica's per-minute tallies into ``canvas_stream.ingress_answers`` every few seconds and reads the
 24-hour sums over all replicas back (for the gauges, ``/readyz`` and the status page). The
-database is never on the answer path: an unreachable database only delays the figures.
+database is never on the answer path: an unreachable database only delays the figures. The same
+middleware runs Canvas's response deadline (:class:`ingest.deadline.ResponseDeadline`), so its 503s
+are timed and counted like every other answer.
 """
 
 from __future__ import annotations
