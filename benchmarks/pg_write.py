@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
 
 import psutil
 from sqlalchemy import text
@@ -71,8 +73,10 @@ def _cpu(pid: int) -> float:
         return t.user + t.system
 
 
-def _breakdown(pid: int, totals: dict[str, float]) -> None:
-    """Attribute backend CPU to each statement (by its target table) while the benchmark runs."""
+@contextlib.contextmanager
+def _breakdown(pid: int, totals: dict[str, float]) -> Iterator[None]:
+    """Attribute backend CPU to each statement (by its target table) inside the ``with``; the
+    driver call is restored after it (patched per pass, it used to wrap its own earlier patch)."""
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     original = AsyncConnection.exec_driver_sql
@@ -87,6 +91,10 @@ def _breakdown(pid: int, totals: dict[str, float]) -> None:
             totals[target] = totals.get(target, 0.0) + _cpu(pid) - before
 
     AsyncConnection.exec_driver_sql = measured  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        AsyncConnection.exec_driver_sql = original  # type: ignore[method-assign]
 
 
 async def create_icu_database(name: str, icu_locale: str) -> str:
@@ -124,11 +132,10 @@ async def one_run(messages: list[bytes], warm_up: list[bytes], size: int, breakd
             for delivery in ("first", "redelivery"):
                 prepared = batches(messages, size)
                 totals: dict[str, float] = {}
-                if breakdown:
-                    _breakdown(pid, totals)
                 before, client_before = _cpu(pid), time.process_time()
-                for batch in prepared:
-                    await sink.write(batch)
+                with _breakdown(pid, totals) if breakdown else contextlib.nullcontext():
+                    for batch in prepared:
+                        await sink.write(batch)
                 figures.append((_cpu(pid) - before) * 1e6 / len(messages))
                 clients.append((time.process_time() - client_before) * 1e6 / len(messages))
                 for target, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
