@@ -152,7 +152,9 @@ async def one_run(messages: list[bytes], warm_up: list[bytes], size: int, breakd
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=6000)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=1000,
+                        help="events per transaction (the worker's WORKER_BATCH_SIZE is 2,000 since "
+                             "2026-12-03; 1,000 as docs/performance.md measured)")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--warm-up", type=int, default=2000, help="other events written first, not measured")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a session setting")
