@@ -34,16 +34,12 @@ __all__ = [
     "DEFAULT_ALGORITHMS",
     "SUPPORTED_ALGORITHMS",
     "ClaimsRejected",
-    "JwsParts",
     "KeySource",
     "TokenPolicy",
     "TokenRejected",
     "UnknownKid",
     "VerifiedToken",
     "check_claims",
-    "decode_claims",
-    "parse_compact",
-    "verify_signature",
     "verify_token",
     "verify_with",
 ]
@@ -123,19 +119,6 @@ class KeySource(Protocol):
     def lookup(self, kid: str) -> RSAPublicKey | None: ...
 
     async def get_key(self, kid: str) -> RSAPublicKey: ...
-
-
-@dataclass(frozen=True, slots=True)
-class JwsParts:
-    """A structurally valid compact JWS whose signature has NOT been checked yet."""
-
-    header: dict[str, Any]
-    payload_b64: str
-    payload: bytes = field(repr=False)
-    signing_input: bytes = field(repr=False)
-    signature: bytes = field(repr=False)
-    alg: str
-    kid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,34 +207,15 @@ def _load_json_object(raw: bytes, what: str, *, strict_keys: bool) -> dict[str, 
     return obj
 
 
-def parse_compact(
-    token: str | bytes,
-    *,
-    max_len: int = MAX_TOKEN_BYTES,
-    algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
-) -> JwsParts:
-    """Split and validate a compact JWS: structure, encoding, header, alg allowlist and kid.
-
-    The payload is only checked for canonical encoding here; it is decoded after the signature
-    verifies (see :func:`decode_claims`) so that forged tokens cost as little as possible.
-    """
-    header, p_seg, payload, signing_input, signature, alg, kid = _checked_segments(token, max_len, algorithms)
-    return JwsParts(
-        header=header,
-        payload_b64=p_seg.decode("ascii"),
-        payload=payload,
-        signing_input=signing_input,
-        signature=signature,
-        alg=alg,
-        kid=kid,
-    )
-
-
 def _checked_segments(
     token: str | bytes, max_len: int, algorithms: Iterable[str]
-) -> tuple[dict[str, Any], bytes, bytes, bytes, bytes, str, str]:
-    """:func:`parse_compact`'s checks, its parts as a tuple: (header, payload segment, payload,
-    signing input, signature, alg, kid). :func:`verify_token` uses them as they are (no JwsParts)."""
+) -> tuple[dict[str, Any], bytes, bytes, bytes, str, str]:
+    """Split and validate a compact JWS: structure, encoding, header, alg allowlist and kid; its parts
+    as a tuple (header, payload, signing input, signature, alg, kid), the signature NOT checked yet.
+
+    The payload is only checked for canonical encoding here; its JSON is decoded after the signature
+    verifies (:func:`verify_token`) so that forged tokens cost as little as possible.
+    """
     if isinstance(token, str):
         try:
             token = token.encode("ascii")
@@ -300,17 +264,13 @@ def _checked_segments(
     # waits until the signature verifies.
     payload = _b64url_decode(p_seg, "payload")
     signature = _b64url_decode(s_seg, "signature")
-    return header, p_seg, payload, token[:p_end], signature, alg, kid
-
-
-def verify_signature(parts: JwsParts, key: RSAPublicKey) -> None:
-    """RSASSA-PKCS1-v1_5 verify of the signing input; raises TokenRejected("bad signature")."""
-    _check_signature(parts.alg, parts.signature, parts.signing_input, key)
+    return header, payload, token[:p_end], signature, alg, kid
 
 
 def _check_signature(alg: str, signature: bytes, signing_input: bytes, key: RSAPublicKey) -> None:
+    """RSASSA-PKCS1-v1_5 verify of the signing input; raises TokenRejected("bad signature")."""
     hash_alg = SUPPORTED_ALGORITHMS.get(alg)
-    if hash_alg is None:  # JwsParts built by hand with an odd alg
+    if hash_alg is None:  # _checked_segments lets no other alg through; refused here all the same
         raise TokenRejected("unsupported alg")
     if type(key) not in _RSA_KEY_TYPES:
         if not isinstance(key, RSAPublicKey):
@@ -322,11 +282,6 @@ def _check_signature(alg: str, signature: bytes, signing_input: bytes, key: RSAP
         raise TokenRejected("bad signature") from None
     except ValueError:  # e.g. signature length does not match the modulus
         raise TokenRejected("bad signature") from None
-
-
-def decode_claims(parts: JwsParts) -> dict[str, Any]:
-    """Decode the payload JSON object (call after :func:`verify_signature`)."""
-    return _load_json_object(parts.payload, "payload", strict_keys=False)
 
 
 def _numeric(claims: dict[str, Any], name: str) -> float | None:
@@ -399,8 +354,7 @@ def verify_token(
     Raises UnknownKid when the lookup has no key, ClaimsRejected when only the claims are wrong,
     TokenRejected for everything else.
     """
-    # parse_compact, verify_signature and decode_claims, without building a JwsParts per token
-    header, _, payload, signing_input, signature, alg, kid = _checked_segments(token, policy.max_len, policy.algorithms)
+    header, payload, signing_input, signature, alg, kid = _checked_segments(token, policy.max_len, policy.algorithms)
     key = key_lookup(kid)
     if key is None:
         raise UnknownKid(kid)

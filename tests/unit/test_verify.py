@@ -18,16 +18,12 @@ from hypothesis import strategies as st
 
 from ingest.verify import (
     ClaimsRejected,
-    JwsParts,
     TokenPolicy,
     TokenRejected,
     UnknownKid,
     VerifiedToken,
     _b64url_decode,
     check_claims,
-    decode_claims,
-    parse_compact,
-    verify_signature,
     verify_token,
 )
 from tests.support.jwt_helpers import b64url, compact, rsa_key, sign, sign_rs
@@ -91,14 +87,6 @@ def test_rs384_rs512_only_when_allowed() -> None:
 def test_allowlist_cannot_enable_unsupported_alg() -> None:
     tok = compact({"alg": "HS256", "kid": "ka"}, claims(), b"x" * 32)
     assert rejected(tok, algorithms=("HS256",)) == "unsupported alg 'HS256'"
-
-
-def test_pieces_compose() -> None:
-    tok = sign(claims(), KEY_A, "ka")
-    parts = parse_compact(tok)
-    assert isinstance(parts, JwsParts) and parts.kid == "ka"
-    verify_signature(parts, KEYS["ka"])
-    check_claims(decode_claims(parts), TokenPolicy(issuer=ISS, leeway=0), now=NOW)
 
 
 # ---- signatures ---------------------------------------------------------------------------------
