@@ -154,11 +154,11 @@ class AnswerLedger:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def answers_middleware(ledger: AnswerLedger | None, deadline: ResponseDeadline | None = None) -> Any:
+def answers_middleware(ledger: AnswerLedger | None, deadline: ResponseDeadline) -> Any:
     """Time every answer (histogram by route template and code); tally Canvas's routes in ``ledger``.
 
-    With ``deadline``, its routes are also answered 503 when the handler runs past it (run here, not
-    in a middleware of its own: each layer is a coroutine and a call per request).
+    The routes of ``deadline`` are also answered 503 when the handler runs past it (run here, not in
+    a middleware of its own: each layer is a coroutine and a call per request).
     """
 
     durations: dict[tuple[str, int], Any] = {}  # the histogram's child per (route, code), looked up once
@@ -169,7 +169,7 @@ def answers_middleware(ledger: AnswerLedger | None, deadline: ResponseDeadline |
         code = 500
         route = route_template(request)
         try:
-            timeout = None if deadline is None else deadline.arm(request, route)
+            timeout = deadline.arm(request, route)
             if timeout is None:
                 response = await handler(request)
             else:
@@ -177,7 +177,7 @@ def answers_middleware(ledger: AnswerLedger | None, deadline: ResponseDeadline |
                     with timeout:
                         response = await handler(request)
                 except TimeoutError:
-                    if deadline is None or not timeout.expired():
+                    if not timeout.expired():
                         raise  # some other timeout the handler did not handle: not ours to rename
                     response = deadline.exceeded(route)
             code = response.status
