@@ -256,16 +256,20 @@ async def upsert_changes(conn: AsyncConnection, changes: Iterable[RowChange]) ->
                 raise UnknownColumn(f"unknown column in {name}: {exc.args[0]!r}") from None
             versions = row.versions
             if versions:
-                latest = max(versions.values())
+                values = list(versions.values())
+                latest = values[0]
+                # one event set them all (a row's columns share its version object: count is an
+                # identity test per value, where max() and all() compared each value twice)
+                single = values.count(latest) == len(values)
+                if not single:
+                    latest = max(values)
                 moment = times.get(latest)
                 if moment is None:
                     moment = times[latest] = _version_time(latest)
                 last_event_column[i] = moment
-                values = iter(versions.values())
-                first = next(values)
-                if all(v == first for v in values):  # one event set them all: names + version, no JSON
-                    versioned_columns[i], single_version[i] = ",".join(versions), first
-                    versioned_count[i] = len(versions)
+                if single:  # names + version, no JSON
+                    versioned_columns[i], single_version[i] = ",".join(versions), latest
+                    versioned_count[i] = len(values)
                     continue
             versions_column[i] = encode(versions).decode("utf-8")
         for j in statement.json_positions:
