@@ -205,12 +205,13 @@ def now_iso() -> str:
     return iso_of_ns(time.time_ns())
 
 
-def record_from_bytes(data: bytes) -> Record:
-    """Decode a Kafka message value (once); raises RecordError for anything else."""
+def record_from_bytes(data: bytes | None) -> Record:
+    """Decode a Kafka message value (once); raises RecordError for anything else, a record with no
+    value (a tombstone: anyone may write one to the topic) included."""
     try:
-        obj = json_codec.loads(data)
-    except ValueError as exc:  # UnicodeDecodeError included
-        raise RecordError("message is not JSON") from exc
+        obj = json_codec.loads(data)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError included; TypeError: no value at all
+        raise RecordError("message has no value" if data is None else "message is not JSON") from exc
     if not isinstance(obj, dict) or obj.get("v") != RECORD_VERSION:
         raise RecordError("message is not a canvas-stream record")
     try:

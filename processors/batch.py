@@ -19,7 +19,7 @@ from processors.warehouse.writer import QuarantineRow
 class Item:
     """One Kafka message and what it became."""
 
-    raw: bytes
+    raw: bytes  # b"" for a message with no value (a tombstone), quarantined
     normalized: Normalized | None = None
     quarantine: QuarantineRow | None = None
 
@@ -46,11 +46,12 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def prepare_one(raw: bytes, ids: IdPolicy) -> Item:
+def prepare_one(raw: bytes | None, ids: IdPolicy) -> Item:
     """Decode and normalize one message; any failure becomes a quarantine row with the reason."""
     try:
         record = record_from_bytes(raw)
     except RecordError as exc:
+        raw = raw or b""  # a tombstone's None would fail the whole batch in _text (so it never commits)
         return Item(raw, quarantine=QuarantineRow(f"record: {exc}", _text(raw), "kafka"))
     try:
         result = normalize(record, ids)
@@ -62,7 +63,7 @@ def prepare_one(raw: bytes, ids: IdPolicy) -> Item:
     return Item(raw, normalized=result)
 
 
-def prepare(messages: Sequence[bytes] | Iterable[bytes], ids: IdPolicy) -> PreparedBatch:
+def prepare(messages: Sequence[bytes | None] | Iterable[bytes | None], ids: IdPolicy) -> PreparedBatch:
     """Normalize a batch; ``ids`` (the home shard, from the settings) decides the stored form of ids."""
     return batch_of([prepare_one(m, ids) for m in messages])
 

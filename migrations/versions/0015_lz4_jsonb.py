@@ -9,9 +9,11 @@ The stored values read back the same; rows written before keep pglz until rewrit
 
 Every jsonb column of the warehouse's tables and of their partitions is set (the setting on a
 partitioned table does not reach its existing partitions; a new partition copies it: ``INCLUDING
-COMPRESSION``). Only a catalog change: no
-table is rewritten. A server built without lz4 (``--without-lz4``; PostgreSQL before 14 has no
-choice) is left as it is. A dump of the warehouse restores only on a server with lz4, unless
+COMPRESSION``). Only a catalog change: no table is rewritten. But each ``ALTER`` takes an ACCESS
+EXCLUSIVE lock on its table (PostgreSQL 15), held until the migration commits: it waits for every open
+transaction on those tables (an analyst's long query too) and, while it waits, the workers' writes
+queue behind it. A server built without lz4 (``--without-lz4``; PostgreSQL before 14 has no choice)
+is left as it is. A dump of the warehouse restores only on a server with lz4, unless
 ``pg_dump --no-toast-compression``.
 
 Revision ID: 0015

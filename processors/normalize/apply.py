@@ -197,6 +197,9 @@ def compile_target(target: Target) -> tuple[Plan, frozenset[str]]:
             raise MappingError(f"{target.table}: no data column {column!r}")
     if any(isinstance(source, Constant) for source in target.key.values()):
         raise MappingError(f"{target.table}: a key cannot be a constant")
+    if any(source is EventValue.HAPPENING_ID for source in target.extra.values()):
+        # known only once the event's changes are made (``apply_mapping`` fills it into keys)
+        raise MappingError(f"{target.table}: the happening id can only be a key")
 
     key_body = {s.key for s in target.key.values() if isinstance(s, BodyField)}
     columns: dict[str, tuple[str, Coerce | None]] = {}
@@ -244,18 +247,25 @@ def compile_event(spec: EventSpec) -> CompiledEvent:
 _PARAMETERS = "flat, meta, event_id, event_time, event_name, ids, label, version, problems"
 
 
-def _read_expression(source: Source) -> str | None:
-    """Python text that reads ``source`` in a generated function; None for the happening id."""
+_EVENT_VALUES = {
+    EventValue.EVENT_ID: "event_id",
+    EventValue.EVENT_TIME: "event_time",
+    EventValue.HAPPENING_TIME: "happening_time(event_time)",
+    EventValue.EVENT_NAME: "event_name",
+}
+
+
+def _read_expression(table: str, source: Source) -> str:
+    """Python text that reads ``source`` in a generated function. The happening id is filled in by
+    ``apply_mapping`` and a constant is resolved when compiling: neither is read here."""
     if type(source) is BodyField:
         return f"flat.get({source.key!r}, _ABSENT)"
     if type(source) is MetaField:
         return f"meta.get({source.key!r}, _ABSENT)"
-    return {
-        EventValue.EVENT_ID: "event_id",
-        EventValue.EVENT_TIME: "event_time",
-        EventValue.HAPPENING_TIME: "happening_time(event_time)",
-        EventValue.EVENT_NAME: "event_name",
-    }.get(source)  # type: ignore[call-overload]
+    read = _EVENT_VALUES.get(source) if isinstance(source, EventValue) else None
+    if read is None:
+        raise MappingError(f"{table}: no value for source {source!r}")
+    return read
 
 
 def _conversion(slot: Sourced, names: dict[str, Any]) -> str:
@@ -275,12 +285,9 @@ def _plan_source(i: int, plan: Plan, names: dict[str, Any]) -> list[str]:
         if slot.source is EventValue.HAPPENING_ID:
             lines.append(f"    if complete: happening_column = {slot.column!r}")
             continue
-        read = _read_expression(slot.source)
-        if read is None:
-            raise MappingError(f"{plan.table}: no value for source {slot.source!r}")
         lines += [
             "    if complete:",
-            f"        raw = {read}",
+            f"        raw = {_read_expression(plan.table, slot.source)}",
             "        value = None",
             "        if raw is not _ABSENT and raw is not None:",
             "            try:",
@@ -310,12 +317,8 @@ def _plan_source(i: int, plan: Plan, names: dict[str, Any]) -> list[str]:
         "            problems.append(f'{label}.{raw_key}:invalid')",
     ]
     for slot in plan.extras:
-        read = _read_expression(slot.source)
-        if read is None:  # interpreting the plan raised here, for every event of the type
-            lines.append(f"    raise TypeError({f'no value for source {slot.source!r}'!r})")
-            continue
         lines += [
-            f"    raw = {read}",
+            f"    raw = {_read_expression(plan.table, slot.source)}",
             "    if raw is None:",
             f"        fields[{slot.column!r}] = None",
             "    elif raw is not _ABSENT:",

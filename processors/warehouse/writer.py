@@ -38,8 +38,8 @@ class UnknownColumn(CanvasStreamError, ValueError):
 
     Normalizers produce valid changes by construction (the event map is checked against
     ``schema`` when compiled; tests cover the LTI normalizer), so the writer does not validate
-    every column. It only notices, at the cost of one length comparison per row, a change that
-    does not fit; as a ValueError the sink treats it as poison and quarantines the message.
+    every column. It only notices a column it has no parameter for (the ``KeyError`` of the lookup
+    it makes anyway); as a ValueError the sink treats it as poison and quarantines the message.
     """
 
 
@@ -136,10 +136,12 @@ def _statement(table: Table, on_conflict: str) -> _Statement:
     columns = tuple(c.name for c in table.c)
     versioned = "field_versions" in columns
     names = ", ".join(_QUOTE(c) for c in columns)
-    arrays, select = [], []
+    arrays, select, json_positions = [], [], []
     for i, column in enumerate(table.c):
         sql_type = column.type.compile(dialect=_DIALECT)
         is_json = sql_type in ("JSON", "JSONB")
+        if is_json:
+            json_positions.append(i)
         arrays.append(f"${i + 1}::{'text' if is_json else sql_type}[]")
         quoted = f"u.{_QUOTE(column.name)}"
         if versioned and column.name == "field_versions":
@@ -156,8 +158,7 @@ def _statement(table: Table, on_conflict: str) -> _Statement:
         aliases += ", " + ", ".join(VERSION_PARTS)
     sql = (f"INSERT INTO {_DIALECT.identifier_preparer.format_table(table)} ({names}) "
            f"SELECT {', '.join(select)} FROM unnest({', '.join(arrays)}) AS u({aliases}) {on_conflict}")
-    json_positions = tuple(i for i, c in enumerate(table.c) if c.type.compile(dialect=_DIALECT) in ("JSON", "JSONB"))
-    return _Statement(sql, columns, {c: i for i, c in enumerate(columns)}, json_positions)
+    return _Statement(sql, columns, {c: i for i, c in enumerate(columns)}, tuple(json_positions))
 
 
 @functools.cache
@@ -256,16 +257,20 @@ async def upsert_changes(conn: AsyncConnection, changes: Iterable[RowChange]) ->
                 raise UnknownColumn(f"unknown column in {name}: {exc.args[0]!r}") from None
             versions = row.versions
             if versions:
-                latest = max(versions.values())
+                values = list(versions.values())
+                latest = values[0]
+                # one event set them all (a row's columns share its version object: count is an
+                # identity test per value, where max() and all() compared each value twice)
+                single = values.count(latest) == len(values)
+                if not single:
+                    latest = max(values)
                 moment = times.get(latest)
                 if moment is None:
                     moment = times[latest] = _version_time(latest)
                 last_event_column[i] = moment
-                values = iter(versions.values())
-                first = next(values)
-                if all(v == first for v in values):  # one event set them all: names + version, no JSON
-                    versioned_columns[i], single_version[i] = ",".join(versions), first
-                    versioned_count[i] = len(versions)
+                if single:  # names + version, no JSON
+                    versioned_columns[i], single_version[i] = ",".join(versions), latest
+                    versioned_count[i] = len(values)
                     continue
             versions_column[i] = encode(versions).decode("utf-8")
         for j in statement.json_positions:

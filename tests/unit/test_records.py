@@ -90,6 +90,19 @@ def test_anything_else_is_a_record_error(data):
         record_from_bytes(data)
 
 
+def test_a_message_with_no_value_is_a_record_error_and_quarantined():
+    """A tombstone (a Kafka record whose value is null) is quarantined like any other non-record,
+    instead of raising out of the batch (which failed the batch and left it uncommitted)."""
+    from processors.batch import prepare
+    from processors.normalize import IdPolicy
+
+    with pytest.raises(RecordError, match="no value"):
+        record_from_bytes(None)
+    batch = prepare([None, b"not json"], IdPolicy(None))
+    assert [(i.raw, i.quarantine.reason, i.quarantine.raw) for i in batch.items] == [
+        (b"", "record: message has no value", ""), (b"not json", "record: message is not JSON", "not json")]
+
+
 def test_the_arrival_rebuilds_the_record_with_its_payload_and_receipt_time():
     """events keeps payload, received_at and arrival: together they are the record the worker normalized."""
     from canvas_stream.records import Delivery, arrival_of, record_from_arrival

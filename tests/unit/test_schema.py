@@ -110,6 +110,7 @@ def test_field_sources_are_parsed_into_typed_objects():
         (T("courses", "course_id", extra={"id": "@event_time"}), "no data column 'id'"),
         (T("courses", "course_id", extra={"field_versions": "=x"}), "no data column 'field_versions'"),
         (T("courses", {"id": "=1"}), "a key cannot be a constant"),
+        (T("courses", "course_id", extra={"name": "@happening_id"}), "the happening id can only be a key"),
         (T("courses", "course_id", extra={"created_at": "=yesterday"}), "constant 'yesterday'"),
     ],
 )
