@@ -152,6 +152,11 @@ async def test_status_page_in_chromium_matches_the_database(jwks, kafka_bootstra
 
         await wait_until(settled, timeout=90, interval=0.5,
                          message=f"events stored, poison quarantined, answers flushed\n{worker.output()}")
+        # Prometheus scrapes the worker's own /metrics: what it counted is there.
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{status_port}/metrics") as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain"), (r.status, r.headers)
+            scraped = await r.text()
+        assert "canvas_stream_worker_quarantined_total 1.0" in scraped, scraped[:2000]
         # The worker group commits its offsets to the broker within a second: every record (7 + the poison).
         await wait_until(lambda: _all_committed(kafka_bootstrap, topic, group, 7 + 1), timeout=30,
                          message=f"the worker group's offsets committed\n{worker.output()}")
