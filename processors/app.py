@@ -7,6 +7,13 @@ which never acks: the write task acks each message (``stream.ack``, the only ref
 holds) only after the transaction committed, and only then may faust commit its offset. One write
 is in flight at a time, so batches commit in order. If a write fails or is cancelled (shutdown,
 crash), its messages are marked so that faust cannot commit them; they are redelivered.
+
+A write that fails (what the sink cannot settle by retrying or quarantining) stops the worker at
+once (``app.crash``; an agent that raises does too, ``CrashingSupervisor``). faust's default
+supervisor would restart the agent on the batches behind it, and their acks would let faust commit
+past the failed one (its commit finds no hole when a partition has no committed offset yet, nor a
+hole of one message). The process exits non-zero and its supervisor (compose's ``restart``)
+starts it again from the committed offsets.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 
 import faust
 import structlog
+from mode import CrashingSupervisor
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -162,18 +170,30 @@ def create_app(settings: Settings) -> faust.App:
             raise
         for event in events:
             await stream.ack(event)
-        observe_commit(batch, time.perf_counter() - started)
-        EVENTS_WRITTEN.inc(len(batch.items) - len(batch.quarantined()))
-        QUARANTINED.inc(len(batch.quarantined()))
-        report_unknown(UNKNOWN_EVENTS, batch.unknown_events, "unknown event name; stored in events only")
-        report_unknown(UNKNOWN_FIELDS, batch.unknown_fields, "unknown event field; kept in the payload")
-        shards.update(batch.shards)
+        try:  # the batch is committed: a failure here must not count as a failed write (which stops the worker)
+            observe_commit(batch, time.perf_counter() - started)
+            quarantined = len(batch.quarantined())
+            EVENTS_WRITTEN.inc(len(batch.items) - quarantined)
+            QUARANTINED.inc(quarantined)
+            report_unknown(UNKNOWN_EVENTS, batch.unknown_events, "unknown event name; stored in events only")
+            report_unknown(UNKNOWN_FIELDS, batch.unknown_fields, "unknown event field; kept in the payload")
+            shards.update(batch.shards)
+        except Exception as exc:
+            log.error("metrics of a committed batch failed", error=repr(exc)[:300])
 
-    def log_failure(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("batch write failed; its offsets stay uncommitted", error=repr(task.exception())[:300])
+    crashing: set[asyncio.Task[None]] = set()  # a reference, so the crash is not garbage-collected
 
-    @app.agent(topic)
+    def stop_on_failure(task: asyncio.Task[None]) -> None:
+        """A failed write stops the worker now (see the module docstring), not when the next batch comes."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("batch write failed; stopping the worker, its offsets stay uncommitted", error=repr(error)[:300])
+        crash = asyncio.ensure_future(app.crash(error))
+        crashing.add(crash)
+        crash.add_done_callback(crashing.discard)
+
+    @app.agent(topic, supervisor_strategy=CrashingSupervisor)  # see the module docstring
     async def load_warehouse(stream: faust.StreamT) -> None:
         writing: asyncio.Task[None] | None = None  # the previous batch, committing while this one is prepared
         try:
@@ -186,7 +206,7 @@ def create_app(settings: Settings) -> faust.App:
                     _forbid_commit(events)
                     raise
                 writing = asyncio.create_task(write_and_release(stream, events, batch))
-                writing.add_done_callback(log_failure)
+                writing.add_done_callback(stop_on_failure)
         finally:
             if writing is not None and not writing.done():
                 writing.cancel()  # its messages stay uncommitted: redelivered to whoever gets the partition

@@ -211,6 +211,8 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[l
                         event = await queue.get()
                 except TimeoutError:
                     break
+                except StopAsyncIteration:  # the channel closed (shutdown): what was taken stays unacked
+                    return
             else:
                 event = queue.get_nowait()
             if not batch and loop.time() >= until:
