@@ -3,7 +3,10 @@ with in-memory storage on a free port of 127.0.0.1.
 
 Known limits of tansu 0.6 (memory storage) with aiokafka: plain producers (``acks=1`` or ``all``),
 multi-partition topics, consumer groups and committed offsets work; ``InitProducerId`` fails, so the
-idempotent producer (``enable_idempotence=True``) and transactions do not.
+idempotent producer (``enable_idempotence=True``) and transactions do not. Two producers writing at
+once can lose records it acknowledged (``benchmarks/broker_concurrent_producers.py``: a few rounds
+in a hundred); one producer, however many requests it has in flight, loses none. Tests that must
+count every record publish through one producer at a time.
 """
 
 from __future__ import annotations

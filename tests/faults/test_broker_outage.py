@@ -14,6 +14,11 @@ when a producer that lived through the restart reaches the new broker before the
 recreated (reproduced without canvas-stream: an old producer's retries auto-create the topic, and
 records acknowledged right after ``create_topics`` vanish). With a durable broker all processes
 would simply reconnect.
+
+And while the broker is up, A and B never publish at the same moment: tansu loses acknowledged
+records when two producers write at once (benchmarks/broker_concurrent_producers.py, plain aiokafka:
+5 rounds of 400 and 7 of 300 lost 1-3 records with two producers, none of 400 with one). That
+matches this test's rare failure (1-3 of its first 40 events missing, nothing logged by any role).
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ async def test_broker_outage(jwks, warehouse, own_broker, tmp_path, processes):
     events = make_events("broker-outage", 160)
     evens, odds = events[0::2], events[1::2]
 
-    await asyncio.gather(to_a.send(with_duplicates(evens[:20])), to_b.send(with_duplicates(odds[:20])))
+    await to_a.send(with_duplicates(evens[:20]))  # one after the other: see the module docstring
+    await to_b.send(with_duplicates(odds[:20]))
     await wait_for_events(warehouse, to_a.accepted | to_b.accepted, timeout=120, logs=lambda: logs(worker))
 
     await stop(worker)
@@ -79,7 +85,8 @@ async def test_broker_outage(jwks, warehouse, own_broker, tmp_path, processes):
     # Canvas retries what B refused; new events flow through both.
     retry = [e for e in odds[:60] if e.event_id not in to_b.accepted]
     to_a2, to_b2 = Sender(a2.url, accepted=to_a.accepted), Sender(b2.url, accepted=to_b.accepted)
-    await asyncio.gather(to_a2.send(with_duplicates(evens[60:])), to_b2.send(retry + with_duplicates(odds[60:])))
+    await to_a2.send(with_duplicates(evens[60:]))
+    await to_b2.send(retry + with_duplicates(odds[60:]))
     accepted = to_a2.accepted | to_b2.accepted
     assert accepted == {e.event_id for e in events}, (to_a2.refused[:5], to_b2.refused[:5])
     await wait_for_events(warehouse, accepted, timeout=120, logs=lambda: logs(a2, b2, worker2))
