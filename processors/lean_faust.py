@@ -1,7 +1,7 @@
 """faust-streaming without the per-message work this worker does not need.
 
-faust keeps its agents, streams, rebalancing, offset tracking and commits; two things it does for
-every message are replaced:
+faust keeps its agents, streams, rebalancing, offset tracking and commits; what it does for every
+message that this worker does not need is replaced:
 
 * :class:`LeanMonitor`: faust's Monitor without its per-message bookkeeping (four calls and several
   dict and deque updates per message that only faust's own stats pages read; our metrics are
@@ -154,7 +154,7 @@ class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka hands this to its Fetcher at start(), which has not happened yet.
-        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", consumer._fetch_max_wait_ms)
+        consumer._fetch_max_wait_ms = cast(LeanApp, self.app).fetch_max_wait_ms
         return consumer
 
 
