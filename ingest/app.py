@@ -34,7 +34,7 @@ from ingest.jwks import JwksCache, KeyUnavailable
 from ingest.live_events import BadBody, build_record, classify_body
 from ingest.lti_routes import LTI_STATE_KEY, NoticeLedger, add_lti_routes
 from ingest.nonces import NonceBackend
-from ingest.publish import KafkaPublisher, PublishFailed
+from ingest.publish import KafkaPublisher, PublishFailed, RecordRefused
 from ingest.spool import Spool
 from ingest.verify import TokenPolicy, TokenRejected, verify_with
 
@@ -105,6 +105,9 @@ async def post_live_event(request: web.Request) -> web.Response:
     key, record = build_record(payload, verification, payload_json, received_at, delivery=delivery)
     [outcome] = await publish_within_deadline(request, app[PUBLISHER_KEY].publish, [(key, record.to_bytes())])
     if outcome is not None:  # acknowledged: None (checked first, the common case)
+        if isinstance(outcome, RecordRefused):  # no retry can help: not 503
+            log.error("publish refused by the broker", error=str(outcome))
+            return error(413, outcome.public)
         if isinstance(outcome, PublishFailed | NotAcknowledgedInTime):
             log.warning("publish failed", error=str(outcome) or outcome.__class__.__name__)
             return error(503, outcome.public)

@@ -6,6 +6,11 @@ acknowledge within ``ack_timeout`` it is spooled instead (a late ack then makes 
 the idempotent warehouse absorbs). While the spool holds records, new records are appended behind
 them (so the order into Kafka is the order of acceptance, and nobody waits for a dead broker), and
 a background drainer publishes them in order, removing a segment once all of it is acknowledged.
+
+A record the broker will never take (larger than it or the producer accepts) is
+:class:`RecordRefused`: never spooled (it would stop the drain for everything behind it) but
+answered 413; one already in the spool is moved to ``<spool>/refused/`` with an error logged, and
+the drain goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +21,13 @@ import contextlib
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from canvas_stream.errors import CanvasStreamError
@@ -37,6 +48,16 @@ class PublishFailed(CanvasStreamError):
     """The broker did not acknowledge in time; the caller answers 503 (Canvas retries)."""
 
     public = "event store unavailable; retry later"
+
+
+class RecordRefused(PublishFailed):
+    """The broker (or the producer) refuses this record itself, for its size: no retry can help."""
+
+    public = "event too large for the event store"
+
+
+# What the broker or the producer answers for one record that no retry will get in.
+REFUSED_RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
 
 
 class SpoolFullError(PublishFailed):
@@ -142,6 +163,8 @@ class KafkaPublisher:
             return
         try:
             await self._send(key, value)
+        except RecordRefused:
+            raise  # spooled, it would stop the drain for everything behind it
         except PublishFailed as exc:
             if self.spool is None:
                 raise
@@ -158,6 +181,8 @@ class KafkaPublisher:
                 # send_and_wait without its own coroutine frame: queued, then acknowledged
                 delivered = await producer.send(self.topic, value, key=key)
                 await delivered
+        except REFUSED_RECORD_ERRORS as exc:
+            raise RecordRefused(f"broker refused the record ({len(value)} bytes): {exc.__class__.__name__}") from exc
         except (KafkaError, OSError, TimeoutError) as exc:
             raise PublishFailed(f"broker did not acknowledge: {exc.__class__.__name__}") from exc
 
@@ -253,6 +278,12 @@ class KafkaPublisher:
         producer = await self._ensure_started()
         try:  # probe with the first record alone, so a dead broker does not get the whole chunk queued
             await self._send(*chunk[0])
+        except RecordRefused as exc:
+            assert self.spool is not None
+            where = await asyncio.to_thread(self.spool.set_aside, *chunk[0])
+            log.error("spool: the broker refuses a spooled record; set aside, the drain goes on",
+                      error=str(exc), path=str(where))
+            return 1
         except PublishFailed:
             return 0
         futures: list[asyncio.Future[object]] = []

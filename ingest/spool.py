@@ -23,6 +23,7 @@ import contextlib
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ HEADER_SIZE = _HEADER.size
 SUFFIX = ".spool"
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
 MAX_RECORD_BYTES = 64 * 1024 * 1024
+REFUSED_DIR = "refused"  # records the broker refuses for good (``Spool.set_aside``)
 
 
 class SpoolFull(CanvasStreamError):
@@ -252,6 +254,20 @@ class Spool:
         restart the whole segment is published again, which the idempotent warehouse absorbs)."""
         with self._lock:
             segment.acked = max(segment.acked, min(count, segment.records))
+
+    def set_aside(self, key: bytes, value: bytes) -> Path:
+        """Keep a record the broker refuses for good in ``refused/`` (same framing as a segment, so
+        ``decode_records`` reads it), out of the drain's way; an operator decides what to do with it."""
+        refused = self.directory / REFUSED_DIR
+        refused.mkdir(exist_ok=True)
+        path = refused / f"{time.time_ns()}.record"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, encode_record(key, value))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return path
 
     def remove(self, segment: Segment) -> None:
         """Delete a fully acknowledged segment."""

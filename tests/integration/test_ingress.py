@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from canvas_stream.records import record_from_bytes
-from tests.support.events import ISSUER, make_client
+from tests.support.events import ISSUER, example, make_client
 from tests.support.jwt_helpers import JwksServer, jwk_for, rsa_key, sign
 from tests.support.topics import published
 
@@ -163,6 +163,20 @@ async def test_json_bomb_is_refused_without_parsing(jwks, kafka_bootstrap, topic
         response = await allowing.post("/live-events", data=b"{\"a\":" * 5000 + b"1" + b"}" * 5000)
         assert response.status == 400
         assert "nested" in (await response.json())["error"]
+    finally:
+        await allowing.close()
+
+
+async def test_an_event_the_broker_refuses_for_its_size_is_413_not_503(jwks, kafka_bootstrap, topic):
+    """503 would have Canvas retry an event that can never get in; the answer says why instead."""
+    allowing = await make_client(jwks.url, kafka_bootstrap, topic, live_events_allow_unsigned=True,
+                                 max_body_bytes=8 * 1024 * 1024)
+    try:
+        event = example("canvas", "course_created")
+        event["body"]["name"] = "x" * (5 * 1024 * 1024)  # over the producer's 4 MiB request limit
+        response = await allowing.post("/live-events", data=json.dumps(event))
+        assert response.status == 413, await response.text()
+        assert (await response.json())["error"] == "event too large for the event store"
     finally:
         await allowing.close()
 
