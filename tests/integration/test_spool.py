@@ -38,19 +38,7 @@ async def test_dead_broker_spools_then_a_restarted_ingress_drains_in_order(tmp_p
     finally:
         await live.stop()
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        got: list[tuple[bytes, bytes]] = []
-        for _ in range(20):
-            batch = await consumer.getmany(timeout_ms=500)
-            got += [(m.key, m.value) for msgs in batch.values() for m in msgs]
-            if len(got) >= 4:
-                break
-    finally:
-        await consumer.stop()
-    assert got == [(b"k0", b"v0"), (b"k1", b"v1"), (b"k2", b"v2"), (b"k3", b"v3")]
+    assert await _records(kafka_bootstrap, topic, 4) == [(b"k0", b"v0"), (b"k1", b"v1"), (b"k2", b"v2"), (b"k3", b"v3")]
 
 
 async def test_full_spool_with_dead_broker_is_a_clear_failure(tmp_path):
@@ -68,22 +56,6 @@ async def test_full_spool_with_dead_broker_is_a_clear_failure(tmp_path):
 
 
 TOO_LARGE = b"x" * (5 * 1024 * 1024)  # over the producer's 4 MiB max_request_size: refused for good
-
-
-async def _records(bootstrap: str, topic: str, expect: int) -> list[tuple[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        got: list[tuple[bytes, bytes]] = []
-        for _ in range(20):
-            batch = await consumer.getmany(timeout_ms=500)
-            got += [(m.key, m.value) for msgs in batch.values() for m in msgs]
-            if len(got) >= expect:
-                break
-        return got
-    finally:
-        await consumer.stop()
 
 
 async def test_a_record_the_broker_refuses_is_never_spooled(tmp_path, kafka_bootstrap, unique_topic):
@@ -127,3 +99,19 @@ async def test_a_spooled_record_the_broker_refuses_is_set_aside_and_the_drain_go
 async def _created(bootstrap: str, topic: str) -> str:
     await ensure_topic(bootstrap, topic, 1)
     return topic
+
+
+async def _records(bootstrap: str, topic: str, expect: int) -> list[tuple[bytes, bytes]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        got: list[tuple[bytes, bytes]] = []
+        for _ in range(20):
+            batch = await consumer.getmany(timeout_ms=500)
+            got += [(m.key, m.value) for msgs in batch.values() for m in msgs]
+            if len(got) >= expect:
+                break
+        return got
+    finally:
+        await consumer.stop()
