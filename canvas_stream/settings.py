@@ -187,6 +187,17 @@ class Settings(BaseSettings):
             raise ValueError("must be a lower-case PostgreSQL identifier (a-z, 0-9, _; at most 63 characters)")
         return value
 
+    @field_validator("response_deadline_seconds")
+    @classmethod
+    def _spool_before_the_deadline(cls, value: float, info: ValidationInfo) -> float:
+        """With a spool, the broker's wait must end before the answer is due, or the spool never takes over:
+        every event of a broker outage would be answered 503 instead of spooled."""
+        ack_timeout = info.data.get("kafka_ack_timeout_seconds")
+        if info.data.get("spool_dir") and ack_timeout is not None and ack_timeout >= value:
+            raise ValueError(f"must be above KAFKA_ACK_TIMEOUT_SECONDS ({ack_timeout:g}) when SPOOL_DIR is set, "
+                             "so that a record the broker did not acknowledge is spooled before the answer is due")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

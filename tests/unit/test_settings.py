@@ -33,3 +33,10 @@ def test_passwords_are_masked() -> None:
     assert shown["database_url"] == "postgres://app:***@db/w"
     assert Settings(database_url="postgres://app:hunter2@db/w").require_database_url() == (
         "postgresql+asyncpg://app:hunter2@db/w")
+
+
+def test_with_a_spool_the_broker_wait_ends_before_the_answer_is_due() -> None:
+    with pytest.raises(ValueError, match="KAFKA_ACK_TIMEOUT_SECONDS"):
+        Settings(spool_dir="/tmp/spool", kafka_ack_timeout_seconds=12, response_deadline_seconds=10)
+    assert Settings(spool_dir="/tmp/spool", kafka_ack_timeout_seconds=5, response_deadline_seconds=10)
+    assert Settings(kafka_ack_timeout_seconds=12, response_deadline_seconds=10)  # no spool: the deadline answers 503
