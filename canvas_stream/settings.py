@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=6, ge=1, description="Partitions when the topic is created.")
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_ack_timeout_seconds: float = Field(default=5.0, gt=0, description="Ingress wait for broker acks.")
+    kafka_max_record_bytes: int = Field(
+        default=1_000_000, ge=16 * 1024, le=4 * 1024 * 1024,
+        description="Largest record the ingress publishes (413 above); at most the topic's max.message.bytes "
+                    "(Kafka's default 1,048,588), so every broker refuses the same records (tansu has no limit).")
 
     host: str = Field(default="0.0.0.0", description="Ingress bind address.")
     port: int = Field(default=8080, description="Ingress port.")

@@ -189,6 +189,7 @@ def create_app(
     app[PUBLISHER_KEY] = publisher or KafkaPublisher(
         settings.require_kafka(), settings.kafka_topic, ack_timeout=settings.kafka_ack_timeout_seconds,
         spool=Spool(settings.spool_dir, settings.spool_max_bytes) if settings.spool_dir else None,
+        max_record_bytes=settings.kafka_max_record_bytes,
     )
     app[LIVE_JWKS_KEY] = live_events_jwks or JwksCache(
         settings.live_events_jwks_url, refetch_cooldown=settings.jwks_refetch_cooldown_seconds

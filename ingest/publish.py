@@ -7,10 +7,10 @@ the idempotent warehouse absorbs). While the spool holds records, new records ar
 them (so the order into Kafka is the order of acceptance, and nobody waits for a dead broker), and
 a background drainer publishes them in order, removing a segment once all of it is acknowledged.
 
-A record the broker will never take (larger than it or the producer accepts) is
-:class:`RecordRefused`: never spooled (it would stop the drain for everything behind it) but
-answered 413; one already in the spool is moved to ``<spool>/refused/`` with an error logged, and
-the drain goes on.
+A record the broker will never take (over ``KAFKA_MAX_RECORD_BYTES``, or refused by the broker or
+the producer for its size) is :class:`RecordRefused`: never spooled (it would stop the drain for
+everything behind it) but answered 413; one already in the spool is moved to ``<spool>/refused/``
+with an error logged, and the drain goes on.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ BROKER_PROBE_TIMEOUT = 2.0
 
 DRAIN_CHUNK = 500
 BATCH_BYTES = 256 * 1024  # per partition; below brokers' 1 MB message.max.bytes default
+MAX_RECORD_BYTES = 1_000_000  # default of KAFKA_MAX_RECORD_BYTES: below Kafka's 1,048,588 message.max.bytes
 
 
 class PublishFailed(CanvasStreamError):
@@ -106,10 +107,12 @@ class KafkaPublisher:
     """One producer (acks=all), started lazily so the ingress survives a broker outage; optionally
     backed by a durable :class:`~ingest.spool.Spool`."""
 
-    def __init__(self, bootstrap: str, topic: str, *, ack_timeout: float = 5.0, spool: Spool | None = None) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, ack_timeout: float = 5.0, spool: Spool | None = None,
+                 max_record_bytes: int = MAX_RECORD_BYTES) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.ack_timeout = ack_timeout
+        self.max_record_bytes = max_record_bytes
         self.spool = spool
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -158,6 +161,8 @@ class KafkaPublisher:
 
     async def publish(self, key: bytes, value: bytes) -> None:
         """Return once the broker acknowledged the record, or the spool fsynced it; else PublishFailed."""
+        if len(value) > self.max_record_bytes:  # refused here as a broker would (tansu takes any size)
+            raise RecordRefused(f"record of {len(value)} bytes, over KAFKA_MAX_RECORD_BYTES ({self.max_record_bytes})")
         if self.spool is not None and self.spool.pending:
             await self._spool_append(key, value)
             return

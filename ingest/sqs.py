@@ -40,7 +40,7 @@ from canvas_stream.loop import install_fast_loop
 from canvas_stream.settings import Settings
 from canvas_stream.tenancy import DeliveryKind, TenantPolicy, parse_list
 from ingest.binding import note_refusal
-from ingest.publish import KafkaPublisher, PublishFailed
+from ingest.publish import KafkaPublisher, PublishFailed, RecordRefused
 from ingest.sqs_messages import Action, Plan, SqsMessage, plan_message
 
 log = structlog.get_logger(__name__)
@@ -167,6 +167,13 @@ class QueuePoller:
                     done.append(plan)
                     (PUBLISHED if plan.action is Action.PUBLISH else QUARANTINED).labels(self.name).inc()
                     continue
+                if isinstance(result, RecordRefused):
+                    # The broker answered (no backoff), but no retry gets this one in: it stays in the queue
+                    # until the queue's redrive policy moves it to its dead-letter queue.
+                    log.error("sqs: the broker refuses this message for its size; left in the queue for its "
+                              "redrive policy", queue=self.name, message_id=plan.message.message_id[:100],
+                              error=str(result))
+                    continue
                 failed += 1
                 if not isinstance(result, PublishFailed):
                     log.error("sqs: publish crashed", queue=self.name, error=_describe(result))
@@ -174,7 +181,7 @@ class QueuePoller:
                 PUBLISH_FAILED.labels(self.name).inc(failed)
                 log.warning("sqs: broker did not acknowledge; leaving messages in the queue", queue=self.name,
                             messages=failed)
-            self.broker_ok = failed < len(to_publish)  # any ack: the broker is there
+            self.broker_ok = failed < len(to_publish)  # any answer: the broker is there
         await self._delete(done)
         return failed == 0
 
@@ -266,8 +273,9 @@ async def serve_sqs(settings: Settings, stopping: asyncio.Event | None = None) -
     configured_region = session.get_config_variable("region") or os.environ.get("AWS_REGION") or None
     config = AioConfig(connect_timeout=10, read_timeout=settings.sqs_wait_time_seconds + 20,
                        retries={"max_attempts": 3, "mode": "standard"})
-    publisher = KafkaPublisher(settings.require_kafka(), settings.kafka_topic,
-                               ack_timeout=settings.kafka_ack_timeout_seconds)  # no spool: the queue is the buffer
+    publisher = KafkaPublisher(settings.require_kafka(), settings.kafka_topic,  # no spool: the queue is the buffer
+                               ack_timeout=settings.kafka_ack_timeout_seconds,
+                               max_record_bytes=settings.kafka_max_record_bytes)
     policy = TenantPolicy.from_settings(settings)
     async with contextlib.AsyncExitStack() as stack:
         pollers: list[QueuePoller] = []

@@ -22,6 +22,7 @@ from tests.support.sqs import (
     canvas_course_event,
     counters,
     create_queue,
+    messages_in_queue,
     queue_empty,
     send_bodies,
     sqs_client,
@@ -170,3 +171,27 @@ async def test_other_tenants_are_refused_deleted_and_counted(
         assert total(samples, "canvas_stream_sqs_published_total") == 2
     assert "refused by tenant binding" in poller.log.read_text()
     assert "sqs-c course 2" not in poller.log.read_text()  # never the payload in the logs
+
+
+async def test_a_message_too_large_for_the_broker_stays_for_the_redrive_policy_and_the_rest_flows(
+        client, sqs_endpoint, kafka_bootstrap, topic):
+    """The broker answered (no backoff, not a publish failure), but no retry gets the message in: it
+    is not deleted, so the queue's redrive policy moves it to its dead-letter queue."""
+    queue = await create_queue(client, queue_name())
+    large = canvas_course_event(1, "sqs-large")
+    large["body"]["name"] = "x" * 20_000  # over the KAFKA_MAX_RECORD_BYTES given below
+    small = [canvas_course_event(i, "sqs-large") for i in (2, 3)]
+    await send_bodies(client, queue, [json.dumps(e) for e in [large, *small]])
+    poller = sqs_role(sqs_endpoint, [queue], bootstrap=kafka_bootstrap, topic=topic,
+                      KAFKA_MAX_RECORD_BYTES=str(16 * 1024))
+    with running(poller):
+        async def only_the_large_one_left() -> bool:
+            return await messages_in_queue(client, queue) == 1
+
+        await until(only_the_large_one_left, "the small events published and deleted", poller)
+        records = [record_from_bytes(m.value) for m in await published(kafka_bootstrap, topic, 2)]
+        assert sorted(r.payload["body"]["course_id"] for r in records) == sorted(e["body"]["course_id"] for e in small)
+        samples = await counters(poller)
+        assert total(samples, "canvas_stream_sqs_published_total") == 2
+        assert total(samples, "canvas_stream_sqs_publish_failed_total") == 0
+    assert "the broker refuses this message for its size" in poller.log.read_text()
