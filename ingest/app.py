@@ -106,7 +106,7 @@ async def post_live_event(request: web.Request) -> web.Response:
     [outcome] = await publish_within_deadline(request, app[PUBLISHER_KEY].publish, [(key, record.to_bytes())])
     if outcome is not None:  # acknowledged: None (checked first, the common case)
         if isinstance(outcome, RecordRefused):  # no retry can help: not 503
-            log.error("publish refused by the broker", error=str(outcome))
+            log.error("publish refused for the record's size", error=str(outcome))  # our limit or the broker's
             return error(413, outcome.public)
         if isinstance(outcome, PublishFailed | NotAcknowledgedInTime):
             log.warning("publish failed", error=str(outcome) or outcome.__class__.__name__)
